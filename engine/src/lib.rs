@@ -1,0 +1,1 @@
+//! The siteflow engine: workflow spec, DAG, expressions, state store, scheduler, retries, telemetry.

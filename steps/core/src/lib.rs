@@ -1,0 +1,1 @@
+//! Built-in siteflow steps: shell, sleep, noop, wait_until.

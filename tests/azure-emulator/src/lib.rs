@@ -1,0 +1,1 @@
+//! A spec-faithful local Azure emulator for siteflow tests and the sandbox.

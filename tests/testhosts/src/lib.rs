@@ -1,0 +1,1 @@
+//! Real OpenSSH test hosts, each in its own network and mount namespace.

@@ -1,1 +1,807 @@
-fn main() {}
+//! The `siteflow` command line: thin over the engine; maps outcomes to documented exit codes.
+
+mod progress;
+mod telemetry;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use siteflow_engine::diag::Diagnostics;
+use siteflow_engine::plan::{self, Plan, SourceText, Sources};
+use siteflow_engine::registry::Registry;
+use siteflow_engine::runner::{Outcome, RunError, RunObserver, RunOptions, RunStatus, Runner};
+use siteflow_engine::state::{LeaseError, StateStore};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+const EXIT_CODES: &str = "Exit codes:
+  0    succeeded
+  1    the run failed (resume it with `siteflow resume <run>`), or an operational error
+  2    invalid input (workflow, site file, --set, arguments); nothing was run or stored
+  3    the run is held by another runner (see `siteflow unlock`)
+  130  interrupted (Ctrl-C); the run is resumable";
+
+/// Durable, resumable workflows that provision edge Kubernetes sites.
+#[derive(Parser)]
+#[command(name = "siteflow", version, about, after_help = EXIT_CODES)]
+struct Cli {
+    /// State database (default: .siteflow/state.db under the working directory).
+    #[arg(long, global = true, env = "SITEFLOW_STATE")]
+    state: Option<PathBuf>,
+    /// Where workflow names are looked up (default: ./workflows).
+    #[arg(long, global = true, env = "SITEFLOW_WORKFLOWS")]
+    workflows: Option<PathBuf>,
+    /// More log output on stderr.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+#[derive(clap::Args)]
+struct Target {
+    /// A workflow file, or a name looked up in the workflows directory. May be omitted
+    /// when the site file names its workflow.
+    workflow: Option<String>,
+    /// A site file layered over the workflow.
+    #[arg(long)]
+    site: Option<PathBuf>,
+    /// Input values, `name=value` or `name.field=value` (highest precedence).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a workflow.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// Bound on concurrently running steps.
+        #[arg(long, default_value_t = 32)]
+        parallel: usize,
+        /// Seconds running steps get to finish after Ctrl-C before they are cancelled.
+        #[arg(long, default_value_t = 30)]
+        grace: u64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Continue a run: every step not Succeeded runs; succeeded steps are not run again.
+    Resume {
+        /// The run id.
+        run: String,
+        /// Read the workflow and site files again; steps whose inputs changed run again.
+        #[arg(long)]
+        reload: bool,
+        /// Bound on concurrently running steps.
+        #[arg(long, default_value_t = 32)]
+        parallel: usize,
+        /// Seconds running steps get to finish after Ctrl-C.
+        #[arg(long, default_value_t = 30)]
+        grace: u64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Run one step of a run again (and optionally everything after it).
+    Rerun {
+        /// The run id.
+        run: String,
+        /// The step id.
+        #[arg(long)]
+        step: String,
+        /// Also run the steps that depend on it again.
+        #[arg(long)]
+        with_dependents: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show the effective workflow (site and --set applied), inputs and execution layers.
+    Plan {
+        #[command(flatten)]
+        target: Target,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Check workflow and site files; report every problem.
+    Validate {
+        /// Files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the step graph.
+    Graph {
+        #[command(flatten)]
+        target: Target,
+        /// mermaid or dot.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+    /// Runs in the state database.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// Print a run's event log (step output included).
+    Logs {
+        /// The run id.
+        run: String,
+        /// Only this step.
+        #[arg(long)]
+        step: Option<String>,
+    },
+    /// Ask the runner holding a run to stop (as Ctrl-C would).
+    Cancel {
+        /// The run id.
+        run: String,
+    },
+    /// Break a dead runner's lease on a run.
+    Unlock {
+        /// The run id.
+        run: String,
+    },
+    /// List step kinds, or show one kind's input schema.
+    Steps {
+        /// A kind.
+        kind: Option<String>,
+    },
+    /// Print the JSON Schema of workflow and site files.
+    Schema,
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// The newest runs.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// One run's steps.
+    Show {
+        /// The run id.
+        run: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// The step kinds this binary knows.
+fn registry() -> Registry {
+    Registry::new().with(siteflow_steps_core::steps())
+}
+
+/// A failure with its exit code and report.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Diagnostics> for Failure {
+    fn from(d: Diagnostics) -> Self {
+        Failure::new(2, d.to_string())
+    }
+}
+
+impl From<RunError> for Failure {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Invalid(d) => d.into(),
+            RunError::Secret { .. } | RunError::Usage(_) => Failure::new(2, format!("error: {e}")),
+            RunError::Lease(l @ LeaseError::Held { .. }) => Failure::new(3, format!("error: {l}")),
+            other => Failure::new(1, format!("error: {}", chain(&other))),
+        }
+    }
+}
+
+impl From<siteflow_engine::state::StoreError> for Failure {
+    fn from(e: siteflow_engine::state::StoreError) -> Self {
+        let code = if matches!(e, siteflow_engine::state::StoreError::NoSuchRun(_)) {
+            2
+        } else {
+            1
+        };
+        Failure::new(code, format!("error: {}", chain(&e)))
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let telemetry = rt.block_on(async { telemetry::Telemetry::init(cli.verbose) });
+    let result = rt.block_on(dispatch(cli));
+    telemetry.shutdown();
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("{}", f.message.trim_end());
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn state_path(cli: &Cli) -> PathBuf {
+    cli.state
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".siteflow/state.db"))
+}
+
+fn read_source(path: &Path) -> Result<SourceText, Failure> {
+    std::fs::read_to_string(path)
+        .map(|text| SourceText {
+            path: path.display().to_string(),
+            text,
+        })
+        .map_err(|e| Failure::new(2, format!("error: cannot read {}: {e}", path.display())))
+}
+
+/// Finds a workflow by path or by name in the workflows directory.
+fn find_workflow(cli: &Cli, name: &str, base: Option<&Path>) -> Result<PathBuf, Failure> {
+    let direct = PathBuf::from(name);
+    if direct.is_file() {
+        return Ok(direct);
+    }
+    if let Some(b) = base {
+        let rel = b.join(name);
+        if rel.is_file() {
+            return Ok(rel);
+        }
+    }
+    let dir = cli
+        .workflows
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("workflows"));
+    for ext in ["yaml", "yml"] {
+        let p = dir.join(format!("{name}.{ext}"));
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let known: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let p = e.path();
+                    matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml"))
+                        .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                        .flatten()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Err(Failure::new(
+        2,
+        format!(
+            "error: no workflow file `{name}` and no workflow named `{name}` in {}{}",
+            dir.display(),
+            if known.is_empty() {
+                String::new()
+            } else {
+                format!(" (there: {})", known.join(", "))
+            }
+        ),
+    ))
+}
+
+fn sources(cli: &Cli, t: &Target) -> Result<Sources, Failure> {
+    let site = t.site.as_deref().map(read_source).transpose()?;
+    let wf_name = match (&t.workflow, &site) {
+        (Some(w), _) => w.clone(),
+        (None, Some(s)) => match plan::site_workflow(s)? {
+            Some(w) => w.value,
+            None => {
+                return Err(Failure::new(
+                    2,
+                    "error: give a workflow, or name one in the site file's `workflow:`",
+                ));
+            }
+        },
+        (None, None) => {
+            return Err(Failure::new(
+                2,
+                "error: give a workflow (a file or a name) or --site FILE",
+            ));
+        }
+    };
+    let base = t.site.as_deref().and_then(Path::parent);
+    let path = find_workflow(cli, &wf_name, base)?;
+    Ok(Sources {
+        workflow: read_source(&path)?,
+        site,
+        sets: t.sets.clone(),
+    })
+}
+
+fn observer(output: Output) -> Arc<dyn RunObserver> {
+    if output == Output::Text && std::io::stderr().is_terminal() {
+        Arc::new(progress::Spinners::new())
+    } else {
+        Arc::new(progress::PlainLines {
+            show_output: output == Output::Text,
+        })
+    }
+}
+
+async fn execute(
+    cli: &Cli,
+    output: Output,
+    parallel: usize,
+    grace: u64,
+    f: impl AsyncFnOnce(&Runner) -> Result<Outcome, RunError>,
+) -> Result<u8, Failure> {
+    let store = StateStore::open(&state_path(cli))?;
+    let opts = RunOptions {
+        parallel,
+        grace: Duration::from_secs(grace),
+        ..RunOptions::default()
+    };
+    let runner = Runner::new(
+        Arc::new(registry()),
+        store.clone(),
+        opts.clone(),
+        observer(output),
+    );
+    let control = runner.control();
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = interrupted.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            eprintln!(
+                "\nstopping: no new steps start; running steps get {grace}s to finish. Press Ctrl-C again to abort now."
+            );
+            control.stop(Duration::from_secs(grace));
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("aborted; `siteflow resume` continues the run");
+                std::process::exit(130);
+            }
+        }
+    });
+    let outcome = f(&runner).await?;
+    report(&store, &outcome, output).await?;
+    Ok(match outcome.status {
+        RunStatus::Succeeded => 0,
+        RunStatus::Cancelled if interrupted.load(std::sync::atomic::Ordering::SeqCst) => 130,
+        _ => 1,
+    })
+}
+
+/// The run as one JSON document (secrets redacted).
+async fn run_document(store: &StateStore, run_id: &str) -> Result<Value, Failure> {
+    let run = store.run(run_id).await?;
+    let steps = store.steps(run_id).await?;
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.key,
+                "kind": s.kind,
+                "status": s.status,
+                "attempts": s.attempts,
+                "outputs": s.outputs.as_ref().map(show_secrets),
+                "error": s.error.as_ref().map(|e| json!({"class": e.class.name(), "code": e.code, "message": e.message})),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "run_id": run.id,
+        "workflow": run.workflow,
+        "site": run.site,
+        "status": run.status,
+        "trace_id": run.trace_id,
+        "inputs": run.inputs,
+        "steps": steps,
+    }))
+}
+
+/// Persisted secret placeholders shown as `[redacted]`.
+fn show_secrets(v: &Value) -> Value {
+    match v {
+        Value::Object(m) if m.len() == 1 && m.contains_key(siteflow_step::SECRET_MARKER) => {
+            json!("[redacted]")
+        }
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), show_secrets(x)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(show_secrets).collect()),
+        other => other.clone(),
+    }
+}
+
+async fn report(store: &StateStore, outcome: &Outcome, output: Output) -> Result<(), Failure> {
+    let doc = run_document(store, &outcome.run_id).await?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default()),
+        Output::Text => {
+            print_steps(&doc);
+            let hint = match outcome.status {
+                RunStatus::Succeeded => String::new(),
+                _ => format!(" — resume with: siteflow resume {}", outcome.run_id),
+            };
+            println!(
+                "run {} {}{hint}",
+                outcome.run_id,
+                outcome.status.name().to_lowercase()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_steps(doc: &Value) {
+    let steps = doc["steps"].as_array().cloned().unwrap_or_default();
+    let w = steps
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .map(str::len)
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<w$}  {:<12}  {:>8}  {}",
+        "STEP", "STATUS", "ATTEMPTS", "ERROR"
+    );
+    for s in steps {
+        let err = s["error"]["message"].as_str().unwrap_or("");
+        let err: String = err.lines().next().unwrap_or("").chars().take(100).collect();
+        println!(
+            "{:<w$}  {:<12}  {:>8}  {}",
+            s["id"].as_str().unwrap_or(""),
+            s["status"].as_str().unwrap_or(""),
+            s["attempts"].to_string(),
+            err
+        );
+    }
+}
+
+fn plan_document(p: &Plan) -> Value {
+    let steps: Vec<Value> = p
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.spec.id.value,
+                "uses": s.spec.uses.value,
+                "needs": s.deps.iter().map(|&d| p.steps[d].spec.id.value.clone()).collect::<Vec<_>>(),
+                "if": s.spec.if_.as_ref().map(|c| c.value.clone()),
+                "for_each": s.for_each,
+                "max_parallel": s.spec.max_parallel,
+                "with": s.with,
+                "timeout": s.timeout.map(|t| humantime::format_duration(t).to_string()),
+                "retry": s.retry,
+                "continue_on_error": s.spec.continue_on_error,
+            })
+        })
+        .collect();
+    let secrets: Vec<Value> = p
+        .secrets
+        .iter()
+        .map(|s| match &s.source {
+            siteflow_engine::spec::SecretSource::Env(v) => json!({"name": s.name, "env": v}),
+            siteflow_engine::spec::SecretSource::File(f) => json!({"name": s.name, "file": f}),
+        })
+        .collect();
+    let layers: Vec<Vec<String>> = p
+        .layers
+        .iter()
+        .map(|l| {
+            l.iter()
+                .map(|&i| p.steps[i].spec.id.value.clone())
+                .collect()
+        })
+        .collect();
+    json!({
+        "workflow": p.workflow.name,
+        "site": p.site,
+        "inputs": p.inputs,
+        "secrets": secrets,
+        "steps": steps,
+        "layers": layers,
+    })
+}
+
+fn graph(p: &Plan, format: GraphFormat) -> String {
+    let mut out = String::new();
+    match format {
+        GraphFormat::Mermaid => {
+            out.push_str("flowchart TD\n");
+            for (i, s) in p.steps.iter().enumerate() {
+                out.push_str(&format!(
+                    "    s{i}[\"{}<br/><small>{}</small>\"]\n",
+                    s.spec.id.value, s.spec.uses.value
+                ));
+            }
+            for (i, s) in p.steps.iter().enumerate() {
+                for d in &s.deps {
+                    out.push_str(&format!("    s{d} --> s{i}\n"));
+                }
+            }
+        }
+        GraphFormat::Dot => {
+            out.push_str("digraph workflow {\n    rankdir=LR;\n    node [shape=box];\n");
+            for s in &p.steps {
+                out.push_str(&format!(
+                    "    \"{}\" [label=\"{}\\n{}\"];\n",
+                    s.spec.id.value, s.spec.id.value, s.spec.uses.value
+                ));
+            }
+            for s in &p.steps {
+                for &d in &s.deps {
+                    out.push_str(&format!(
+                        "    \"{}\" -> \"{}\";\n",
+                        p.steps[d].spec.id.value, s.spec.id.value
+                    ));
+                }
+            }
+            out.push_str("}\n");
+        }
+    }
+    out
+}
+
+fn ts(ms: i64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
+    )
+    .to_string()
+}
+
+async fn dispatch(cli: Cli) -> Result<u8, Failure> {
+    let reg = registry();
+    match &cli.command {
+        Command::Run {
+            target,
+            parallel,
+            grace,
+            output,
+        } => {
+            let src = sources(&cli, target)?;
+            let plan = plan::compile(&src, &reg)?;
+            execute(&cli, *output, *parallel, *grace, async |r| {
+                r.start(plan, src).await
+            })
+            .await
+        }
+        Command::Resume {
+            run,
+            reload,
+            parallel,
+            grace,
+            output,
+        } => {
+            execute(&cli, *output, *parallel, *grace, async |r| {
+                r.resume(run, *reload).await
+            })
+            .await
+        }
+        Command::Rerun {
+            run,
+            step,
+            with_dependents,
+            output,
+        } => {
+            execute(&cli, *output, 32, 30, async |r| {
+                r.rerun(run, step, *with_dependents).await
+            })
+            .await
+        }
+        Command::Plan { target, output } => {
+            let src = sources(&cli, target)?;
+            let p = plan::compile(&src, &reg)?;
+            let doc = plan_document(&p);
+            match output {
+                Output::Json => {
+                    println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
+                }
+                Output::Text => print!("{}", serde_saphyr::to_string(&doc).unwrap_or_default()),
+            }
+            Ok(0)
+        }
+        Command::Validate { files } => {
+            let mut failed = false;
+            for f in files {
+                let text = read_source(f)?;
+                let is_site = plan::site_workflow(&text).ok().flatten();
+                let src = match is_site {
+                    Some(w) => {
+                        let wf = find_workflow(&cli, &w.value, f.parent())?;
+                        Sources {
+                            workflow: read_source(&wf)?,
+                            site: Some(text),
+                            sets: vec![],
+                        }
+                    }
+                    None => Sources {
+                        workflow: text,
+                        site: None,
+                        sets: vec![],
+                    },
+                };
+                match plan::compile(&src, &reg) {
+                    Ok(p) => println!("ok: {} ({} steps)", f.display(), p.steps.len()),
+                    Err(d) => {
+                        failed = true;
+                        eprintln!("{d}");
+                    }
+                }
+            }
+            Ok(if failed { 2 } else { 0 })
+        }
+        Command::Graph { target, format } => {
+            let src = sources(&cli, target)?;
+            let p = plan::compile(&src, &reg)?;
+            print!("{}", graph(&p, *format));
+            Ok(0)
+        }
+        Command::Runs { command } => {
+            let store = StateStore::open(&state_path(&cli))?;
+            match command {
+                RunsCommand::List { limit } => {
+                    println!(
+                        "{:<18}  {:<20}  {:<12}  {:<10}  CREATED",
+                        "RUN", "WORKFLOW", "SITE", "STATUS"
+                    );
+                    for r in store.runs(*limit).await? {
+                        println!(
+                            "{:<18}  {:<20}  {:<12}  {:<10}  {}",
+                            r.id,
+                            r.workflow,
+                            r.site.unwrap_or_default(),
+                            r.status,
+                            ts(r.created_at)
+                        );
+                    }
+                }
+                RunsCommand::Show { run, output } => {
+                    let doc = run_document(&store, run).await?;
+                    match output {
+                        Output::Json => {
+                            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
+                        }
+                        Output::Text => {
+                            println!(
+                                "run {}  workflow {}  site {}  status {}  trace {}",
+                                doc["run_id"].as_str().unwrap_or(""),
+                                doc["workflow"].as_str().unwrap_or(""),
+                                doc["site"].as_str().unwrap_or("-"),
+                                doc["status"].as_str().unwrap_or(""),
+                                doc["trace_id"].as_str().unwrap_or("")
+                            );
+                            print_steps(&doc);
+                        }
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Logs { run, step } => {
+            let store = StateStore::open(&state_path(&cli))?;
+            store.run(run).await?;
+            for e in store.events(run, step.as_deref()).await? {
+                let who = e.step_key.as_deref().unwrap_or("run");
+                let att = e.attempt.map(|a| format!("#{a} ")).unwrap_or_default();
+                for line in e.message.lines() {
+                    println!("{} [{who}] {att}{:<9} {line}", ts(e.at), e.kind);
+                }
+            }
+            Ok(0)
+        }
+        Command::Cancel { run } => {
+            let store = StateStore::open(&state_path(&cli))?;
+            match store.request_cancel(run).await? {
+                Some(h) => println!("asked {h} to stop run {run}"),
+                None => println!("run {run} has no runner; it stays as it is (resumable)"),
+            }
+            Ok(0)
+        }
+        Command::Unlock { run } => {
+            let store = StateStore::open(&state_path(&cli))?;
+            match store.unlock(run).await? {
+                Some(h) => println!("broke the lease of {h} on run {run}"),
+                None => println!("run {run} was not locked"),
+            }
+            Ok(0)
+        }
+        Command::Steps { kind } => {
+            match kind {
+                None => {
+                    for k in reg.kinds() {
+                        println!("{:<20} {}", k.kind(), k.description());
+                    }
+                }
+                Some(name) => {
+                    let k = reg.get(name).ok_or_else(|| {
+                        Failure::new(
+                            2,
+                            format!(
+                                "error: unknown step kind `{name}`; known: {}",
+                                reg.names().join(", ")
+                            ),
+                        )
+                    })?;
+                    println!("{} — {}", k.kind(), k.description());
+                    println!(
+                        "input schema:\n{}",
+                        serde_json::to_string_pretty(&k.input_schema()).unwrap_or_default()
+                    );
+                    println!(
+                        "output schema:\n{}",
+                        serde_json::to_string_pretty(&k.output_schema()).unwrap_or_default()
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&siteflow_engine::schema::schemas(&reg))
+                    .unwrap_or_default()
+            );
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "siteflow",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+    }
+}

@@ -1,1 +1,17 @@
 //! The siteflow engine: workflow spec, DAG, expressions, state store, scheduler, retries, telemetry.
+//!
+//! The engine knows nothing of Azure, SSH or k3s: step kinds come in through a
+//! [`registry::Registry`] of [`siteflow_step::DynStep`]s.
+
+pub mod diag;
+pub mod expr;
+pub mod plan;
+pub mod redact;
+pub mod registry;
+pub mod retry;
+pub mod runner;
+pub mod schema;
+pub mod spec;
+pub mod state;
+pub mod telemetry;
+pub mod yaml;

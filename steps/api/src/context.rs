@@ -33,14 +33,20 @@ impl LogStream {
 pub trait StepHost: Send + Sync {
     /// Records a line of the step's output (the engine redacts secrets and bounds size).
     fn log(&self, stream: LogStream, line: &str);
+    /// The progress saved most recently (in this attempt, an earlier one, or an earlier run).
+    fn progress(&self) -> Option<Value>;
     /// Durably records the step's progress (e.g. an operation's poll URL) before returning,
     /// so a resumed run continues the same operation.
     async fn save_progress(&self, progress: Value) -> Result<(), StepError>;
     /// Reads a run-scoped value saved by any step (e.g. a learned SSH host key).
     async fn run_value(&self, namespace: &str, key: &str) -> Result<Option<Value>, StepError>;
     /// Durably saves a run-scoped value.
-    async fn set_run_value(&self, namespace: &str, key: &str, value: Value)
-    -> Result<(), StepError>;
+    async fn set_run_value(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+    ) -> Result<(), StepError>;
     /// Registers a value discovered at run time as secret, so the engine redacts it.
     fn add_secret(&self, value: &str);
 }
@@ -62,8 +68,6 @@ pub struct StepContext {
     pub traceparent: Option<String>,
     /// The directory relative paths resolve against (the invocation's working directory).
     pub working_dir: PathBuf,
-    /// The progress the step saved in an earlier attempt or run, if any.
-    pub progress: Option<Value>,
     /// Cancelled when the attempt must stop (timeout, Ctrl-C, `siteflow cancel`).
     pub cancel: CancellationToken,
     host: Arc<dyn StepHost>,
@@ -90,7 +94,6 @@ impl StepContext {
             attempt,
             traceparent: None,
             working_dir,
-            progress: None,
             cancel,
             host,
         }
@@ -104,6 +107,11 @@ impl StepContext {
     /// Records an informational message.
     pub fn info(&self, message: &str) {
         self.host.log(LogStream::Info, message);
+    }
+
+    /// The progress saved most recently, if any (survives retries and resumes).
+    pub fn progress(&self) -> Option<Value> {
+        self.host.progress()
     }
 
     /// Durably saves progress for a later attempt or resume.

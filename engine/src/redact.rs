@@ -1,0 +1,129 @@
+//! Redaction of secret values from everything the engine writes or shows.
+
+use serde_json::Value;
+use siteflow_step::SECRET_MARKER;
+use std::borrow::Cow;
+use std::sync::RwLock;
+
+/// What replaces a secret value.
+pub const REDACTED: &str = "[redacted]";
+
+/// Secrets shorter than this are not searched for in text (they would redact ordinary
+/// words); they are still never persisted as outputs or inputs.
+const MIN_LEN: usize = 4;
+
+/// The run's known secret values.
+#[derive(Default, Debug)]
+pub struct Redactor {
+    secrets: RwLock<Vec<String>>,
+}
+
+impl Redactor {
+    /// Adds a value to redact.
+    pub fn add(&self, value: &str) {
+        if value.len() < MIN_LEN {
+            return;
+        }
+        let mut s = self.secrets.write().unwrap_or_else(|e| e.into_inner());
+        if !s.iter().any(|x| x == value) {
+            s.push(value.to_string());
+            // Longest first, so a secret containing another is replaced whole.
+            s.sort_by_key(|x| std::cmp::Reverse(x.len()));
+        }
+    }
+
+    /// `text` with every known secret replaced.
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let s = self.secrets.read().unwrap_or_else(|e| e.into_inner());
+        if !s.iter().any(|x| text.contains(x.as_str())) {
+            return Cow::Borrowed(text);
+        }
+        let mut out = text.to_string();
+        for x in s.iter() {
+            out = out.replace(x.as_str(), REDACTED);
+        }
+        Cow::Owned(out)
+    }
+
+    /// A JSON value with every string redacted.
+    pub fn redact_json(&self, v: &Value) -> Value {
+        match v {
+            Value::String(s) => Value::String(self.redact(s).into_owned()),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.redact_json(x)).collect()),
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, x)| (k.clone(), self.redact_json(x)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    /// Splits step outputs carrying `{"$secret": v}` markers into the in-memory value
+    /// (markers unwrapped, values registered for redaction) and the persisted value
+    /// (markers kept, values removed).
+    pub fn split_outputs(&self, v: &Value) -> (Value, Value) {
+        match v {
+            Value::Object(m) if m.len() == 1 && m.contains_key(SECRET_MARKER) => {
+                let inner = &m[SECRET_MARKER];
+                match inner {
+                    Value::String(s) => self.add(s),
+                    other => self.add(&other.to_string()),
+                }
+                (
+                    inner.clone(),
+                    serde_json::json!({ SECRET_MARKER: Value::Null }),
+                )
+            }
+            Value::Object(m) => {
+                let mut plain = serde_json::Map::new();
+                let mut kept = serde_json::Map::new();
+                for (k, x) in m {
+                    let (p, s) = self.split_outputs(x);
+                    plain.insert(k.clone(), p);
+                    kept.insert(k.clone(), s);
+                }
+                (Value::Object(plain), Value::Object(kept))
+            }
+            Value::Array(a) => {
+                let (p, s): (Vec<_>, Vec<_>) = a.iter().map(|x| self.split_outputs(x)).unzip();
+                (Value::Array(p), Value::Array(s))
+            }
+            Value::String(s) => (v.clone(), Value::String(self.redact(s).into_owned())),
+            other => (other.clone(), other.clone()),
+        }
+    }
+}
+
+/// Whether persisted outputs had secrets removed (so a resume must re-observe them).
+pub fn has_secret_placeholder(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.contains_key(SECRET_MARKER) || m.values().any(has_secret_placeholder),
+        Value::Array(a) => a.iter().any(has_secret_placeholder),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn splits_and_redacts() {
+        let r = Redactor::default();
+        let (plain, kept) =
+            r.split_outputs(&json!({"token": {"$secret": "K10abc::server:xyz"}, "n": 1}));
+        assert_eq!(plain, json!({"token": "K10abc::server:xyz", "n": 1}));
+        assert_eq!(kept, json!({"token": {"$secret": null}, "n": 1}));
+        assert!(has_secret_placeholder(&kept));
+        assert_eq!(
+            r.redact("join with K10abc::server:xyz now"),
+            "join with [redacted] now"
+        );
+        assert_eq!(
+            r.redact_json(&json!(["K10abc::server:xyz"])),
+            json!(["[redacted]"])
+        );
+    }
+}

@@ -1,0 +1,1431 @@
+//! The runner: schedules a plan's steps as a DAG, persists every transition, retries,
+//! waits, times out, cancels, and resumes.
+
+use crate::diag::Diagnostics;
+use crate::expr;
+use crate::plan::{Plan, PlannedStep, Sources, compile};
+use crate::redact::{Redactor, has_secret_placeholder};
+use crate::registry::Registry;
+use crate::spec::SecretSource;
+use crate::state::{Lease, LeaseError, RunRow, StateStore, StepRow, StoreError, Write};
+use crate::telemetry;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use siteflow_step::{
+    CancellationToken, DynStep, LogStream, Observed, Progress, StepContext, StepError, StepHost,
+};
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+/// Bytes of step output kept in the event log per attempt.
+const MAX_CAPTURE: usize = 256 * 1024;
+
+/// Errors that stop a run from starting or continuing.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The sources are invalid.
+    #[error("invalid workflow")]
+    Invalid(Diagnostics),
+    /// A secret has no value.
+    #[error("secret `{name}` has no value: {why}")]
+    Secret {
+        /// The secret.
+        name: String,
+        /// Why.
+        why: String,
+    },
+    /// Another runner holds the run.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A resume or rerun names something that does not exist.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Final status of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum RunStatus {
+    /// Every step succeeded or was skipped.
+    Succeeded,
+    /// A step failed; `siteflow resume` continues.
+    Failed,
+    /// Stopped by Ctrl-C or `siteflow cancel`; resumable.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The stored name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "Succeeded",
+            RunStatus::Failed => "Failed",
+            RunStatus::Cancelled => "Cancelled",
+        }
+    }
+}
+
+/// What happened, for progress displays.
+#[derive(Debug, Clone)]
+pub enum RunEvent {
+    /// An attempt started.
+    Started {
+        /// Instance key.
+        key: String,
+        /// Kind.
+        kind: String,
+        /// Attempt.
+        attempt: u32,
+    },
+    /// An attempt failed and another follows after `delay`.
+    Retrying {
+        /// Instance key.
+        key: String,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Delay.
+        delay: Duration,
+        /// Why.
+        error: StepError,
+    },
+    /// The step waits for an operation in flight.
+    Waiting {
+        /// Instance key.
+        key: String,
+        /// Until the recheck.
+        recheck_after: Duration,
+    },
+    /// A line of output (redacted).
+    Log {
+        /// Instance key.
+        key: String,
+        /// Stream.
+        stream: LogStream,
+        /// The line.
+        line: String,
+    },
+    /// A step instance finished.
+    Finished {
+        /// Instance key.
+        key: String,
+        /// Final status.
+        status: &'static str,
+        /// Note (reused, satisfied, skipped reason, error).
+        note: Option<String>,
+    },
+}
+
+/// Receives run events (the CLI's progress display).
+pub trait RunObserver: Send + Sync {
+    /// Called for each event, from any task.
+    fn event(&self, e: &RunEvent);
+}
+
+/// An observer that ignores everything.
+pub struct NoObserver;
+
+impl RunObserver for NoObserver {
+    fn event(&self, _: &RunEvent) {}
+}
+
+/// Stops a run: `drain` stops scheduling new steps; `abort` cancels running attempts.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// Stop starting steps.
+    pub drain: CancellationToken,
+    /// Cancel running attempts.
+    pub abort: CancellationToken,
+}
+
+impl Control {
+    /// Drains now and aborts after `grace` unless already done.
+    pub fn stop(&self, grace: Duration) {
+        self.drain.cancel();
+        let abort = self.abort.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            abort.cancel();
+        });
+    }
+}
+
+/// Options of one invocation.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Bound on concurrently running step instances.
+    pub parallel: usize,
+    /// How long running steps may finish after a stop before they are cancelled.
+    pub grace: Duration,
+    /// Where relative paths resolve and secret files are read.
+    pub working_dir: PathBuf,
+    /// Heartbeat interval of the lease.
+    pub heartbeat: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            parallel: 32,
+            grace: Duration::from_secs(30),
+            working_dir: std::env::current_dir().unwrap_or_default(),
+            heartbeat: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The result of an invocation.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The run.
+    pub run_id: String,
+    /// Its status.
+    pub status: RunStatus,
+}
+
+/// Runs, resumes and reruns workflows.
+pub struct Runner {
+    registry: Arc<Registry>,
+    store: StateStore,
+    opts: RunOptions,
+    observer: Arc<dyn RunObserver>,
+    control: Control,
+}
+
+/// A new run id: time-ordered and unique.
+pub fn new_run_id() -> String {
+    let u = uuid::Uuid::now_v7().simple().to_string();
+    format!("r{}", &u[..16])
+}
+
+fn hash_json(v: &Value) -> String {
+    let mut h = Sha256::new();
+    h.update(v.to_string().as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+impl Runner {
+    /// A runner over a registry and a store.
+    pub fn new(
+        registry: Arc<Registry>,
+        store: StateStore,
+        opts: RunOptions,
+        observer: Arc<dyn RunObserver>,
+    ) -> Self {
+        Runner {
+            registry,
+            store,
+            opts,
+            observer,
+            control: Control::default(),
+        }
+    }
+
+    /// The handle that stops this runner's run.
+    pub fn control(&self) -> Control {
+        self.control.clone()
+    }
+
+    /// Reads every declared secret from its source.
+    fn read_secrets(
+        &self,
+        plan: &Plan,
+        redactor: &Redactor,
+    ) -> Result<Map<String, Value>, RunError> {
+        let mut out = Map::new();
+        for s in &plan.secrets {
+            let value = match &s.source {
+                SecretSource::Env(var) => std::env::var(var)
+                    .map_err(|_| format!("environment variable `{var}` is not set")),
+                SecretSource::File(p) => {
+                    let path = self.opts.working_dir.join(p);
+                    std::fs::read_to_string(&path)
+                        .map(|t| t.strip_suffix('\n').unwrap_or(&t).to_string())
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                }
+            };
+            match value {
+                Ok(v) => {
+                    redactor.add(&v);
+                    out.insert(s.name.clone(), Value::String(v));
+                }
+                Err(why) if s.required => {
+                    return Err(RunError::Secret {
+                        name: s.name.clone(),
+                        why,
+                    });
+                }
+                Err(_) => {
+                    out.insert(s.name.clone(), Value::Null);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts a new run of a compiled plan.
+    pub async fn start(&self, plan: Plan, sources: Sources) -> Result<Outcome, RunError> {
+        let redactor = Arc::new(Redactor::default());
+        let secrets = self.read_secrets(&plan, &redactor)?;
+        let run_id = new_run_id();
+        let (trace_id, root_span_id) = telemetry::new_trace_ids();
+        let lease = Lease::this_process();
+        let row = RunRow {
+            id: run_id.clone(),
+            workflow: plan.workflow.name.clone(),
+            site: plan.site.clone(),
+            status: "Running".into(),
+            created_at: 0,
+            updated_at: 0,
+            sources: serde_json::to_string(&sources).unwrap_or_default(),
+            sources_hash: sources.hash(),
+            inputs: redactor.redact_json(&Value::Object(plan.inputs.clone())),
+            working_dir: self.opts.working_dir.display().to_string(),
+            trace_id,
+            root_span_id,
+            lease_holder: None,
+        };
+        self.store.create_run(row.clone(), lease.clone()).await?;
+        self.execute(
+            row,
+            plan,
+            vec![],
+            secrets,
+            redactor,
+            lease,
+            BTreeSet::new(),
+            false,
+        )
+        .await
+    }
+
+    /// Continues a run: everything not Succeeded runs; succeeded steps are reused.
+    /// With `reload`, the workflow and site files are read again and steps whose resolved
+    /// input changed (and their dependents) run again.
+    pub async fn resume(&self, run_id: &str, reload: bool) -> Result<Outcome, RunError> {
+        self.continue_run(run_id, reload, None).await
+    }
+
+    /// Runs one step of a finished run again (optionally with its dependents), then
+    /// whatever else is not Succeeded.
+    pub async fn rerun(
+        &self,
+        run_id: &str,
+        step: &str,
+        with_dependents: bool,
+    ) -> Result<Outcome, RunError> {
+        self.continue_run(run_id, false, Some((step.to_string(), with_dependents)))
+            .await
+    }
+
+    async fn continue_run(
+        &self,
+        run_id: &str,
+        reload: bool,
+        rerun: Option<(String, bool)>,
+    ) -> Result<Outcome, RunError> {
+        let row = self.store.run(run_id).await?;
+        let lease = Lease::this_process();
+        self.store.acquire_lease(run_id, lease.clone()).await?;
+        let result = async {
+            let mut sources: Sources = serde_json::from_str(&row.sources).map_err(|e| {
+                RunError::Usage(format!("run {run_id} has unreadable sources: {e}"))
+            })?;
+            if reload {
+                sources.workflow.text =
+                    std::fs::read_to_string(&sources.workflow.path).map_err(|e| {
+                        RunError::Usage(format!(
+                            "--reload: cannot read {}: {e}",
+                            sources.workflow.path
+                        ))
+                    })?;
+                if let Some(site) = &mut sources.site {
+                    site.text = std::fs::read_to_string(&site.path).map_err(|e| {
+                        RunError::Usage(format!("--reload: cannot read {}: {e}", site.path))
+                    })?;
+                }
+            }
+            let plan = compile(&sources, &self.registry).map_err(RunError::Invalid)?;
+            let mut force = BTreeSet::new();
+            if let Some((step, deps)) = &rerun {
+                let idx = plan
+                    .index_of(step)
+                    .ok_or_else(|| RunError::Usage(format!("run {run_id} has no step `{step}`")))?;
+                force.insert(idx);
+                if *deps {
+                    force.extend(plan.dependents(idx));
+                }
+            }
+            let redactor = Arc::new(Redactor::default());
+            let secrets = self.read_secrets(&plan, &redactor)?;
+            let prior = self.store.steps(run_id).await?;
+            Ok::<_, RunError>((plan, prior, secrets, redactor, force))
+        }
+        .await;
+        let (plan, prior, secrets, redactor, force) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.store.release_lease(run_id, &lease.holder).await;
+                return Err(e);
+            }
+        };
+        self.store
+            .write(run_id, vec![Write::RunStatus("Running")])
+            .await?;
+        self.execute(row, plan, prior, secrets, redactor, lease, force, reload)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn execute(
+        &self,
+        run: RunRow,
+        plan: Plan,
+        prior: Vec<StepRow>,
+        secrets: Map<String, Value>,
+        redactor: Arc<Redactor>,
+        lease: Lease,
+        force: BTreeSet<usize>,
+        reload: bool,
+    ) -> Result<Outcome, RunError> {
+        let span = tracing::info_span!(
+            "siteflow.run",
+            otel.name = format!("run {}", plan.workflow.name),
+            run.id = %run.id,
+            site = plan.site.as_deref().unwrap_or(""),
+            workflow = %plan.workflow.name,
+        );
+        telemetry::attach_to_run_trace(&span, &run.trace_id, &run.root_span_id);
+
+        // The lease heartbeat; it also carries `siteflow cancel` requests.
+        let hb_stop = CancellationToken::new();
+        let hb = {
+            let (store, id, holder, control, every, grace, stop) = (
+                self.store.clone(),
+                run.id.clone(),
+                lease.holder.clone(),
+                self.control.clone(),
+                self.opts.heartbeat,
+                self.opts.grace,
+                hb_stop.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    if let Ok(true) = store.heartbeat(&id, &holder).await
+                        && !control.drain.is_cancelled()
+                    {
+                        tracing::warn!("cancel requested through the state store");
+                        control.stop(grace);
+                    }
+                }
+            })
+        };
+
+        let mut sched = Scheduler {
+            runner: self,
+            run_id: run.id.clone(),
+            site: plan.site.clone(),
+            plan: &plan,
+            prior: prior.into_iter().map(|r| (r.key.clone(), r)).collect(),
+            secrets,
+            redactor,
+            nodes: plan.steps.iter().map(|_| Node::default()).collect(),
+            force,
+            reload,
+            running: 0,
+            writes: vec![],
+            spawns: vec![],
+        };
+        let status = sched.run().instrument(span.clone()).await;
+        hb_stop.cancel();
+        let _ = hb.await;
+        let status = match status {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.store.release_lease(&run.id, &lease.holder).await;
+                return Err(e);
+            }
+        };
+        span.record(
+            "otel.status_code",
+            if status == RunStatus::Succeeded {
+                "OK"
+            } else {
+                "ERROR"
+            },
+        );
+        self.store
+            .write(&run.id, vec![Write::RunStatus(status.name())])
+            .await?;
+        self.store.release_lease(&run.id, &lease.holder).await?;
+        Ok(Outcome {
+            run_id: run.id,
+            status,
+        })
+    }
+}
+
+/// Where a plan step stands in this invocation.
+#[derive(Default)]
+struct Node {
+    state: NodeState,
+    /// Instances (one, or one per `for_each` item).
+    instances: Vec<Instance>,
+    /// Instances not yet started, by index.
+    queue: std::collections::VecDeque<usize>,
+    running: usize,
+    /// Outputs for expressions (secrets in clear, in memory only).
+    outputs: Value,
+    items: Value,
+    failed: bool,
+    cancelled: bool,
+}
+
+#[derive(Default, PartialEq, Clone, Copy, Debug)]
+enum NodeState {
+    #[default]
+    Waiting,
+    Active,
+    Succeeded,
+    Failed,
+    Skipped,
+    Cancelled,
+    /// A need failed: never starts in this invocation.
+    Blocked,
+}
+
+struct Instance {
+    key: String,
+    input: Value,
+    input_hash: String,
+    outputs: Option<Value>,
+    persisted: Option<Value>,
+    done: Option<&'static str>,
+}
+
+struct Completion {
+    node: usize,
+    inst: usize,
+    attempt: u32,
+    result: Result<Value, StepError>,
+    satisfied: bool,
+}
+
+struct Spawn {
+    node: usize,
+    inst: usize,
+    input: Value,
+    attempt: u32,
+}
+
+struct Scheduler<'a> {
+    runner: &'a Runner,
+    run_id: String,
+    site: Option<String>,
+    plan: &'a Plan,
+    prior: HashMap<String, StepRow>,
+    secrets: Map<String, Value>,
+    redactor: Arc<Redactor>,
+    nodes: Vec<Node>,
+    force: BTreeSet<usize>,
+    reload: bool,
+    running: usize,
+    writes: Vec<Write>,
+    spawns: Vec<Spawn>,
+}
+
+impl Scheduler<'_> {
+    async fn run(&mut self) -> Result<RunStatus, RunError> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
+        let drain = self.runner.control.drain.clone();
+        loop {
+            if !drain.is_cancelled() {
+                self.schedule().await?;
+            }
+            if !self.writes.is_empty() {
+                let w = std::mem::take(&mut self.writes);
+                self.runner.store.write(&self.run_id, w).await?;
+            }
+            for s in std::mem::take(&mut self.spawns) {
+                self.spawn(s, tx.clone());
+            }
+            if self.running == 0 {
+                // Nothing in flight: either everything is final, or nothing more can start.
+                if drain.is_cancelled() || !self.can_progress() {
+                    break;
+                }
+                continue;
+            }
+            let first = tokio::select! {
+                c = rx.recv() => c,
+                _ = drain.cancelled(), if !drain.is_cancelled() => None,
+            };
+            if let Some(c) = first {
+                self.complete(c);
+                while let Ok(c) = rx.try_recv() {
+                    self.complete(c);
+                }
+            }
+        }
+        // Steps that never got to run in a drained run are Cancelled (resumable).
+        let mut status = RunStatus::Succeeded;
+        for n in &self.nodes {
+            match n.state {
+                NodeState::Succeeded | NodeState::Skipped => {}
+                NodeState::Failed if !n.cancelled => status = status.max_with(RunStatus::Failed),
+                NodeState::Failed | NodeState::Cancelled => {
+                    status = status.max_with(RunStatus::Cancelled)
+                }
+                NodeState::Blocked => status = status.max_with(RunStatus::Failed),
+                NodeState::Waiting | NodeState::Active => {
+                    status = status.max_with(if drain.is_cancelled() {
+                        RunStatus::Cancelled
+                    } else {
+                        RunStatus::Failed
+                    })
+                }
+            }
+        }
+        // A failure that continue_on_error tolerates does not fail the run.
+        if status == RunStatus::Failed
+            && self.nodes.iter().zip(&self.plan.steps).all(|(n, s)| {
+                n.state != NodeState::Blocked
+                    && !matches!(n.state, NodeState::Waiting | NodeState::Active)
+                    && (n.state != NodeState::Failed || s.spec.continue_on_error)
+            })
+        {
+            status = RunStatus::Succeeded;
+        }
+        Ok(status)
+    }
+
+    fn can_progress(&self) -> bool {
+        self.nodes.iter().enumerate().any(|(i, n)| match n.state {
+            NodeState::Waiting => self.deps_state(i).is_some(),
+            NodeState::Active => !n.queue.is_empty(),
+            _ => false,
+        })
+    }
+
+    /// `Some(blocked)` when every need is final.
+    fn deps_state(&self, i: usize) -> Option<DepsState> {
+        let mut st = DepsState::default();
+        for &d in &self.plan.steps[i].deps {
+            let n = &self.nodes[d];
+            match n.state {
+                NodeState::Succeeded => {}
+                NodeState::Skipped => st.skipped = true,
+                NodeState::Failed if self.plan.steps[d].spec.continue_on_error && !n.cancelled => {}
+                NodeState::Failed | NodeState::Blocked | NodeState::Cancelled => st.blocked = true,
+                NodeState::Waiting | NodeState::Active => return None,
+            }
+        }
+        Some(st)
+    }
+
+    fn context(&self, step: &PlannedStep, item: Option<&Value>) -> Value {
+        let mut steps = Map::new();
+        for id in &step.reads {
+            if let Some(j) = self.plan.index_of(id) {
+                let n = &self.nodes[j];
+                steps.insert(
+                    id.clone(),
+                    json!({
+                        "outputs": n.outputs,
+                        "status": format!("{:?}", n.state),
+                        "items": n.items,
+                    }),
+                );
+            }
+        }
+        json!({
+            "inputs": self.plan.inputs,
+            "secrets": self.secrets,
+            "steps": steps,
+            "run": {"id": self.run_id},
+            "site": {"name": self.site},
+            "item": item,
+        })
+    }
+
+    fn finish_node(
+        &mut self,
+        i: usize,
+        state: NodeState,
+        note: Option<String>,
+        error: Option<StepError>,
+    ) {
+        let spec = &self.plan.steps[i].spec;
+        self.nodes[i].state = state;
+        let status = match state {
+            NodeState::Succeeded => "Succeeded",
+            NodeState::Skipped => "Skipped",
+            NodeState::Cancelled => "Cancelled",
+            _ => "Failed",
+        };
+        let persisted = (state == NodeState::Succeeded).then(|| {
+            let n = &self.nodes[i];
+            if spec.for_each.is_some() {
+                Value::Array(
+                    n.instances
+                        .iter()
+                        .map(|x| x.persisted.clone().unwrap_or(Value::Null))
+                        .collect(),
+                )
+            } else {
+                n.instances
+                    .first()
+                    .and_then(|x| x.persisted.clone())
+                    .unwrap_or(Value::Null)
+            }
+        });
+        let is_single = spec.for_each.is_none() && !self.nodes[i].instances.is_empty();
+        // A single instance already wrote its own final row.
+        if !is_single
+            || state == NodeState::Skipped
+            || self.nodes[i].instances.iter().all(|x| x.done.is_none())
+        {
+            self.writes.push(Write::Finished {
+                key: spec.id.value.clone(),
+                step_id: spec.id.value.clone(),
+                kind: spec.uses.value.clone(),
+                status,
+                outputs: persisted,
+                error,
+                input_hash: None,
+                note: note.clone(),
+            });
+            self.runner.observer.event(&RunEvent::Finished {
+                key: spec.id.value.clone(),
+                status,
+                note,
+            });
+        }
+    }
+
+    /// Starts whatever can start; queues the writes and spawns.
+    async fn schedule(&mut self) -> Result<(), RunError> {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].state == NodeState::Waiting
+                && let Some(deps) = self.deps_state(i)
+            {
+                self.activate(i, deps).await;
+            }
+        }
+        let parallel = self.runner.opts.parallel.max(1);
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].state != NodeState::Active {
+                continue;
+            }
+            let limit = self.plan.steps[i]
+                .spec
+                .max_parallel
+                .map_or(usize::MAX, |m| m as usize);
+            while self.running < parallel && self.nodes[i].running < limit {
+                let Some(k) = self.nodes[i].queue.pop_front() else {
+                    break;
+                };
+                self.start_instance(i, k);
+            }
+        }
+        Ok(())
+    }
+
+    /// A node whose needs are all final: skip it, reuse it, or queue its instances.
+    async fn activate(&mut self, i: usize, deps: DepsState) {
+        let step = &self.plan.steps[i];
+        let id = step.spec.id.value.clone();
+        if deps.blocked {
+            self.nodes[i].state = NodeState::Blocked;
+            self.runner.observer.event(&RunEvent::Finished {
+                key: id,
+                status: "Blocked",
+                note: Some("a step it needs did not succeed".into()),
+            });
+            return;
+        }
+        if deps.skipped && step.spec.if_.is_none() {
+            self.finish_node(
+                i,
+                NodeState::Skipped,
+                Some("a step it needs was skipped".into()),
+                None,
+            );
+            return;
+        }
+        if let Some(cond) = &step.spec.if_ {
+            let ctx = self.context(step, None);
+            match expr::eval_condition(&cond.value, &ctx) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.finish_node(
+                        i,
+                        NodeState::Skipped,
+                        Some(format!("`if: {}` is false", cond.value)),
+                        None,
+                    );
+                    return;
+                }
+                Err(e) => {
+                    let err = StepError::permanent(
+                        "ExpressionError",
+                        format!("`if` of step `{id}`: {e}"),
+                    );
+                    self.finish_node(i, NodeState::Failed, None, Some(err));
+                    return;
+                }
+            }
+        }
+        // The instances: one, or one per item.
+        let items: Option<Vec<Value>> = match &step.for_each {
+            None => None,
+            Some(fe) => {
+                let ctx = self.context(step, None);
+                match expr::render_value(fe, &ctx) {
+                    Ok(Value::Array(a)) => Some(a),
+                    Ok(other) => {
+                        let err = StepError::permanent(
+                            "ExpressionError",
+                            format!("`for_each` of step `{id}` must yield a list, got {other}"),
+                        );
+                        self.finish_node(i, NodeState::Failed, None, Some(err));
+                        return;
+                    }
+                    Err(e) => {
+                        let err = StepError::permanent(
+                            "ExpressionError",
+                            format!("`for_each` of step `{id}`: {e}"),
+                        );
+                        self.finish_node(i, NodeState::Failed, None, Some(err));
+                        return;
+                    }
+                }
+            }
+        };
+        let keyed: Vec<(String, Option<Value>)> = match &items {
+            None => vec![(id.clone(), None)],
+            Some(a) => a
+                .iter()
+                .enumerate()
+                .map(|(k, v)| (format!("{id}[{k}]"), Some(v.clone())))
+                .collect(),
+        };
+        self.nodes[i].items = items.map(Value::Array).unwrap_or(Value::Null);
+        let forced = self.force.contains(&i);
+        let mut instances = vec![];
+        for (key, item) in keyed {
+            let input = if step.has_expr {
+                let ctx = self.context(step, item.as_ref());
+                match expr::render_value(&step.with, &ctx) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let err = StepError::permanent(
+                            "ExpressionError",
+                            format!("`with` of step `{key}`: {e}"),
+                        );
+                        self.finish_node(i, NodeState::Failed, None, Some(err));
+                        return;
+                    }
+                }
+            } else {
+                step.with.clone()
+            };
+            let input_hash = hash_json(&self.redactor.redact_json(&input));
+            instances.push(Instance {
+                key,
+                input,
+                input_hash,
+                outputs: None,
+                persisted: None,
+                done: None,
+            });
+        }
+        // Reuse what already succeeded (resume), unless forced or (with --reload) changed.
+        let mut changed = false;
+        for inst in &mut instances {
+            let Some(row) = self.prior.get(&inst.key) else {
+                continue;
+            };
+            if row.status != "Succeeded" || forced {
+                continue;
+            }
+            if self.reload && row.input_hash.as_deref() != Some(inst.input_hash.as_str()) {
+                changed = true;
+                continue;
+            }
+            let persisted = row.outputs.clone().unwrap_or(Value::Null);
+            let plain = if has_secret_placeholder(&persisted) {
+                match self.recover_secrets(i, inst).await {
+                    Some(v) => v,
+                    None => continue,
+                }
+            } else {
+                persisted.clone()
+            };
+            inst.outputs = Some(plain);
+            inst.persisted = Some(persisted);
+            inst.done = Some("Succeeded");
+        }
+        if changed {
+            // Inputs changed since it succeeded: it and its dependents run again.
+            let deps = self.plan.dependents(i);
+            self.force.extend(deps);
+        }
+        let n = &mut self.nodes[i];
+        n.queue = instances
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| x.done.is_none())
+            .map(|(k, _)| k)
+            .collect();
+        n.instances = instances;
+        n.state = NodeState::Active;
+        for inst in n.instances.iter().filter(|x| x.done.is_some()) {
+            self.runner.observer.event(&RunEvent::Finished {
+                key: inst.key.clone(),
+                status: "Succeeded",
+                note: Some("reused from an earlier invocation".into()),
+            });
+        }
+        self.check_node_done(i);
+    }
+
+    /// A succeeded step whose secret outputs were not persisted: observe it again.
+    async fn recover_secrets(&self, i: usize, inst: &Instance) -> Option<Value> {
+        let step = &self.plan.steps[i];
+        let kind = self.runner.registry.get(&step.spec.uses.value)?;
+        let cx = self.step_context(i, &inst.key, 0, CancellationToken::new(), None);
+        match kind.observe(&cx, &inst.input).await {
+            Ok(Observed::Satisfied(v)) => Some(self.redactor.split_outputs(&v).0),
+            _ => {
+                tracing::warn!(step = %inst.key, "secret outputs could not be re-observed; the step runs again");
+                None
+            }
+        }
+    }
+
+    fn start_instance(&mut self, i: usize, k: usize) {
+        let step = &self.plan.steps[i];
+        let inst = &self.nodes[i].instances[k];
+        let attempt = self.prior.get(&inst.key).map_or(0, |r| r.attempts) + 1;
+        self.writes.push(Write::Started {
+            key: inst.key.clone(),
+            step_id: step.spec.id.value.clone(),
+            kind: step.spec.uses.value.clone(),
+            attempt,
+            input_hash: inst.input_hash.clone(),
+            span_id: None,
+        });
+        self.spawns.push(Spawn {
+            node: i,
+            inst: k,
+            input: inst.input.clone(),
+            attempt,
+        });
+        self.nodes[i].running += 1;
+        self.running += 1;
+    }
+
+    fn step_context(
+        &self,
+        i: usize,
+        key: &str,
+        attempt: u32,
+        cancel: CancellationToken,
+        traceparent: Option<String>,
+    ) -> StepContext {
+        let step = &self.plan.steps[i];
+        let host = Arc::new(EngineHost {
+            store: self.runner.store.clone(),
+            run_id: self.run_id.clone(),
+            key: key.to_string(),
+            attempt,
+            redactor: self.redactor.clone(),
+            observer: self.runner.observer.clone(),
+            captured: AtomicUsize::new(0),
+            progress: std::sync::Mutex::new(self.prior.get(key).and_then(|r| r.progress.clone())),
+        });
+        let mut cx = StepContext::new(
+            self.run_id.clone(),
+            self.site.clone(),
+            key,
+            step.spec.uses.value.clone(),
+            attempt,
+            self.runner.opts.working_dir.clone(),
+            cancel,
+            host,
+        );
+        cx.traceparent = traceparent;
+        cx
+    }
+
+    fn spawn(&self, s: Spawn, tx: mpsc::UnboundedSender<Completion>) {
+        let step = &self.plan.steps[s.node];
+        let Some(kind) = self.runner.registry.get(&step.spec.uses.value).cloned() else {
+            let _ = tx.send(Completion {
+                node: s.node,
+                inst: s.inst,
+                attempt: s.attempt,
+                result: Err(StepError::permanent(
+                    "UnknownKind",
+                    format!("unknown step kind `{}`", step.spec.uses.value),
+                )),
+                satisfied: false,
+            });
+            return;
+        };
+        let key = self.nodes[s.node].instances[s.inst].key.clone();
+        let attempt_run = AttemptLoop {
+            kind,
+            key: key.clone(),
+            step_id: step.spec.id.value.clone(),
+            kind_name: step.spec.uses.value.clone(),
+            retry: step.retry.clone(),
+            timeout: step.timeout,
+            abort: self.runner.control.abort.clone(),
+            store: self.runner.store.clone(),
+            run_id: self.run_id.clone(),
+            site: self.site.clone().unwrap_or_default(),
+            observer: self.runner.observer.clone(),
+            input_hash: self.nodes[s.node].instances[s.inst].input_hash.clone(),
+        };
+        let make_cx = {
+            let base = self.step_context(s.node, &key, s.attempt, CancellationToken::new(), None);
+            move |attempt: u32, cancel: CancellationToken, tp: Option<String>| {
+                let mut cx = base.clone();
+                cx.attempt = attempt;
+                cx.cancel = cancel;
+                cx.traceparent = tp;
+                cx
+            }
+        };
+        let (node, inst, first) = (s.node, s.inst, s.attempt);
+        let input = s.input;
+        tokio::spawn(
+            async move {
+                let (attempt, result, satisfied) = attempt_run.run(first, &input, make_cx).await;
+                let _ = tx.send(Completion {
+                    node,
+                    inst,
+                    attempt,
+                    result,
+                    satisfied,
+                });
+            }
+            .in_current_span(),
+        );
+    }
+
+    fn complete(&mut self, c: Completion) {
+        self.running -= 1;
+        let step = &self.plan.steps[c.node];
+        let n = &mut self.nodes[c.node];
+        n.running -= 1;
+        let inst = &mut n.instances[c.inst];
+        match c.result {
+            Ok(v) => {
+                let (plain, persisted) = self.redactor.split_outputs(&v);
+                inst.outputs = Some(plain);
+                inst.persisted = Some(persisted.clone());
+                inst.done = Some("Succeeded");
+                self.writes.push(Write::AttemptEnded {
+                    key: inst.key.clone(),
+                    attempt: c.attempt,
+                    outcome: if c.satisfied {
+                        "satisfied"
+                    } else {
+                        "succeeded"
+                    },
+                    error: None,
+                });
+                let note = c.satisfied.then(|| "already satisfied".to_string());
+                self.writes.push(Write::Finished {
+                    key: inst.key.clone(),
+                    step_id: step.spec.id.value.clone(),
+                    kind: step.spec.uses.value.clone(),
+                    status: "Succeeded",
+                    outputs: Some(persisted),
+                    error: None,
+                    input_hash: Some(inst.input_hash.clone()),
+                    note: note.clone(),
+                });
+                self.runner.observer.event(&RunEvent::Finished {
+                    key: inst.key.clone(),
+                    status: "Succeeded",
+                    note,
+                });
+            }
+            Err(e) => {
+                let cancelled = matches!(e.class, siteflow_step::ErrorClass::Cancelled);
+                let status = if cancelled { "Cancelled" } else { "Failed" };
+                inst.done = Some(status);
+                n.failed = true;
+                n.cancelled |= cancelled;
+                self.writes.push(Write::AttemptEnded {
+                    key: inst.key.clone(),
+                    attempt: c.attempt,
+                    outcome: if cancelled { "cancelled" } else { "failed" },
+                    error: Some(e.clone()),
+                });
+                self.writes.push(Write::Finished {
+                    key: inst.key.clone(),
+                    step_id: step.spec.id.value.clone(),
+                    kind: step.spec.uses.value.clone(),
+                    status,
+                    outputs: None,
+                    error: Some(e.clone()),
+                    input_hash: Some(inst.input_hash.clone()),
+                    note: None,
+                });
+                self.runner.observer.event(&RunEvent::Finished {
+                    key: inst.key.clone(),
+                    status,
+                    note: Some(e.to_string()),
+                });
+            }
+        }
+        self.check_node_done(c.node);
+    }
+
+    fn check_node_done(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        if n.state != NodeState::Active || n.running > 0 || !n.queue.is_empty() {
+            return;
+        }
+        if n.instances.iter().any(|x| x.done.is_none()) {
+            return;
+        }
+        let step = &self.plan.steps[i];
+        let outputs = if step.spec.for_each.is_some() {
+            Value::Array(
+                n.instances
+                    .iter()
+                    .map(|x| x.outputs.clone().unwrap_or(Value::Null))
+                    .collect(),
+            )
+        } else {
+            n.instances
+                .first()
+                .and_then(|x| x.outputs.clone())
+                .unwrap_or(Value::Null)
+        };
+        let (failed, cancelled) = (n.failed, n.cancelled);
+        self.nodes[i].outputs = outputs;
+        let state = if cancelled {
+            NodeState::Cancelled
+        } else if failed {
+            NodeState::Failed
+        } else {
+            NodeState::Succeeded
+        };
+        if step.spec.for_each.is_some() {
+            let err = failed.then(|| {
+                StepError::permanent(
+                    "ItemsFailed",
+                    format!("some items of `{}` did not succeed", step.spec.id.value),
+                )
+            });
+            self.finish_node(i, state, None, err);
+        } else {
+            self.nodes[i].state = state;
+        }
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct DepsState {
+    blocked: bool,
+    skipped: bool,
+}
+
+impl RunStatus {
+    fn max_with(self, other: RunStatus) -> RunStatus {
+        let rank = |s: RunStatus| match s {
+            RunStatus::Succeeded => 0,
+            RunStatus::Cancelled => 1,
+            RunStatus::Failed => 2,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// One step instance's attempts: observe, apply, waits, timeouts, retries.
+struct AttemptLoop {
+    kind: Arc<dyn DynStep>,
+    key: String,
+    step_id: String,
+    kind_name: String,
+    retry: crate::retry::RetryPolicy,
+    timeout: Option<Duration>,
+    abort: CancellationToken,
+    store: StateStore,
+    run_id: String,
+    site: String,
+    observer: Arc<dyn RunObserver>,
+    input_hash: String,
+}
+
+impl AttemptLoop {
+    async fn run(
+        self,
+        first: u32,
+        input: &Value,
+        make_cx: impl Fn(u32, CancellationToken, Option<String>) -> StepContext,
+    ) -> (u32, Result<Value, StepError>, bool) {
+        let started = Instant::now();
+        let mut attempt = first;
+        loop {
+            let span = tracing::info_span!(
+                "siteflow.step",
+                otel.name = format!("step {}", self.key),
+                run.id = %self.run_id,
+                site = %self.site,
+                step.id = %self.key,
+                step.kind = %self.kind_name,
+                attempt = attempt,
+                outcome = tracing::field::Empty,
+                error.code = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+            );
+            let tp = telemetry::traceparent(&span);
+            // The first attempt's Running row was committed by the scheduler (its span id
+            // follows); later ones are committed here, before the side effect.
+            if attempt == first
+                && let Some(span_id) = telemetry::span_id(&span)
+            {
+                self.store.write_later(
+                    &self.run_id,
+                    vec![Write::AttemptSpan {
+                        key: self.key.clone(),
+                        attempt,
+                        span_id,
+                    }],
+                );
+            }
+            if attempt > first
+                && let Err(e) = self
+                    .store
+                    .write(
+                        &self.run_id,
+                        vec![Write::Started {
+                            key: self.key.clone(),
+                            step_id: self.step_id.clone(),
+                            kind: self.kind_name.clone(),
+                            attempt,
+                            input_hash: self.input_hash.clone(),
+                            span_id: telemetry::span_id(&span),
+                        }],
+                    )
+                    .await
+            {
+                return (
+                    attempt,
+                    Err(StepError::permanent("StateStore", e.to_string())),
+                    false,
+                );
+            }
+            self.observer.event(&RunEvent::Started {
+                key: self.key.clone(),
+                kind: self.kind_name.clone(),
+                attempt,
+            });
+            let cancel = self.abort.child_token();
+            let cx = make_cx(attempt, cancel.clone(), tp);
+            let fut = self.once(&cx, input);
+            let result = async {
+                tokio::select! {
+                    r = async {
+                        match self.timeout {
+                            Some(t) => match tokio::time::timeout(t, fut).await {
+                                Ok(r) => r,
+                                Err(_) => Err(StepError::retryable(
+                                    "Timeout",
+                                    format!("attempt timed out after {}", humantime::format_duration(t)),
+                                )),
+                            },
+                            None => fut.await,
+                        }
+                    } => r,
+                    _ = cancel.cancelled() => Err(StepError::cancelled("the run was cancelled")),
+                }
+            }
+            .instrument(span.clone())
+            .await;
+            cancel.cancel();
+            match result {
+                Ok((v, satisfied)) => {
+                    span.record("outcome", if satisfied { "satisfied" } else { "succeeded" });
+                    span.record("otel.status_code", "OK");
+                    return (attempt, Ok(v), satisfied);
+                }
+                Err(e) => {
+                    span.record("outcome", "failed");
+                    span.record("error.code", e.code.as_str());
+                    span.record("otel.status_code", "ERROR");
+                    let unit: f64 = rand::random();
+                    let Some(delay) =
+                        self.retry
+                            .next_delay(&e, attempt - first + 1, started.elapsed(), unit)
+                    else {
+                        return (attempt, Err(e), false);
+                    };
+                    span.in_scope(|| {
+                        tracing::info!(delay_ms = delay.as_millis() as u64, error.code = %e.code, "retry scheduled")
+                    });
+                    self.store.write_later(
+                        &self.run_id,
+                        vec![
+                            Write::AttemptEnded {
+                                key: self.key.clone(),
+                                attempt,
+                                outcome: "failed",
+                                error: Some(e.clone()),
+                            },
+                            Write::WaitingRetry {
+                                key: self.key.clone(),
+                                attempt,
+                                delay,
+                            },
+                        ],
+                    );
+                    self.observer.event(&RunEvent::Retrying {
+                        key: self.key.clone(),
+                        attempt,
+                        delay,
+                        error: e.clone(),
+                    });
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.abort.cancelled() => return (attempt, Err(StepError::cancelled("the run was cancelled")), false),
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// One attempt: observe; apply until done, rechecking after each `Wait`.
+    async fn once(&self, cx: &StepContext, input: &Value) -> Result<(Value, bool), StepError> {
+        if let Observed::Satisfied(v) = self.kind.observe(cx, input).await? {
+            return Ok((v, true));
+        }
+        loop {
+            match self.kind.apply(cx, input).await? {
+                Progress::Done(v) => return Ok((v, false)),
+                Progress::Wait { recheck_after } => {
+                    tracing::info!(recheck_ms = recheck_after.as_millis() as u64, "waiting");
+                    self.observer.event(&RunEvent::Waiting {
+                        key: self.key.clone(),
+                        recheck_after,
+                    });
+                    tokio::time::sleep(recheck_after).await;
+                    if let Observed::Satisfied(v) = self.kind.observe(cx, input).await? {
+                        return Ok((v, false));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The engine's side of a running step's context.
+struct EngineHost {
+    store: StateStore,
+    run_id: String,
+    key: String,
+    attempt: u32,
+    redactor: Arc<Redactor>,
+    observer: Arc<dyn RunObserver>,
+    captured: AtomicUsize,
+    progress: std::sync::Mutex<Option<Value>>,
+}
+
+#[async_trait::async_trait]
+impl StepHost for EngineHost {
+    fn log(&self, stream: LogStream, line: &str) {
+        let line = self.redactor.redact(line).into_owned();
+        let before = self.captured.fetch_add(line.len() + 1, Ordering::Relaxed);
+        if before < MAX_CAPTURE {
+            let kind = stream.name();
+            let message = if before + line.len() + 1 >= MAX_CAPTURE {
+                format!("{line}\n[output truncated: more than {MAX_CAPTURE} bytes]")
+            } else {
+                line.clone()
+            };
+            self.store.write_later(
+                &self.run_id,
+                vec![Write::Event {
+                    key: Some(self.key.clone()),
+                    attempt: Some(self.attempt),
+                    kind,
+                    message,
+                }],
+            );
+        }
+        self.observer.event(&RunEvent::Log {
+            key: self.key.clone(),
+            stream,
+            line,
+        });
+    }
+
+    fn progress(&self) -> Option<Value> {
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    async fn save_progress(&self, progress: Value) -> Result<(), StepError> {
+        let progress = self.redactor.redact_json(&progress);
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(progress.clone());
+        self.store
+            .write(
+                &self.run_id,
+                vec![Write::Progress {
+                    key: self.key.clone(),
+                    progress,
+                }],
+            )
+            .await
+            .map_err(|e| StepError::retryable("StateStore", e.to_string()))
+    }
+
+    async fn run_value(&self, namespace: &str, key: &str) -> Result<Option<Value>, StepError> {
+        self.store
+            .run_value(&self.run_id, namespace, key)
+            .await
+            .map_err(|e| StepError::retryable("StateStore", e.to_string()))
+    }
+
+    async fn set_run_value(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+    ) -> Result<(), StepError> {
+        let value = self.redactor.redact_json(&value);
+        self.store
+            .set_run_value(&self.run_id, namespace, key, value)
+            .await
+            .map_err(|e| StepError::retryable("StateStore", e.to_string()))
+    }
+
+    fn add_secret(&self, value: &str) {
+        self.redactor.add(value);
+    }
+}

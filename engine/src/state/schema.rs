@@ -1,0 +1,87 @@
+//! Schema migrations, applied in order and tracked by `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE runs (
+        id               TEXT PRIMARY KEY,
+        workflow         TEXT NOT NULL,
+        site             TEXT,
+        status           TEXT NOT NULL,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL,
+        sources          TEXT NOT NULL,
+        sources_hash     TEXT NOT NULL,
+        inputs           TEXT NOT NULL,
+        working_dir      TEXT NOT NULL,
+        trace_id         TEXT NOT NULL,
+        root_span_id     TEXT NOT NULL,
+        lease_holder     TEXT,
+        lease_host       TEXT,
+        lease_pid        INTEGER,
+        lease_pid_start  TEXT,
+        lease_expires_at INTEGER,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE steps (
+        run_id      TEXT NOT NULL REFERENCES runs(id),
+        key         TEXT NOT NULL,
+        step_id     TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        outputs     TEXT,
+        error       TEXT,
+        input_hash  TEXT,
+        progress    TEXT,
+        started_at  INTEGER,
+        finished_at INTEGER,
+        PRIMARY KEY (run_id, key)
+    );
+    CREATE TABLE attempts (
+        run_id        TEXT NOT NULL,
+        step_key      TEXT NOT NULL,
+        attempt       INTEGER NOT NULL,
+        started_at    INTEGER NOT NULL,
+        finished_at   INTEGER,
+        outcome       TEXT,
+        error_class   TEXT,
+        error_code    TEXT,
+        error_message TEXT,
+        span_id       TEXT,
+        PRIMARY KEY (run_id, step_key, attempt)
+    );
+    CREATE TABLE events (
+        seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id   TEXT NOT NULL,
+        step_key TEXT,
+        attempt  INTEGER,
+        at       INTEGER NOT NULL,
+        kind     TEXT NOT NULL,
+        message  TEXT NOT NULL
+    );
+    CREATE INDEX events_by_run ON events(run_id, step_key, seq);
+    CREATE TABLE run_values (
+        run_id    TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        key       TEXT NOT NULL,
+        value     TEXT NOT NULL,
+        PRIMARY KEY (run_id, namespace, key)
+    );
+    "#,
+];
+
+/// Brings the database to the newest schema, each migration in its own transaction.
+pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: usize =
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

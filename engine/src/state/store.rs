@@ -1,0 +1,946 @@
+//! The store: one SQLite connection owned by a dedicated thread; concurrent writes that
+//! arrive together share one durable commit (group commit).
+
+use super::schema;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+use siteflow_step::StepError;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or migrated.
+    #[error("open state database {path}")]
+    Open {
+        /// The database path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Creating the state directory failed.
+    #[error("create state directory {path}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A query failed.
+    #[error("state database query")]
+    Sql(#[from] rusqlite::Error),
+    /// The commit failed; nothing of the batch was written.
+    #[error("commit to the state database: {0}")]
+    Commit(String),
+    /// The store thread is gone.
+    #[error("the state store has shut down")]
+    Closed,
+    /// No run has this id.
+    #[error("no run `{0}` in the state database")]
+    NoSuchRun(String),
+}
+
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+
+/// Handle to the state database; cheap to clone.
+#[derive(Clone)]
+pub struct StateStore {
+    jobs: mpsc::Sender<Job>,
+    commits: Arc<AtomicU64>,
+    path: PathBuf,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRow {
+    /// Run id.
+    pub id: String,
+    /// Workflow name.
+    pub workflow: String,
+    /// Site name.
+    pub site: Option<String>,
+    /// Queued, Running, Succeeded, Failed, Cancelled.
+    pub status: String,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Last change (ms).
+    pub updated_at: i64,
+    /// The sources (JSON of [`crate::plan::Sources`]).
+    #[serde(skip)]
+    pub sources: String,
+    /// Hash of the sources.
+    pub sources_hash: String,
+    /// Resolved inputs (JSON), no secret values.
+    pub inputs: Value,
+    /// The directory the run was started in.
+    pub working_dir: String,
+    /// The run's trace id (32 hex digits).
+    pub trace_id: String,
+    /// The run's root span id (16 hex digits) every invocation's span hangs from.
+    pub root_span_id: String,
+    /// Current lease holder, if any.
+    pub lease_holder: Option<String>,
+}
+
+/// A step instance as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepRow {
+    /// Instance key (`id` or `id[3]`).
+    pub key: String,
+    /// The step id.
+    pub step_id: String,
+    /// Its kind.
+    pub kind: String,
+    /// Pending, Running, WaitingRetry, Succeeded, Failed, Skipped, Cancelled.
+    pub status: String,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Outputs (secrets stripped).
+    pub outputs: Option<Value>,
+    /// Last error.
+    pub error: Option<StepError>,
+    /// Hash of the resolved input (secrets redacted).
+    pub input_hash: Option<String>,
+    /// Saved progress.
+    pub progress: Option<Value>,
+}
+
+/// One attempt as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttemptRow {
+    /// Instance key.
+    pub step_key: String,
+    /// 1-based.
+    pub attempt: u32,
+    /// Start (ms).
+    pub started_at: i64,
+    /// End (ms).
+    pub finished_at: Option<i64>,
+    /// succeeded, failed, cancelled, satisfied.
+    pub outcome: Option<String>,
+    /// Error class.
+    pub error_class: Option<String>,
+    /// Error code.
+    pub error_code: Option<String>,
+    /// Error message.
+    pub error_message: Option<String>,
+    /// The attempt's span id.
+    pub span_id: Option<String>,
+}
+
+/// One event of the append-only log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRow {
+    /// Sequence number.
+    pub seq: i64,
+    /// Instance key, if about a step.
+    pub step_key: Option<String>,
+    /// Attempt, if about one.
+    pub attempt: Option<u32>,
+    /// Time (ms).
+    pub at: i64,
+    /// started, succeeded, failed, retry, wait, stdout, stderr, info, skipped, …
+    pub kind: String,
+    /// Text (secrets redacted).
+    pub message: String,
+}
+
+/// Who holds a run.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// `user@host:pid`.
+    pub holder: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// The process's start time (from /proc), to tell a reused pid apart.
+    pub pid_start: String,
+}
+
+impl Lease {
+    /// The lease this process would hold.
+    pub fn this_process() -> Lease {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        let pid = std::process::id();
+        let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+        Lease {
+            holder: format!("{user}@{host}:{pid}"),
+            host,
+            pid,
+            pid_start: process_start(pid).unwrap_or_default(),
+        }
+    }
+}
+
+/// Field 22 of /proc/<pid>/stat: the process start time in clock ticks since boot.
+fn process_start(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19).map(str::to_string)
+}
+
+/// Why a lease could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Another live runner holds it.
+    #[error(
+        "run {run} is held by {holder} (lease expires in {expires_in:?}); if that runner is dead, `siteflow unlock {run}`"
+    )]
+    Held {
+        /// The run.
+        run: String,
+        /// Who holds it.
+        holder: String,
+        /// Until when.
+        expires_in: Duration,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How long a lease lasts without a heartbeat.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// One change to a run's state; a batch of them is one commit.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// A step instance starts an attempt (status Running, attempt row, event).
+    Started {
+        /// Instance key.
+        key: String,
+        /// Step id.
+        step_id: String,
+        /// Kind.
+        kind: String,
+        /// 1-based attempt.
+        attempt: u32,
+        /// Hash of the resolved input.
+        input_hash: String,
+        /// The attempt's span id, when known.
+        span_id: Option<String>,
+    },
+    /// An attempt ended.
+    AttemptEnded {
+        /// Instance key.
+        key: String,
+        /// Attempt.
+        attempt: u32,
+        /// succeeded, satisfied, failed, cancelled.
+        outcome: &'static str,
+        /// The error, if failed.
+        error: Option<StepError>,
+    },
+    /// The step waits before another attempt.
+    WaitingRetry {
+        /// Instance key.
+        key: String,
+        /// The attempt that failed.
+        attempt: u32,
+        /// The delay.
+        delay: Duration,
+    },
+    /// A step instance reached a final state.
+    Finished {
+        /// Instance key.
+        key: String,
+        /// Step id.
+        step_id: String,
+        /// Kind.
+        kind: String,
+        /// Succeeded, Failed, Skipped, Cancelled.
+        status: &'static str,
+        /// Outputs (secrets stripped).
+        outputs: Option<Value>,
+        /// The error.
+        error: Option<StepError>,
+        /// Input hash, when the step was resolved.
+        input_hash: Option<String>,
+        /// A note for the event log.
+        note: Option<String>,
+    },
+    /// The span id of an attempt, once known.
+    AttemptSpan {
+        /// Instance key.
+        key: String,
+        /// Attempt.
+        attempt: u32,
+        /// Span id (hex).
+        span_id: String,
+    },
+    /// Saved progress of a running step.
+    Progress {
+        /// Instance key.
+        key: String,
+        /// The progress value.
+        progress: Value,
+    },
+    /// A line for the event log.
+    Event {
+        /// Instance key.
+        key: Option<String>,
+        /// Attempt.
+        attempt: Option<u32>,
+        /// Event kind.
+        kind: &'static str,
+        /// Text (already redacted).
+        message: String,
+    },
+    /// The run's status.
+    RunStatus(&'static str),
+    /// Forget a step's result so it runs again (`rerun`, `--reload`).
+    Reset {
+        /// Instance key (or a step id: its instances are reset too).
+        step_id: String,
+    },
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the database at `path` and starts its thread.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open = |path: &Path| -> rusqlite::Result<Connection> {
+            let mut conn = Connection::open(path)?;
+            conn.busy_timeout(Duration::from_secs(10))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            schema::migrate(&mut conn)?;
+            Ok(conn)
+        };
+        let conn = open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let commits = Arc::new(AtomicU64::new(0));
+        let c2 = commits.clone();
+        std::thread::Builder::new()
+            .name("siteflow-state".into())
+            .spawn(move || store_thread(conn, rx, c2))
+            .map_err(|e| StoreError::Commit(format!("spawn store thread: {e}")))?;
+        Ok(StateStore {
+            jobs: tx,
+            commits,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Durable commits made so far by this handle's thread.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` in the store thread; returns once its writes are durably committed.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (tx, rx) = oneshot::channel::<Result<R, StoreError>>();
+        let job: Job = Box::new(move |conn| {
+            let r = f(conn);
+            let ok = r.is_ok();
+            let done: Completion = Box::new(move |commit| {
+                let out = match (r, commit) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Err(e), _) => Err(StoreError::Sql(e)),
+                    (Ok(_), Err(e)) => Err(StoreError::Commit(e)),
+                };
+                let _ = tx.send(out);
+            });
+            (ok, done)
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues writes without waiting: they go out with the next commit.
+    pub fn write_later(&self, run_id: &str, writes: Vec<Write>) {
+        let run = run_id.to_string();
+        let job: Job = Box::new(move |conn| {
+            let ok = apply_writes(conn, &run, &writes).is_ok();
+            (ok, Box::new(|_| {}))
+        });
+        let _ = self.jobs.send(job);
+    }
+
+    /// Applies writes as one durable commit (shared with whatever else is queued).
+    pub async fn write(&self, run_id: &str, writes: Vec<Write>) -> Result<(), StoreError> {
+        let run = run_id.to_string();
+        self.call(move |conn| apply_writes(conn, &run, &writes))
+            .await
+    }
+
+    /// Creates a run, holding its lease.
+    pub async fn create_run(&self, run: RunRow, lease: Lease) -> Result<(), StoreError> {
+        self.call(move |c| {
+            let now = now_ms();
+            c.execute(
+                "INSERT INTO runs (id, workflow, site, status, created_at, updated_at, sources, sources_hash,
+                   inputs, working_dir, trace_id, root_span_id, lease_holder, lease_host, lease_pid,
+                   lease_pid_start, lease_expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                params![
+                    run.id,
+                    run.workflow,
+                    run.site,
+                    run.status,
+                    now,
+                    run.sources,
+                    run.sources_hash,
+                    run.inputs.to_string(),
+                    run.working_dir,
+                    run.trace_id,
+                    run.root_span_id,
+                    lease.holder,
+                    lease.host,
+                    lease.pid,
+                    lease.pid_start,
+                    now + LEASE_TTL.as_millis() as i64,
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Takes the run's lease, or says who holds it.
+    pub async fn acquire_lease(&self, run_id: &str, lease: Lease) -> Result<(), LeaseError> {
+        let run = run_id.to_string();
+        let r = self
+            .call(move |c| {
+                let row = c
+                    .query_row(
+                        "SELECT lease_holder, lease_host, lease_pid, lease_pid_start, lease_expires_at FROM runs WHERE id = ?1",
+                        [&run],
+                        |r| {
+                            Ok((
+                                r.get::<_, Option<String>>(0)?,
+                                r.get::<_, Option<String>>(1)?,
+                                r.get::<_, Option<u32>>(2)?,
+                                r.get::<_, Option<String>>(3)?,
+                                r.get::<_, Option<i64>>(4)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                let Some((holder, host, pid, pid_start, expires)) = row else {
+                    return Ok(Err(None));
+                };
+                let now = now_ms();
+                if let (Some(holder), Some(expires)) = (holder, expires) {
+                    let alive = expires > now
+                        && holder != lease.holder
+                        && !(host.as_deref() == Some(lease.host.as_str())
+                            && pid.is_some_and(|p| process_start(p) != pid_start));
+                    if alive {
+                        return Ok(Err(Some((holder, Duration::from_millis((expires - now) as u64)))));
+                    }
+                }
+                c.execute(
+                    "UPDATE runs SET lease_holder = ?2, lease_host = ?3, lease_pid = ?4, lease_pid_start = ?5,
+                       lease_expires_at = ?6, cancel_requested = 0, updated_at = ?7 WHERE id = ?1",
+                    params![run, lease.holder, lease.host, lease.pid, lease.pid_start, now + LEASE_TTL.as_millis() as i64, now],
+                )?;
+                Ok(Ok(()))
+            })
+            .await?;
+        match r {
+            Ok(()) => Ok(()),
+            Err(None) => Err(StoreError::NoSuchRun(run_id.to_string()).into()),
+            Err(Some((holder, expires_in))) => Err(LeaseError::Held {
+                run: run_id.to_string(),
+                holder,
+                expires_in,
+            }),
+        }
+    }
+
+    /// Extends the lease; returns whether a cancel was requested.
+    pub async fn heartbeat(&self, run_id: &str, holder: &str) -> Result<bool, StoreError> {
+        let (run, holder) = (run_id.to_string(), holder.to_string());
+        self.call(move |c| {
+            c.execute(
+                "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_holder = ?2",
+                params![run, holder, now_ms() + LEASE_TTL.as_millis() as i64],
+            )?;
+            c.query_row(
+                "SELECT cancel_requested FROM runs WHERE id = ?1",
+                [&run],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|v| v != 0)
+        })
+        .await
+    }
+
+    /// Gives the lease up (if still ours).
+    pub async fn release_lease(&self, run_id: &str, holder: &str) -> Result<(), StoreError> {
+        let (run, holder) = (run_id.to_string(), holder.to_string());
+        self.call(move |c| {
+            c.execute(
+                "UPDATE runs SET lease_holder = NULL, lease_host = NULL, lease_pid = NULL, lease_pid_start = NULL,
+                   lease_expires_at = NULL WHERE id = ?1 AND lease_holder = ?2",
+                params![run, holder],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Breaks whatever lease the run has; returns the former holder.
+    pub async fn unlock(&self, run_id: &str) -> Result<Option<String>, StoreError> {
+        let run = run_id.to_string();
+        let r = self
+            .call(move |c| {
+                let holder: Option<Option<String>> = c
+                    .query_row("SELECT lease_holder FROM runs WHERE id = ?1", [&run], |r| r.get(0))
+                    .optional()?;
+                c.execute(
+                    "UPDATE runs SET lease_holder = NULL, lease_host = NULL, lease_pid = NULL, lease_pid_start = NULL,
+                       lease_expires_at = NULL WHERE id = ?1",
+                    [&run],
+                )?;
+                Ok(holder)
+            })
+            .await?;
+        r.ok_or_else(|| StoreError::NoSuchRun(run_id.to_string()))
+    }
+
+    /// Asks the run's holder to cancel; returns the holder, if any.
+    pub async fn request_cancel(&self, run_id: &str) -> Result<Option<String>, StoreError> {
+        let run = run_id.to_string();
+        let r = self
+            .call(move |c| {
+                let n = c.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [&run])?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                c.query_row("SELECT lease_holder FROM runs WHERE id = ?1", [&run], |r| {
+                    r.get(0)
+                })
+                .map(Some)
+            })
+            .await?;
+        r.ok_or_else(|| StoreError::NoSuchRun(run_id.to_string()))
+    }
+
+    /// The run, if it exists.
+    pub async fn run(&self, run_id: &str) -> Result<RunRow, StoreError> {
+        let run = run_id.to_string();
+        let r = self
+            .call(move |c| {
+                c.query_row(&format!("{RUN_SELECT} WHERE id = ?1"), [&run], run_from_row)
+                    .optional()
+            })
+            .await?;
+        r.ok_or_else(|| StoreError::NoSuchRun(run_id.to_string()))
+    }
+
+    /// The newest runs first.
+    pub async fn runs(&self, limit: u32) -> Result<Vec<RunRow>, StoreError> {
+        self.call(move |c| {
+            let mut st = c.prepare(&format!(
+                "{RUN_SELECT} ORDER BY created_at DESC, id DESC LIMIT ?1"
+            ))?;
+            st.query_map([limit], run_from_row)?.collect()
+        })
+        .await
+    }
+
+    /// The run's step instances, in start order.
+    pub async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
+        let run = run_id.to_string();
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT key, step_id, kind, status, attempts, outputs, error, input_hash, progress
+                 FROM steps WHERE run_id = ?1 ORDER BY rowid",
+            )?;
+            st.query_map([run], |r| {
+                Ok(StepRow {
+                    key: r.get(0)?,
+                    step_id: r.get(1)?,
+                    kind: r.get(2)?,
+                    status: r.get(3)?,
+                    attempts: r.get(4)?,
+                    outputs: r
+                        .get::<_, Option<String>>(5)?
+                        .and_then(|s| serde_json::from_str(&s).ok()),
+                    error: r
+                        .get::<_, Option<String>>(6)?
+                        .and_then(|s| serde_json::from_str(&s).ok()),
+                    input_hash: r.get(7)?,
+                    progress: r
+                        .get::<_, Option<String>>(8)?
+                        .and_then(|s| serde_json::from_str(&s).ok()),
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    /// The run's attempts.
+    pub async fn attempts(&self, run_id: &str) -> Result<Vec<AttemptRow>, StoreError> {
+        let run = run_id.to_string();
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT step_key, attempt, started_at, finished_at, outcome, error_class, error_code, error_message, span_id
+                 FROM attempts WHERE run_id = ?1 ORDER BY started_at, step_key, attempt",
+            )?;
+            st.query_map([run], |r| {
+                Ok(AttemptRow {
+                    step_key: r.get(0)?,
+                    attempt: r.get(1)?,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    outcome: r.get(4)?,
+                    error_class: r.get(5)?,
+                    error_code: r.get(6)?,
+                    error_message: r.get(7)?,
+                    span_id: r.get(8)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    /// The run's events, optionally for one step (its instances included).
+    pub async fn events(
+        &self,
+        run_id: &str,
+        step: Option<&str>,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let run = run_id.to_string();
+        let step = step.map(str::to_string);
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT seq, step_key, attempt, at, kind, message FROM events
+                 WHERE run_id = ?1 AND (?2 IS NULL OR step_key = ?2 OR step_key LIKE ?2 || '[%')
+                 ORDER BY seq",
+            )?;
+            st.query_map(params![run, step], |r| {
+                Ok(EventRow {
+                    seq: r.get(0)?,
+                    step_key: r.get(1)?,
+                    attempt: r.get(2)?,
+                    at: r.get(3)?,
+                    kind: r.get(4)?,
+                    message: r.get(5)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    /// A run-scoped value.
+    pub async fn run_value(
+        &self,
+        run_id: &str,
+        ns: &str,
+        key: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        let (run, ns, key) = (run_id.to_string(), ns.to_string(), key.to_string());
+        self.call(move |c| {
+            c.query_row(
+                "SELECT value FROM run_values WHERE run_id = ?1 AND namespace = ?2 AND key = ?3",
+                params![run, ns, key],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|v| v.and_then(|s| serde_json::from_str(&s).ok()))
+        })
+        .await
+    }
+
+    /// Saves a run-scoped value durably.
+    pub async fn set_run_value(
+        &self,
+        run_id: &str,
+        ns: &str,
+        key: &str,
+        value: Value,
+    ) -> Result<(), StoreError> {
+        let (run, ns, key) = (run_id.to_string(), ns.to_string(), key.to_string());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO run_values (run_id, namespace, key, value) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (run_id, namespace, key) DO UPDATE SET value = excluded.value",
+                params![run, ns, key, value.to_string()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs `PRAGMA integrity_check`; `ok` when the file is sound.
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        self.call(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))
+            .await
+    }
+}
+
+const RUN_SELECT: &str =
+    "SELECT id, workflow, site, status, created_at, updated_at, sources, sources_hash, inputs,
+    working_dir, trace_id, root_span_id, lease_holder FROM runs";
+
+fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        id: r.get(0)?,
+        workflow: r.get(1)?,
+        site: r.get(2)?,
+        status: r.get(3)?,
+        created_at: r.get(4)?,
+        updated_at: r.get(5)?,
+        sources: r.get(6)?,
+        sources_hash: r.get(7)?,
+        inputs: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or(Value::Null),
+        working_dir: r.get(9)?,
+        trace_id: r.get(10)?,
+        root_span_id: r.get(11)?,
+        lease_holder: r.get(12)?,
+    })
+}
+
+fn error_json(e: &Option<StepError>) -> Option<String> {
+    e.as_ref().and_then(|e| serde_json::to_string(e).ok())
+}
+
+fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result<()> {
+    let now = now_ms();
+    for w in writes {
+        match w {
+            Write::Started {
+                key,
+                step_id,
+                kind,
+                attempt,
+                input_hash,
+                span_id,
+            } => {
+                c.prepare_cached(
+                    "INSERT INTO steps (run_id, key, step_id, kind, status, attempts, input_hash, started_at)
+                     VALUES (?1, ?2, ?3, ?4, 'Running', ?5, ?6, ?7)
+                     ON CONFLICT (run_id, key) DO UPDATE SET status = 'Running', attempts = ?5,
+                       input_hash = ?6, kind = ?4, error = NULL, finished_at = NULL",
+                )?
+                .execute(params![run, key, step_id, kind, attempt, input_hash, now])?;
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO attempts (run_id, step_key, attempt, started_at, span_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![run, key, attempt, now, span_id])?;
+                event(
+                    c,
+                    run,
+                    Some(key),
+                    Some(*attempt),
+                    now,
+                    "started",
+                    &format!("attempt {attempt} started"),
+                )?;
+            }
+            Write::AttemptEnded {
+                key,
+                attempt,
+                outcome,
+                error,
+            } => {
+                c.prepare_cached(
+                    "UPDATE attempts SET finished_at = ?4, outcome = ?5, error_class = ?6, error_code = ?7,
+                       error_message = ?8 WHERE run_id = ?1 AND step_key = ?2 AND attempt = ?3",
+                )?
+                .execute(params![
+                    run,
+                    key,
+                    attempt,
+                    now,
+                    outcome,
+                    error.as_ref().map(|e| e.class.name()),
+                    error.as_ref().map(|e| e.code.as_str()),
+                    error.as_ref().map(|e| e.message.as_str()),
+                ])?;
+                if let Some(e) = error {
+                    event(
+                        c,
+                        run,
+                        Some(key),
+                        Some(*attempt),
+                        now,
+                        "failed",
+                        &format!("attempt {attempt} failed: {e}"),
+                    )?;
+                }
+            }
+            Write::WaitingRetry {
+                key,
+                attempt,
+                delay,
+            } => {
+                c.prepare_cached(
+                    "UPDATE steps SET status = 'WaitingRetry' WHERE run_id = ?1 AND key = ?2",
+                )?
+                .execute(params![run, key])?;
+                event(
+                    c,
+                    run,
+                    Some(key),
+                    Some(*attempt),
+                    now,
+                    "retry",
+                    &format!(
+                        "retrying in {}",
+                        humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
+                    ),
+                )?;
+            }
+            Write::Finished {
+                key,
+                step_id,
+                kind,
+                status,
+                outputs,
+                error,
+                input_hash,
+                note,
+            } => {
+                c.prepare_cached(
+                    "INSERT INTO steps (run_id, key, step_id, kind, status, outputs, error, input_hash, finished_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (run_id, key) DO UPDATE SET status = ?5, outputs = ?6, error = ?7,
+                       input_hash = COALESCE(?8, input_hash), finished_at = ?9",
+                )?
+                .execute(params![
+                    run,
+                    key,
+                    step_id,
+                    kind,
+                    status,
+                    outputs.as_ref().map(Value::to_string),
+                    error_json(error),
+                    input_hash,
+                    now
+                ])?;
+                let msg = match (note, error) {
+                    (Some(n), _) => n.clone(),
+                    (None, Some(e)) => e.to_string(),
+                    (None, None) => status.to_lowercase(),
+                };
+                event(c, run, Some(key), None, now, &status.to_lowercase(), &msg)?;
+            }
+            Write::AttemptSpan {
+                key,
+                attempt,
+                span_id,
+            } => {
+                c.prepare_cached("UPDATE attempts SET span_id = ?4 WHERE run_id = ?1 AND step_key = ?2 AND attempt = ?3")?
+                    .execute(params![run, key, attempt, span_id])?;
+            }
+            Write::Progress { key, progress } => {
+                c.prepare_cached("UPDATE steps SET progress = ?3 WHERE run_id = ?1 AND key = ?2")?
+                    .execute(params![run, key, progress.to_string()])?;
+            }
+            Write::Event {
+                key,
+                attempt,
+                kind,
+                message,
+            } => event(c, run, key.as_deref(), *attempt, now, kind, message)?,
+            Write::RunStatus(status) => {
+                c.prepare_cached("UPDATE runs SET status = ?2, updated_at = ?3 WHERE id = ?1")?
+                    .execute(params![run, status, now])?;
+            }
+            Write::Reset { step_id } => {
+                c.prepare_cached(
+                    "UPDATE steps SET status = 'Pending', outputs = NULL, error = NULL, progress = NULL
+                     WHERE run_id = ?1 AND (key = ?2 OR step_id = ?2)",
+                )?
+                .execute(params![run, step_id])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn event(
+    c: &Connection,
+    run: &str,
+    key: Option<&str>,
+    attempt: Option<u32>,
+    at: i64,
+    kind: &str,
+    message: &str,
+) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT INTO events (run_id, step_key, attempt, at, kind, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+        .execute(params![run, key, attempt, at, kind, message])?;
+    Ok(())
+}
+
+fn store_thread(mut conn: Connection, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
+    const MAX_BATCH: usize = 4096;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut done = Vec::with_capacity(batch.len());
+        let outcome = (|| -> rusqlite::Result<()> {
+            let mut tx = conn.transaction()?;
+            for job in batch.drain(..) {
+                let sp = tx.savepoint()?;
+                let (ok, completion) = job(&sp);
+                if ok {
+                    sp.commit()?;
+                }
+                // A failed job's savepoint is rolled back on drop; the others still commit.
+                done.push(completion);
+            }
+            tx.commit()
+        })();
+        if outcome.is_ok() {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
+        let result = outcome.map_err(|e| e.to_string());
+        for d in done {
+            d(result.clone());
+        }
+        // Jobs whose completion never ran (the transaction failed to begin) are dropped,
+        // which closes their channel: callers see `Closed`, never a false success.
+        for job in batch {
+            drop(job);
+        }
+    }
+}

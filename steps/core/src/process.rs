@@ -1,0 +1,131 @@
+//! Running a local script: its lines streamed to the step log, `key=value` outputs collected.
+
+use siteflow_step::{LogStream, StepContext, StepError};
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// Bytes of stdout kept as the `stdout` output (the tail).
+const MAX_STDOUT: usize = 64 * 1024;
+
+/// What a script did.
+pub(crate) struct ScriptResult {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub outputs: BTreeMap<String, String>,
+    pub stderr_tail: Vec<String>,
+}
+
+/// Runs `script` with bash from a 0600 temp file (so rendered values, secrets included,
+/// never appear in a process's argv), streaming its output to the step's log.
+pub(crate) async fn run_script(
+    cx: &StepContext,
+    script: &str,
+    env: &BTreeMap<String, String>,
+    working_directory: Option<&str>,
+) -> Result<ScriptResult, StepError> {
+    let io = |what: &str, e: std::io::Error| StepError::retryable("Io", format!("{what}: {e}"));
+    let dir = tempfile::tempdir().map_err(|e| io("create temp dir", e))?;
+    let script_path = dir.path().join("step.sh");
+    let out_path = dir.path().join("output");
+    {
+        let mut f = std::fs::File::create(&script_path).map_err(|e| io("write script", e))?;
+        f.write_all(script.as_bytes())
+            .map_err(|e| io("write script", e))?;
+        std::fs::File::create(&out_path).map_err(|e| io("create output file", e))?;
+    }
+    let cwd: PathBuf =
+        working_directory.map_or_else(|| cx.working_dir.clone(), |d| cx.resolve_path(d));
+    let mut cmd = Command::new("bash");
+    cmd.arg("-eo")
+        .arg("pipefail")
+        .arg(&script_path)
+        .current_dir(&cwd)
+        .envs(env)
+        .env("SITEFLOW_OUTPUT", &out_path)
+        .env("SITEFLOW_RUN_ID", &cx.run_id)
+        .env("SITEFLOW_STEP_ID", &cx.step_id)
+        .env("SITEFLOW_ATTEMPT", cx.attempt.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    match &cx.traceparent {
+        Some(tp) => cmd.env("TRACEPARENT", tp),
+        None => cmd.env_remove("TRACEPARENT"),
+    };
+    let mut child = cmd.spawn().map_err(|e| {
+        StepError::permanent(
+            "SpawnFailed",
+            format!("cannot start bash in {}: {e}", cwd.display()),
+        )
+    })?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let out_task = async {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut kept = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            cx.log(LogStream::Stdout, &line);
+            kept.push_str(&line);
+            kept.push('\n');
+            if kept.len() > 2 * MAX_STDOUT {
+                let cut = kept.len() - MAX_STDOUT;
+                let cut = (cut..kept.len())
+                    .find(|&i| kept.is_char_boundary(i))
+                    .unwrap_or(cut);
+                kept.drain(..cut);
+            }
+        }
+        if kept.len() > MAX_STDOUT {
+            let cut = kept.len() - MAX_STDOUT;
+            let cut = (cut..kept.len())
+                .find(|&i| kept.is_char_boundary(i))
+                .unwrap_or(cut);
+            kept.drain(..cut);
+        }
+        kept
+    };
+    let err_task = async {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut tail: Vec<String> = vec![];
+        while let Ok(Some(line)) = lines.next_line().await {
+            cx.log(LogStream::Stderr, &line);
+            tail.push(line);
+            if tail.len() > 5 {
+                tail.remove(0);
+            }
+        }
+        tail
+    };
+    let (stdout, stderr_tail, status) = tokio::select! {
+        r = async { tokio::join!(out_task, err_task, child.wait()) } => r,
+        _ = cx.cancel.cancelled() => {
+            // Stop the whole process group, not just bash.
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill").arg("-KILL").arg(format!("-{pid}")).status();
+            }
+            let _ = child.kill().await;
+            return Err(StepError::cancelled("the step was cancelled"));
+        }
+    };
+    let status = status.map_err(|e| io("wait for script", e))?;
+    let exit_code = status.code().unwrap_or(-1);
+    let outputs = std::fs::read_to_string(&out_path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .collect();
+    Ok(ScriptResult {
+        exit_code,
+        stdout,
+        outputs,
+        stderr_tail,
+    })
+}

@@ -491,10 +491,7 @@ fn print_steps(doc: &Value) {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!(
-        "{:<w$}  {:<12}  {:>8}  {}",
-        "STEP", "STATUS", "ATTEMPTS", "ERROR"
-    );
+    println!("{:<w$}  {:<12}  {:>8}  ERROR", "STEP", "STATUS", "ATTEMPTS");
     for s in steps {
         let err = s["error"]["message"].as_str().unwrap_or("");
         let err: String = err.lines().next().unwrap_or("").chars().take(100).collect();

@@ -152,7 +152,12 @@ fn rewrite_template(s: &str) -> String {
 pub fn check(expr: &str) -> Result<Vec<String>, String> {
     let src = rewrite_dashes(expr);
     let e = env().compile_expression(&src).map_err(|e| format_err(&e))?;
-    let mut roots: Vec<String> = e.undeclared_variables(false).into_iter().collect();
+    // Global functions (`range`, `dict`, …) are names too, but not ours to check.
+    let mut roots: Vec<String> = e
+        .undeclared_variables(false)
+        .into_iter()
+        .filter(|n| !env().globals().any(|(g, _)| g == n))
+        .collect();
     roots.sort();
     Ok(roots)
 }

@@ -384,7 +384,8 @@ fn check_reference(
         "steps" => {
             let Some(id) = r.path.first() else { return };
             let Some(&j) = ids.get(id.as_str()) else {
-                let known: Vec<&str> = ids.keys().copied().collect();
+                let mut known: Vec<&str> = ids.keys().copied().collect();
+                known.sort_unstable();
                 diags.push(unknown(loc, "step", id, &known));
                 return;
             };
@@ -585,10 +586,10 @@ fn resolve_inputs(
                     diags.push(Diagnostic::new(
                         v.loc.clone(),
                         format!(
-                            "input `{}` must be a {}, found a {}",
+                            "input `{}` must be {}, found {}",
                             k.name,
-                            d.ty.name(),
-                            v.type_name()
+                            d.ty.article(),
+                            crate::spec::a(v.type_name())
                         ),
                     ));
                 }
@@ -619,8 +620,8 @@ fn resolve_inputs(
                 diags.push(Diagnostic::new(
                     loc,
                     format!(
-                        "`--set {set}`: input `{name}` must be a {}, and `{raw}` is not one",
-                        d.ty.name()
+                        "`--set {set}`: input `{name}` must be {}, and `{raw}` is not one",
+                        d.ty.article()
                     ),
                 ));
             }
@@ -628,8 +629,8 @@ fn resolve_inputs(
             diags.push(Diagnostic::new(
                 loc,
                 format!(
-                    "`--set {set}`: input `{name}` is a {}, not an object",
-                    d.ty.name()
+                    "`--set {set}`: input `{name}` is {}, not an object",
+                    d.ty.article()
                 ),
             ));
         } else {

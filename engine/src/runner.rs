@@ -18,8 +18,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 /// Bytes of step output kept in the event log per attempt.
@@ -165,7 +166,7 @@ pub struct RunOptions {
     pub grace: Duration,
     /// Where relative paths resolve and secret files are read.
     pub working_dir: PathBuf,
-    /// Heartbeat interval of the lease.
+    /// Heartbeat interval of the lease (zero: no heartbeat, for tests on a paused clock).
     pub heartbeat: Duration,
 }
 
@@ -400,6 +401,7 @@ impl Runner {
             run.id = %run.id,
             site = plan.site.as_deref().unwrap_or(""),
             workflow = %plan.workflow.name,
+            otel.status_code = tracing::field::Empty,
         );
         telemetry::attach_to_run_trace(&span, &run.trace_id, &run.root_span_id);
 
@@ -416,6 +418,9 @@ impl Runner {
                 hb_stop.clone(),
             );
             tokio::spawn(async move {
+                if every.is_zero() {
+                    return;
+                }
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => break,
@@ -998,6 +1003,7 @@ impl Scheduler<'_> {
             site: self.site.clone().unwrap_or_default(),
             observer: self.runner.observer.clone(),
             input_hash: self.nodes[s.node].instances[s.inst].input_hash.clone(),
+            redactor: self.redactor.clone(),
         };
         let make_cx = {
             let base = self.step_context(s.node, &key, s.attempt, CancellationToken::new(), None);
@@ -1177,6 +1183,7 @@ struct AttemptLoop {
     site: String,
     observer: Arc<dyn RunObserver>,
     input_hash: String,
+    redactor: Arc<Redactor>,
 }
 
 impl AttemptLoop {
@@ -1196,7 +1203,7 @@ impl AttemptLoop {
                 site = %self.site,
                 step.id = %self.key,
                 step.kind = %self.kind_name,
-                attempt = attempt,
+                attempt = i64::from(attempt),
                 outcome = tracing::field::Empty,
                 error.code = tracing::field::Empty,
                 otel.status_code = tracing::field::Empty,
@@ -1264,7 +1271,12 @@ impl AttemptLoop {
                 }
             }
             .instrument(span.clone())
-            .await;
+            .await
+            // Error messages carry remote output: no secret may pass through them.
+            .map_err(|mut e| {
+                e.message = self.redactor.redact(&e.message).into_owned();
+                e
+            });
             cancel.cancel();
             match result {
                 Ok((v, satisfied)) => {
@@ -1284,7 +1296,7 @@ impl AttemptLoop {
                         return (attempt, Err(e), false);
                     };
                     span.in_scope(|| {
-                        tracing::info!(delay_ms = delay.as_millis() as u64, error.code = %e.code, "retry scheduled")
+                        tracing::info!(delay_ms = delay.as_millis() as i64, error.code = %e.code, "retry scheduled")
                     });
                     self.store.write_later(
                         &self.run_id,
@@ -1327,7 +1339,7 @@ impl AttemptLoop {
             match self.kind.apply(cx, input).await? {
                 Progress::Done(v) => return Ok((v, false)),
                 Progress::Wait { recheck_after } => {
-                    tracing::info!(recheck_ms = recheck_after.as_millis() as u64, "waiting");
+                    tracing::info!(recheck_ms = recheck_after.as_millis() as i64, "waiting");
                     self.observer.event(&RunEvent::Waiting {
                         key: self.key.clone(),
                         recheck_after,

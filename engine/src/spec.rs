@@ -69,6 +69,11 @@ impl InputType {
         }
     }
 
+    /// The name with its article: `an integer`, `a string`.
+    pub fn article(self) -> String {
+        a(self.name())
+    }
+
     /// Whether a JSON value has this type.
     pub fn accepts(self, v: &Value) -> bool {
         match self {
@@ -79,6 +84,14 @@ impl InputType {
             InputType::Array => v.is_array(),
             InputType::Object => v.is_object(),
         }
+    }
+}
+
+/// `word` with its indefinite article.
+pub fn a(word: &str) -> String {
+    match word.chars().next() {
+        Some('a' | 'e' | 'i' | 'o' | 'u') => format!("an {word}"),
+        _ => format!("a {word}"),
     }
 }
 
@@ -500,9 +513,9 @@ fn parse_input(key: &Key, node: &Node, diags: &mut Diagnostics) -> Option<InputD
             diags.push(Diagnostic::new(
                 d.loc.clone(),
                 format!(
-                    "default of {what} must be a {}, found a {}",
-                    ty.name(),
-                    d.type_name()
+                    "default of {what} must be {}, found {}",
+                    ty.article(),
+                    a(d.type_name())
                 ),
             ));
         }
@@ -623,9 +636,7 @@ fn parse_step(node: &Node, diags: &mut Diagnostics) -> Option<StepSpec> {
             _ => {}
         }
     }
-    if node.as_map().is_none() {
-        return None;
-    }
+    node.as_map()?;
     match id {
         Some(id) => {
             if !valid_id(&id.value) {

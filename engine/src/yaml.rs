@@ -203,6 +203,12 @@ pub fn parse(file: &Arc<SourceFile>) -> Result<Node, Diagnostic> {
             Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
             _ => msg,
         };
+        if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
+            let key = rest.split(',').next().unwrap_or(rest).trim();
+            return Diagnostic::new(loc, format!("duplicate key `{key}`")).help(format!(
+                "a mapping may have `{key}` once; remove or rename one of them"
+            ));
+        }
         Diagnostic::new(loc, format!("invalid YAML: {msg}"))
     })?;
     Ok(convert(raw, file))

@@ -918,7 +918,10 @@ fn store_thread(mut conn: Connection, rx: mpsc::Receiver<Job>, commits: Arc<Atom
         }
         let mut done = Vec::with_capacity(batch.len());
         let outcome = (|| -> rusqlite::Result<()> {
-            let mut tx = conn.transaction()?;
+            // IMMEDIATE: take the write lock up front, so concurrent processes queue on
+            // the busy timeout instead of failing a read-to-write upgrade.
+            let mut tx =
+                conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for job in batch.drain(..) {
                 let sp = tx.savepoint()?;
                 let (ok, completion) = job(&sp);

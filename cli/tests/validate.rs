@@ -1,0 +1,89 @@
+//! Validation: every problem of a broken file reported at once, with file, line and column,
+//! exit code 2, and nothing written to the state store.
+
+mod support;
+
+use support::Sandbox;
+
+fn validate(name: &str) -> String {
+    let sb = Sandbox::new();
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let out = sb
+        .command(&[
+            "--state",
+            sb.db().to_str().unwrap(),
+            "validate",
+            &format!("invalid/{name}"),
+        ])
+        .current_dir(fixtures)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{name} must be rejected with exit code 2"
+    );
+    assert!(
+        !sb.db().exists(),
+        "validation must not create the state database"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+macro_rules! corpus {
+    ($($test:ident => $file:literal),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            insta::assert_snapshot!(validate($file));
+        }
+    )*};
+}
+
+corpus! {
+    typo_key => "typo_key.yaml",
+    unknown_kind => "unknown_kind.yaml",
+    cycle => "cycle.yaml",
+    bad_reference => "bad_reference.yaml",
+    duplicate_key => "duplicate_key.yaml",
+    wrong_type => "wrong_type.yaml",
+    missing_input => "missing_input.yaml",
+    site_unknown_step => "site_unknown_step.yaml",
+}
+
+#[test]
+fn valid_site_and_workflow_pass() {
+    let sb = Sandbox::new();
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let out = sb
+        .command(&["validate", "valid/base.yaml"])
+        .current_dir(fixtures)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: valid/base.yaml (2 steps)"));
+}
+
+#[test]
+fn run_with_invalid_set_is_rejected_before_anything_is_stored() {
+    let sb = Sandbox::new();
+    sb.write(
+        "wf.yaml",
+        "name: x\ninputs:\n  n: { type: integer, default: 1 }\nsteps:\n  - id: a\n    uses: noop\n",
+    );
+    let r = sb.run(&["run", "wf.yaml", "--set", "n=abc"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("input `n` must be an integer"),
+        "{}",
+        r.stderr
+    );
+    assert!(!sb.db().exists());
+    let r = sb.run(&["run", "wf.yaml", "--set", "m=1"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("unknown input `m`"), "{}", r.stderr);
+}

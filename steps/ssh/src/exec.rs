@@ -1,0 +1,508 @@
+//! Remote command execution: a framed script on stdin (environment, `TRACEPARENT`,
+//! working directory, command), `sudo -n`, a remote `timeout` that really stops the
+//! process, and stdout/stderr streamed line by line.
+
+use crate::pool::Connection;
+use crate::quote::{is_env_name, shell_quote};
+use crate::{SshError, SshPool, SshTarget};
+use russh::ChannelMsg;
+use siteflow_step::{CancellationToken, LogStream, Secret};
+use std::time::{Duration, Instant};
+
+/// Receives each complete output line of a command (without its newline).
+pub type LineSink<'a> = &'a (dyn Fn(LogStream, &str) + Send + Sync);
+
+/// Reads the script length, then exactly that many bytes of script, from stdin and runs
+/// it; whatever follows on stdin is the command's own input. Only this fixed text is on
+/// the remote command line, so no value (secret or not) is visible in `ps`.
+const BOOTSTRAP: &str = r#"IFS= read -r n || exit 125; s=$(head -c "$n") || exit 125; eval "$s""#;
+
+/// Output captured per stream at most; further bytes are still logged but not kept.
+const CAPTURE_LIMIT: usize = 32 * 1024 * 1024;
+
+/// A command to run on a host.
+#[derive(Clone, Debug, Default)]
+pub struct ExecRequest {
+    /// Shell text run by `sh` (POSIX); interpolate values only through [`shell_quote`].
+    pub command: String,
+    /// Variables exported before the command runs; values may be secrets.
+    pub env: Vec<(String, Secret<String>)>,
+    /// Bytes fed to the command's stdin, then end of file.
+    pub stdin: Option<Secret<Vec<u8>>>,
+    /// Working directory on the host.
+    pub cwd: Option<String>,
+    /// Run as root through `sudo -n` (never prompts).
+    pub sudo: bool,
+    /// Stop the command on the host after this long (`timeout`, then `KILL` after `kill_grace`).
+    pub timeout: Option<Duration>,
+    /// How long after `TERM` the command gets `KILL` (default 5 s).
+    pub kill_grace: Option<Duration>,
+    /// W3C `traceparent`, exported as `TRACEPARENT`.
+    pub traceparent: Option<String>,
+    /// Send output lines to the sink (turn off when the output is a secret).
+    pub quiet: bool,
+    /// Stops the command early (the engine's attempt token).
+    pub cancel: Option<CancellationToken>,
+}
+
+impl ExecRequest {
+    /// A command with defaults: no sudo, no timeout, output logged.
+    pub fn new(command: impl Into<String>) -> Self {
+        Self {
+            command: command.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Adds an exported variable.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((name.into(), Secret::new(value.into())));
+        self
+    }
+
+    /// Sets stdin.
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(Secret::new(bytes.into()));
+        self
+    }
+
+    /// Runs through `sudo -n`.
+    pub fn sudo(mut self, on: bool) -> Self {
+        self.sudo = on;
+        self
+    }
+
+    /// Sets the remote timeout.
+    pub fn timeout(mut self, after: Duration) -> Self {
+        self.timeout = Some(after);
+        self
+    }
+
+    /// Sets the `traceparent` to export.
+    pub fn traceparent(mut self, tp: impl Into<String>) -> Self {
+        self.traceparent = Some(tp.into());
+        self
+    }
+
+    /// The remote command line: fixed words only, each quoted.
+    pub(crate) fn command_line(&self) -> String {
+        let mut argv: Vec<String> = Vec::new();
+        if self.sudo {
+            argv.extend(["sudo", "-n", "--"].map(String::from));
+        }
+        if let Some(t) = self.timeout {
+            let grace = self.kill_grace.unwrap_or(Duration::from_secs(5));
+            argv.extend([
+                "timeout".to_string(),
+                "-k".to_string(),
+                seconds(grace),
+                seconds(t),
+            ]);
+        }
+        argv.extend(["sh", "-c", BOOTSTRAP].map(String::from));
+        argv.iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The script sent on stdin: exports, `cd`, then the command.
+    pub(crate) fn script(&self) -> Result<String, SshError> {
+        let mut s = String::new();
+        let mut vars: Vec<(&str, &str)> = Vec::new();
+        if let Some(tp) = &self.traceparent {
+            vars.push(("TRACEPARENT", tp));
+        }
+        for (k, v) in &self.env {
+            if !is_env_name(k) {
+                return Err(SshError::InvalidInput(format!(
+                    "export {k:?}: environment variable names are letters, digits and `_`, \
+                     not starting with a digit"
+                )));
+            }
+            vars.push((k, v.expose()));
+        }
+        for (k, v) in vars {
+            s.push_str(&format!("{k}={}; export {k}\n", shell_quote(v)));
+        }
+        if let Some(dir) = &self.cwd {
+            s.push_str(&format!("cd -- {} || exit 1\n", shell_quote(dir)));
+        }
+        s.push_str(&self.command);
+        s.push('\n');
+        Ok(s)
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    let ms = d.as_millis().max(1);
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}.{:03}s", ms / 1000, ms % 1000)
+    }
+}
+
+/// How a command ended and what it printed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit status, when it exited normally.
+    pub exit_status: Option<u32>,
+    /// Signal name (`KILL`), when a signal ended it.
+    pub signal: Option<String>,
+    /// Everything it wrote to stdout (up to 32 MiB).
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr (up to 32 MiB).
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    /// Whether it exited with status 0.
+    pub fn success(&self) -> bool {
+        self.exit_status == Some(0) && self.signal.is_none()
+    }
+
+    /// Stdout as text (invalid UTF-8 replaced).
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Stderr as text (invalid UTF-8 replaced).
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// `Ok` on status 0, else an [`SshError::ExitStatus`] quoting the end of stderr.
+    pub fn check(self, target: &SshTarget) -> Result<Self, SshError> {
+        if self.success() {
+            return Ok(self);
+        }
+        let status = match (&self.signal, self.exit_status) {
+            (Some(sig), _) => format!("signal {sig}"),
+            (None, Some(code)) => format!("status {code}"),
+            (None, None) => "no status".to_string(),
+        };
+        let text = self.stderr_text();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+        Err(SshError::ExitStatus {
+            host: target.label(),
+            status,
+            tail: if tail.is_empty() {
+                String::new()
+            } else {
+                format!(": {tail}")
+            },
+        })
+    }
+}
+
+/// Splits a byte stream into lines for the sink.
+struct LineSplitter {
+    stream: LogStream,
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn new(stream: LogStream) -> Self {
+        Self {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8], sink: Option<LineSink<'_>>) {
+        let Some(sink) = sink else { return };
+        self.pending.extend_from_slice(bytes);
+        while let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=pos).collect();
+            emit(sink, self.stream, &line[..line.len() - 1]);
+        }
+    }
+
+    fn finish(&mut self, sink: Option<LineSink<'_>>) {
+        if let Some(sink) = sink
+            && !self.pending.is_empty()
+        {
+            emit(sink, self.stream, &std::mem::take(&mut self.pending));
+        }
+    }
+}
+
+fn emit(sink: LineSink<'_>, stream: LogStream, line: &[u8]) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    sink(stream, &String::from_utf8_lossy(line));
+}
+
+fn capture(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let room = CAPTURE_LIMIT.saturating_sub(buf.len());
+    buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+fn sudo_wants_password(stderr: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(stderr);
+    text.contains("sudo: a password is required") || text.contains("sudo: a terminal is required")
+}
+
+impl SshPool {
+    /// Runs a command on `target`, streaming its output lines to `sink`.
+    ///
+    /// A non-zero exit is not an error here (see [`ExecOutput::check`]); a remote timeout,
+    /// a sudo password prompt, a lost connection and cancellation are.
+    pub async fn exec(
+        &self,
+        target: &SshTarget,
+        req: &ExecRequest,
+        sink: LineSink<'_>,
+    ) -> Result<ExecOutput, SshError> {
+        let conn = self.connection(target).await?;
+        let result = exec_on(&conn, req, sink).await;
+        if matches!(result, Err(SshError::ConnectionLost { .. })) {
+            self.invalidate(target, conn.id);
+        }
+        result.and_then(|out| {
+            if req.sudo && out.exit_status == Some(1) && sudo_wants_password(&out.stderr) {
+                Err(SshError::SudoPasswordRequired {
+                    user: conn.user.clone(),
+                    host: target.host_port(),
+                })
+            } else {
+                Ok(out)
+            }
+        })
+    }
+
+    /// [`SshPool::exec`], then [`ExecOutput::check`].
+    pub async fn exec_checked(
+        &self,
+        target: &SshTarget,
+        req: &ExecRequest,
+        sink: LineSink<'_>,
+    ) -> Result<ExecOutput, SshError> {
+        self.exec(target, req, sink).await?.check(target)
+    }
+}
+
+pub(crate) async fn exec_on(
+    conn: &Connection,
+    req: &ExecRequest,
+    sink: LineSink<'_>,
+) -> Result<ExecOutput, SshError> {
+    let script = req.script()?;
+    let mut input = format!("{}\n", script.len()).into_bytes();
+    input.extend_from_slice(script.as_bytes());
+    if let Some(stdin) = &req.stdin {
+        input.extend_from_slice(stdin.expose());
+    }
+
+    let (channel, _permit) = conn.open_session().await?;
+    channel
+        .exec(true, req.command_line())
+        .await
+        .map_err(|e| conn.lost(e.to_string()))?;
+    let (mut rx, tx) = channel.split();
+
+    let sink = if req.quiet { None } else { Some(sink) };
+    let started = Instant::now();
+    // The host's `timeout` stops the command; this local bound only covers a host that
+    // stops answering, and is generous on purpose.
+    let local_deadline = req.timeout.map(|t| {
+        tokio::time::Instant::now()
+            + t
+            + req.kill_grace.unwrap_or(Duration::from_secs(5))
+            + Duration::from_secs(15)
+    });
+    let cancel = req.cancel.clone().unwrap_or_default();
+
+    let writer = async {
+        // Errors here surface on the reading side (lost connection) or do not matter
+        // (the command exited without reading all its input).
+        if tx.data(&input[..]).await.is_ok() {
+            let _ = tx.eof().await;
+        }
+    };
+
+    let reader = async {
+        let mut out = ExecOutput {
+            exit_status: None,
+            signal: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        };
+        let mut lines_out = LineSplitter::new(LogStream::Stdout);
+        let mut lines_err = LineSplitter::new(LogStream::Stderr);
+        let mut closed = false;
+        loop {
+            let msg = tokio::select! {
+                m = rx.wait() => m,
+                () = cancel.cancelled() => return Err(SshError::Cancelled),
+                () = sleep_until(local_deadline) => {
+                    return Err(SshError::RemoteTimeout {
+                        host: conn.label.clone(),
+                        after: req.timeout.unwrap_or_default(),
+                    });
+                }
+            };
+            match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    capture(&mut out.stdout, &data);
+                    lines_out.push(&data, sink);
+                }
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    capture(&mut out.stderr, &data);
+                    lines_err.push(&data, sink);
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => out.exit_status = Some(exit_status),
+                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                    out.signal = Some(signal_label(&signal_name));
+                }
+                Some(ChannelMsg::Failure) => {
+                    return Err(SshError::Channel {
+                        host: conn.label.clone(),
+                        reason: "the server refused to run the command".into(),
+                    });
+                }
+                Some(ChannelMsg::Close) => {
+                    closed = true;
+                    break;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        lines_out.finish(sink);
+        lines_err.finish(sink);
+        if out.exit_status.is_none() && out.signal.is_none() {
+            return Err(conn.lost(if closed {
+                "the channel closed without an exit status"
+            } else {
+                "the connection ended while the command ran"
+            }));
+        }
+        Ok(out)
+    };
+
+    // The reader decides when we are done: a command may exit without reading all its
+    // stdin, and the writer would then wait for window space forever.
+    tokio::pin!(writer, reader);
+    let mut writer_done = false;
+    let result = loop {
+        tokio::select! {
+            r = &mut reader => break r,
+            () = &mut writer, if !writer_done => writer_done = true,
+        }
+    };
+    let out = result?;
+    if let Some(t) = req.timeout {
+        let killed = out.signal.as_deref() == Some("KILL") || out.exit_status == Some(137);
+        if out.exit_status == Some(124) || (killed && started.elapsed() >= t) {
+            return Err(SshError::RemoteTimeout {
+                host: conn.label.clone(),
+                after: t,
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn signal_label(sig: &russh::Sig) -> String {
+    let s = format!("{sig:?}");
+    s.strip_prefix("Custom(\"")
+        .and_then(|r| r.strip_suffix("\")"))
+        .map(str::to_string)
+        .unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// Runs the command line and framed stdin through the local `sh`, as the host would.
+    fn run_locally(req: &ExecRequest) -> (i32, String) {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(req.command_line())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let script = req.script().unwrap();
+        let mut input = format!("{}\n{script}", script.len()).into_bytes();
+        if let Some(s) = &req.stdin {
+            input.extend_from_slice(s.expose());
+        }
+        child.stdin.take().unwrap().write_all(&input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stdout).unwrap(),
+        )
+    }
+
+    #[test]
+    fn command_line_holds_no_values() {
+        let req = ExecRequest::new("echo hi")
+            .env("K3S_TOKEN", "s3cret-value")
+            .sudo(true)
+            .timeout(Duration::from_millis(1500))
+            .traceparent("00-abc-def-01");
+        let line = req.command_line();
+        assert!(!line.contains("s3cret"));
+        assert!(!line.contains("echo hi"));
+        assert!(
+            line.starts_with("sudo -n -- timeout -k 5s 1.500s sh -c "),
+            "{line}"
+        );
+        assert!(
+            req.script()
+                .unwrap()
+                .contains("K3S_TOKEN=s3cret-value; export K3S_TOKEN\n")
+        );
+    }
+
+    #[test]
+    fn framed_script_runs_and_stdin_follows() {
+        let req = ExecRequest::new(r#"printf '%s|%s|' "$V" "$TRACEPARENT"; cat; exit 7"#)
+            .env("V", "a'b $x; `y`\nz")
+            .traceparent("00-t-s-01")
+            .stdin(b"payload\nline2".to_vec());
+        let (code, out) = run_locally(&req);
+        assert_eq!(code, 7);
+        assert_eq!(out, "a'b $x; `y`\nz|00-t-s-01|payload\nline2");
+    }
+
+    #[test]
+    fn rejects_bad_env_names() {
+        let req = ExecRequest::new("true").env("A B", "x");
+        assert!(matches!(req.script(), Err(SshError::InvalidInput(_))));
+    }
+
+    #[test]
+    fn splits_lines_across_chunks() {
+        let got = std::sync::Mutex::new(Vec::new());
+        let sink = |s: LogStream, l: &str| got.lock().unwrap().push(format!("{}:{l}", s.name()));
+        let mut sp = LineSplitter::new(LogStream::Stderr);
+        sp.push(b"ab", Some(&sink));
+        sp.push(b"c\r\nd\n\ne", Some(&sink));
+        sp.finish(Some(&sink));
+        assert_eq!(
+            *got.lock().unwrap(),
+            ["stderr:abc", "stderr:d", "stderr:", "stderr:e"]
+        );
+    }
+
+    #[test]
+    fn sudo_prompt_detection() {
+        assert!(sudo_wants_password(b"sudo: a password is required\n"));
+        assert!(!sudo_wants_password(b"permission denied\n"));
+    }
+}

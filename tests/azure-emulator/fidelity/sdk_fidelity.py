@@ -1,0 +1,217 @@
+"""Drive the official Azure Python SDKs against the siteflow Azure emulator.
+
+Run by tests/azure-emulator/tests/sdk_fidelity.rs with the interpreter of the SDK venv
+(.ci/venv, requirements in .ci/azure-sdk-requirements.txt). Environment:
+  EMULATOR_BASE_URL, EMULATOR_CA_PEM, AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET,
+  AZURE_SUBSCRIPTION_ID.
+Prints one line per step ("ok <step>") and exits non-zero on the first failure.
+"""
+
+import os
+import sys
+import time
+
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.identity import ClientSecretCredential
+from azure.keyvault.secrets import SecretClient
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.hybridkubernetes import ConnectedKubernetesClient
+from azure.mgmt.network import NetworkManagementClient
+from azure.mgmt.compute.models import VirtualMachine
+from azure.mgmt.hybridkubernetes.models import ConnectedCluster
+from azure.mgmt.network.models import (
+    NetworkInterface,
+    NetworkInterfaceIPConfiguration,
+    NetworkSecurityGroup,
+    PublicIPAddress,
+    SecurityRule,
+    Subnet,
+    VirtualNetwork,
+)
+from azure.mgmt.resource.resources import ResourceManagementClient
+from azure.mgmt.resource.resources.models import ResourceGroup
+
+BASE = os.environ["EMULATOR_BASE_URL"].rstrip("/")
+CA = os.environ["EMULATOR_CA_PEM"]
+TENANT = os.environ["AZURE_TENANT_ID"]
+SUB = os.environ["AZURE_SUBSCRIPTION_ID"]
+RG = "rg-fidelity"
+LOC = "eastus"
+POLL = {"polling_interval": 0.05}
+
+
+T0 = time.monotonic()
+
+
+def step(name):
+    print(f"ok {name} ({time.monotonic() - T0:.2f}s)", flush=True)
+
+
+def check(cond, msg):
+    if not cond:
+        print(f"FAIL {msg}", flush=True)
+        sys.exit(1)
+
+
+cred = ClientSecretCredential(
+    TENANT,
+    os.environ["AZURE_CLIENT_ID"],
+    os.environ["AZURE_CLIENT_SECRET"],
+    authority=BASE,
+    disable_instance_discovery=True,
+    connection_verify=CA,
+)
+token = cred.get_token("https://management.azure.com/.default")
+check(token.token.count(".") == 2, "access token is JWT-shaped")
+step("login (ClientSecretCredential)")
+
+common = {"base_url": BASE, "connection_verify": CA}
+resources = ResourceManagementClient(cred, SUB, **common)
+network = NetworkManagementClient(cred, SUB, **common)
+compute = ComputeManagementClient(cred, SUB, **common)
+arc = ConnectedKubernetesClient(cred, SUB, **common)
+
+rg = resources.resource_groups.create_or_update(RG, ResourceGroup(location=LOC, tags={"run": "fidelity"}))
+check(rg.name == RG and rg.properties.provisioning_state == "Succeeded", f"resource group: {rg}")
+check(resources.resource_groups.check_existence(RG), "resource group exists")
+step("resource group create/get")
+
+prov = resources.providers.register("Microsoft.Kubernetes")
+check(prov.registration_state in ("Registering", "Registered"), f"register: {prov.registration_state}")
+deadline = time.time() + 20
+while resources.providers.get("Microsoft.Kubernetes").registration_state != "Registered":
+    check(time.time() < deadline, "provider never became Registered")
+    time.sleep(0.05)
+step("provider register + wait")
+
+vnet = network.virtual_networks.begin_create_or_update(
+    RG, "vnet1", VirtualNetwork(location=LOC, address_space={"addressPrefixes": ["10.0.0.0/16"]}), **POLL
+).result()
+check(vnet.provisioning_state == "Succeeded", f"vnet state {vnet.provisioning_state}")
+subnet = network.subnets.begin_create_or_update(
+    RG, "vnet1", "default", Subnet(address_prefix="10.0.1.0/24"), **POLL
+).result()
+check(subnet.address_prefix == "10.0.1.0/24", f"subnet prefix: {subnet.as_dict()}")
+nsg = network.network_security_groups.begin_create_or_update(
+    RG,
+    "nsg1",
+    NetworkSecurityGroup(
+        location=LOC,
+        security_rules=[
+            SecurityRule(name="ssh", protocol="Tcp", access="Allow", direction="Inbound", priority=100,
+                         source_address_prefix="*", source_port_range="*", destination_address_prefix="*",
+                         destination_port_range="22")
+        ],
+    ),
+    **POLL,
+).result()
+check(len(nsg.default_security_rules) == 6, f"default rules: {len(nsg.default_security_rules or [])}")
+check([r.name for r in nsg.security_rules] == ["ssh"], "custom rule")
+pip = network.public_ip_addresses.begin_create_or_update(
+    RG, "pip1", PublicIPAddress(location=LOC, sku={"name": "Standard"}, public_ip_allocation_method="Static"), **POLL
+).result()
+check(pip.ip_address, "public ip allocated")
+nic = network.network_interfaces.begin_create_or_update(
+    RG,
+    "nic1",
+    NetworkInterface(
+        location=LOC,
+        network_security_group={"id": nsg.id},
+        ip_configurations=[
+            NetworkInterfaceIPConfiguration(name="ipconfig1", subnet={"id": subnet.id}, public_ip_address={"id": pip.id})
+        ],
+    ),
+    **POLL,
+).result()
+check(nic.ip_configurations[0].private_ip_address == "10.0.1.4", f"nic ip {nic.ip_configurations[0].private_ip_address}")
+step("vnet + subnet + nsg + public ip + nic (LROs)")
+
+try:
+    network.network_security_groups.begin_create_or_update(
+        RG, "nsg-bad", NetworkSecurityGroup(location=LOC, security_rules=[
+            SecurityRule(name="x", protocol="Carrier-Pigeon", access="Allow", direction="Inbound", priority=100)]),
+    ).result()
+    check(False, "invalid enum accepted")
+except HttpResponseError as e:
+    check(e.status_code == 400 and e.error.code == "InvalidParameter", f"enum error: {e.status_code} {e.error.code}")
+step("InvalidParameter surfaces as HttpResponseError")
+
+poller = compute.virtual_machines.begin_create_or_update(
+    RG,
+    "vm1",
+    VirtualMachine(
+        location=LOC,
+        hardware_profile={"vmSize": "Standard_B2s"},
+        storage_profile={
+            "imageReference": {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"},
+            "osDisk": {"createOption": "FromImage", "managedDisk": {"storageAccountType": "Standard_LRS"}},
+        },
+        os_profile={
+            "computerName": "vm1",
+            "adminUsername": "azureuser",
+            "customData": "I2Nsb3VkLWNvbmZpZwo=",
+            "linuxConfiguration": {
+                "disablePasswordAuthentication": True,
+                "ssh": {"publicKeys": [{"path": "/home/azureuser/.ssh/authorized_keys", "keyData": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKey test"}]},
+            },
+        },
+        network_profile={"networkInterfaces": [{"id": nic.id, "properties": {"primary": True}}]},
+    ),
+    **POLL,
+)
+vm = poller.result()
+check(vm.provisioning_state == "Succeeded", f"vm state {vm.provisioning_state}")
+vm = compute.virtual_machines.get(RG, "vm1", expand="instanceView")
+check(vm.os_profile.custom_data is None, "customData is write-only")
+codes = [s.code for s in vm.instance_view.statuses]
+check("PowerState/running" in codes, f"instance view {codes}")
+nic = network.network_interfaces.get(RG, "nic1")
+check(nic.virtual_machine.id.lower() == vm.id.lower(), "nic attached to vm")
+step("vm create (LRO) + get + instance view")
+
+cc = arc.connected_cluster.begin_create_or_replace(
+    RG,
+    "arc1",
+    ConnectedCluster(
+        location=LOC,
+        identity={"type": "SystemAssigned"},
+        agent_public_key_certificate="MIIBCgKCAQEA",
+        distribution="k3s",
+        oidc_issuer_profile={"enabled": True},
+        security_profile={"workloadIdentity": {"enabled": True}},
+    ),
+    **POLL,
+).result()
+check(cc.provisioning_state == "Succeeded", f"cluster state {cc.provisioning_state}")
+deadline = time.time() + 20
+while True:
+    cc = arc.connected_cluster.get(RG, "arc1")
+    if cc.connectivity_status == "Connected" and cc.oidc_issuer_profile.issuer_url:
+        break
+    check(time.time() < deadline, f"cluster never connected: {cc.connectivity_status}")
+    time.sleep(0.05)
+check(cc.oidc_issuer_profile.issuer_url.endswith("/"), "issuer URL has a trailing slash")
+step("connected cluster create + connect + issuer URL")
+
+kv = SecretClient(vault_url=BASE, credential=cred, verify_challenge_resource=False, connection_verify=CA)
+kv.set_secret("k3s-token", "s3cr3t-value")
+got = kv.get_secret("k3s-token")
+check(got.value == "s3cr3t-value", "secret round trip")
+try:
+    kv.get_secret("missing-secret")
+    check(False, "missing secret found")
+except ResourceNotFoundError:
+    pass
+step("key vault set/get (401 challenge flow)")
+
+compute.virtual_machines.begin_delete(RG, "vm1", **POLL).result()
+try:
+    compute.virtual_machines.get(RG, "vm1")
+    check(False, "vm still there")
+except ResourceNotFoundError as e:
+    check(e.error.code == "ResourceNotFound", f"code {e.error.code}")
+arc.connected_cluster.begin_delete(RG, "arc1", **POLL).result()
+resources.resource_groups.begin_delete(RG, **POLL).result()
+check(not resources.resource_groups.check_existence(RG), "resource group deleted")
+step("delete vm, cluster, resource group (LROs)")
+print("ALL OK", flush=True)

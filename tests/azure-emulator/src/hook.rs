@@ -1,0 +1,70 @@
+//! The VM backing hook: lets a test host stand in for a VM the emulator creates.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// What the emulator knows about a VM (or scale-set instance) being created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmCreated {
+    /// ARM resource id of the VM (for scale-set instances: the instance id path).
+    pub resource_id: String,
+    /// The VM's resource name (scale-set instances: `<vmss>_<n>`).
+    pub name: String,
+    /// `osProfile.computerName` (or the scale set's prefix plus instance suffix).
+    pub computer_name: String,
+    /// The resource group.
+    pub resource_group: String,
+    /// The scale set, for scale-set instances.
+    pub scale_set: Option<String>,
+    /// `osProfile.adminUsername`.
+    pub admin_username: Option<String>,
+    /// `osProfile.linuxConfiguration.ssh.publicKeys[].keyData`.
+    pub ssh_public_keys: Vec<String>,
+    /// `osProfile.customData`, base64-decoded (lossy UTF-8).
+    pub custom_data: Option<String>,
+}
+
+/// The addresses to report for a backed VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmBacking {
+    /// Reported as the primary NIC's private IP address.
+    pub private_ip: IpAddr,
+    /// Reported as the public IP's address; `None` reports `private_ip` there too.
+    pub public_ip: Option<IpAddr>,
+}
+
+/// Called when a VM is created; the create operation finishes once this returns.
+/// An `Err` makes the operation end `Failed` with code `VMProvisioningFailed`.
+pub trait VmBackingHook: Send + Sync + 'static {
+    /// Start (or find) a host for `vm`; return its addresses.
+    fn vm_created(
+        &self,
+        vm: VmCreated,
+    ) -> Pin<Box<dyn Future<Output = Result<VmBacking, String>> + Send + '_>>;
+}
+
+struct FnHook<F>(F);
+
+impl<F, Fut> VmBackingHook for FnHook<F>
+where
+    F: Fn(VmCreated) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<VmBacking, String>> + Send + 'static,
+{
+    fn vm_created(
+        &self,
+        vm: VmCreated,
+    ) -> Pin<Box<dyn Future<Output = Result<VmBacking, String>> + Send + '_>> {
+        Box::pin((self.0)(vm))
+    }
+}
+
+/// Wraps an async closure as a [`VmBackingHook`].
+pub fn hook_fn<F, Fut>(f: F) -> Arc<dyn VmBackingHook>
+where
+    F: Fn(VmCreated) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<VmBacking, String>> + Send + 'static,
+{
+    Arc::new(FnHook(f))
+}

@@ -1,0 +1,478 @@
+//! `k3s server`: writes the node token and kubeconfig, records the kube-apiserver args, keeps
+//! the datastore and serves the join and (small) Kubernetes API on port 6443 (plain HTTP).
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use crate::config::{self, Options};
+use crate::http::{Request, Response};
+use crate::state::{NodeRecord, State, now};
+use crate::token::{self, Token};
+
+/// Default data dir.
+pub const DATA_DIR: &str = "/var/lib/rancher/k3s";
+/// Default kubeconfig.
+pub const KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
+
+struct Server {
+    dir: PathBuf,
+    ca_pem: String,
+    ca_hash: String,
+    secret: String,
+    agent_secret: Option<String>,
+    admin_token: String,
+    apiserver_args: Vec<(String, Vec<String>)>,
+    state: Mutex<State>,
+}
+
+/// Runs `k3s server <args>` until killed.
+pub fn run(args: &[String]) -> Result<()> {
+    let opts = config::load(args)?;
+    let data_dir = PathBuf::from(opts.get("data-dir").unwrap_or_else(|| DATA_DIR.into()));
+    let dir = data_dir.join("server");
+    std::fs::create_dir_all(dir.join("tls"))?;
+    std::fs::create_dir_all(dir.join("cred"))?;
+
+    let ca_path = dir.join("tls/server-ca.crt");
+    if !ca_path.exists() {
+        let body = base64::engine::general_purpose::STANDARD.encode(token::random_hex(48));
+        std::fs::write(
+            &ca_path,
+            format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"),
+        )?;
+    }
+    let ca_pem = std::fs::read_to_string(&ca_path)?;
+    let ca_hash = hex::encode(sha2::Sha256::digest(ca_pem.as_bytes()));
+
+    // The token: given, or kept from an earlier start, or generated.
+    let token_path = dir.join("token");
+    let stored = std::fs::read_to_string(&token_path)
+        .ok()
+        .map(|t| Token::parse(&t).secret);
+    let secret = match (token::from_options(&opts)?, stored) {
+        (Some(given), Some(stored)) => {
+            let given = Token::parse(&given);
+            if given.secret != stored {
+                bail!(
+                    "starting kubernetes: preparing server: bootstrap data already found and encrypted with different token"
+                );
+            }
+            if given.ca_hash.as_ref().is_some_and(|h| *h != ca_hash) {
+                bail!("token CA hash does not match the cluster CA certificate hash");
+            }
+            stored
+        }
+        (Some(given), None) => Token::parse(&given).secret,
+        (None, Some(stored)) => stored,
+        (None, None) => token::random_hex(16),
+    };
+    let full = Token::format(&ca_hash, "server", &secret);
+    write_secret(&token_path, &format!("{full}\n"))?;
+    write_secret(&dir.join("node-token"), &format!("{full}\n"))?;
+    let agent_secret = opts.get("agent-token").map(|t| Token::parse(&t).secret);
+    if let Some(a) = &agent_secret {
+        write_secret(
+            &dir.join("agent-token"),
+            &format!("{}\n", Token::format(&ca_hash, "node", a)),
+        )?;
+    }
+
+    let admin_path = dir.join("cred/admin-token");
+    let admin_token = match std::fs::read_to_string(&admin_path) {
+        Ok(t) => t.trim().to_owned(),
+        Err(_) => {
+            let t = token::random_hex(24);
+            write_secret(&admin_path, &t)?;
+            t
+        }
+    };
+    let port: u16 = opts
+        .get("https-listen-port")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(6443);
+    let node_ip = opts
+        .get("node-ip")
+        .or_else(|| opts.get("advertise-address"))
+        .unwrap_or_else(primary_ip);
+    let apiserver_args = config::merge_component_args(
+        config::apiserver_defaults(&node_ip),
+        &opts.list("kube-apiserver-arg"),
+    );
+    write_kubeconfig(&opts, &ca_pem, &admin_token, port)?;
+    record(&dir, &opts, &apiserver_args)?;
+
+    let mut state = State::load(&dir)?;
+    if !opts.flag("disable-agent") {
+        let node = own_node(&opts, &node_ip);
+        state.nodes.insert(node.name.clone(), node);
+    }
+    state.save(&dir)?;
+
+    let listener = TcpListener::bind(("0.0.0.0", port))
+        .with_context(|| format!("listen tcp 0.0.0.0:{port}: address already in use?"))?;
+    let server = Arc::new(Server {
+        dir,
+        ca_pem,
+        ca_hash,
+        secret,
+        agent_secret,
+        admin_token,
+        apiserver_args,
+        state: Mutex::new(state),
+    });
+    eprintln!("level=info msg=\"k3s is up and running\"");
+    crate::notify_ready();
+    let handler = {
+        let server = server.clone();
+        Arc::new(move |req: Request| server.handle(req))
+    };
+    crate::http::serve(listener, handler);
+    Ok(())
+}
+
+fn write_secret(path: &Path, content: &str) -> Result<()> {
+    std::fs::write(path, content)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// The host's first global IPv4 address (what k3s picks as node IP).
+pub fn primary_ip() -> String {
+    std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()
+        .and_then(|o| {
+            let s = String::from_utf8_lossy(&o.stdout).into_owned();
+            let line = s.lines().next()?.to_owned();
+            let mut it = line.split_whitespace();
+            it.position(|w| w == "inet")?;
+            Some(it.next()?.split('/').next()?.to_owned())
+        })
+        .unwrap_or_else(|| "127.0.0.1".into())
+}
+
+/// The node name k3s uses: `node-name`, else the host name.
+pub fn node_name(opts: &Options) -> String {
+    opts.get("node-name").unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into())
+    })
+}
+
+/// Labels every node gets plus `node-label`s.
+pub fn node_labels(opts: &Options, name: &str, server: bool) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        ("beta.kubernetes.io/arch".to_owned(), "amd64".to_owned()),
+        ("beta.kubernetes.io/os".into(), "linux".into()),
+        ("kubernetes.io/arch".into(), "amd64".into()),
+        ("kubernetes.io/os".into(), "linux".into()),
+        ("kubernetes.io/hostname".into(), name.to_owned()),
+        ("node.kubernetes.io/instance-type".into(), "k3s".into()),
+    ]);
+    if server {
+        labels.insert(
+            "node-role.kubernetes.io/control-plane".into(),
+            "true".into(),
+        );
+        labels.insert("node-role.kubernetes.io/master".into(), "true".into());
+    }
+    for l in opts.list("node-label") {
+        let (k, v) = l.split_once('=').unwrap_or((&l, ""));
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    labels
+}
+
+fn own_node(opts: &Options, ip: &str) -> NodeRecord {
+    let name = node_name(opts);
+    NodeRecord {
+        labels: node_labels(opts, &name, true),
+        taints: opts.list("node-taint"),
+        internal_ip: ip.to_owned(),
+        hostname: name.clone(),
+        created: now(),
+        last_heartbeat: now(),
+        version: crate::version::version(),
+        is_server: true,
+        name,
+    }
+}
+
+fn write_kubeconfig(opts: &Options, ca_pem: &str, admin_token: &str, port: u16) -> Result<()> {
+    let path = opts
+        .get("write-kubeconfig")
+        .unwrap_or_else(|| KUBECONFIG.to_owned());
+    let mode = opts
+        .get("write-kubeconfig-mode")
+        .map(|m| u32::from_str_radix(m.trim_start_matches("0o"), 8))
+        .transpose()
+        .context("write-kubeconfig-mode is not an octal mode")?
+        .unwrap_or(0o600);
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let text = format!(
+        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: https://127.0.0.1:{port}\n  name: default\ncontexts:\n- context:\n    cluster: default\n    user: default\n  name: default\ncurrent-context: default\nkind: Config\npreferences: {{}}\nusers:\n- name: default\n  user:\n    token: {admin_token}\n"
+    );
+    if let Some(parent) = Path::new(&path).parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&path, text)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// Writes what this start ran with: `<server>/sim/effective-config.json` and
+/// `<server>/sim/kube-apiserver-args` (one `--flag=value` a line, as kube-apiserver got them).
+fn record(dir: &Path, opts: &Options, apiserver: &[(String, Vec<String>)]) -> Result<()> {
+    let sim = dir.join("sim");
+    std::fs::create_dir_all(&sim)?;
+    std::fs::write(
+        sim.join("effective-config.json"),
+        serde_json::to_vec_pretty(opts)?,
+    )?;
+    let mut lines = String::new();
+    for (k, vs) in apiserver {
+        for v in vs {
+            lines.push_str(&format!("--{k}={v}\n"));
+        }
+    }
+    std::fs::write(sim.join("kube-apiserver-args"), lines)?;
+    Ok(())
+}
+
+impl Server {
+    fn handle(&self, req: Request) -> Response {
+        let path = req.path.split('?').next().unwrap_or("").to_owned();
+        match (req.method.as_str(), path.as_str()) {
+            ("GET", "/cacerts") => Response::text(200, &self.ca_pem),
+            ("GET", "/ping") => Response::text(200, "pong"),
+            ("POST", "/v1-k3s/sim/join") | ("POST", "/v1-k3s/sim/heartbeat") => {
+                if !self.node_auth(&req) {
+                    return Response::text(401, "Unauthorized");
+                }
+                self.join(&req)
+            }
+            _ => {
+                if req.bearer() != Some(self.admin_token.as_str()) {
+                    return Response::status(401, "Unauthorized", "Unauthorized");
+                }
+                self.api(&req.method, &path, &req.body)
+            }
+        }
+    }
+
+    fn node_auth(&self, req: &Request) -> bool {
+        let Some((_user, password)) = req.basic_auth() else {
+            return false;
+        };
+        password == self.secret || self.agent_secret.as_deref() == Some(password.as_str())
+    }
+
+    fn join(&self, req: &Request) -> Response {
+        let Ok(info) = serde_json::from_slice::<NodeRecord>(&req.body) else {
+            return Response::text(400, "bad node info");
+        };
+        let mut state = self.state.lock().expect("state");
+        let created = state
+            .nodes
+            .get(&info.name)
+            .map(|n| n.created)
+            .unwrap_or(now());
+        let node = NodeRecord {
+            created,
+            last_heartbeat: now(),
+            is_server: false,
+            ..info
+        };
+        state.nodes.insert(node.name.clone(), node);
+        let _ = state.save(&self.dir);
+        Response::json(200, &json!({"ok": true, "caHash": self.ca_hash}))
+    }
+
+    fn api(&self, method: &str, path: &str, body: &[u8]) -> Response {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            ("GET", ["readyz"]) | ("GET", ["livez"]) | ("GET", ["healthz"]) => {
+                Response::text(200, "ok")
+            }
+            ("GET", ["version"]) => {
+                let v = crate::version::version();
+                let (major, minor) = crate::version::major_minor(&v);
+                Response::json(
+                    200,
+                    &json!({"major": major, "minor": minor, "gitVersion": v, "platform": "linux/amd64"}),
+                )
+            }
+            ("GET", ["api", "v1", "nodes"]) => {
+                let state = self.state.lock().expect("state");
+                let items: Vec<Value> = state.nodes.values().map(NodeRecord::to_json).collect();
+                Response::json(
+                    200,
+                    &json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}),
+                )
+            }
+            ("GET", ["sim", "apiserver-args"]) => Response::json(200, &json!(self.apiserver_args)),
+            ("GET", ["sim", "objects"]) => {
+                let state = self.state.lock().expect("state");
+                let items: Vec<Value> = state.objects.values().cloned().collect();
+                Response::json(
+                    200,
+                    &json!({"apiVersion": "v1", "kind": "List", "items": items}),
+                )
+            }
+            ("POST", ["sim", "apply"]) => self.apply(body),
+            (
+                "POST",
+                [
+                    "api",
+                    "v1",
+                    "namespaces",
+                    ns,
+                    "serviceaccounts",
+                    sa,
+                    "token",
+                ],
+            ) => self.create_token(ns, sa, body),
+            _ => Response::status(
+                404,
+                "NotFound",
+                &format!("the server could not find the requested resource ({method} {path})"),
+            ),
+        }
+    }
+
+    fn apply(&self, body: &[u8]) -> Response {
+        let Ok(Value::Array(objects)) = serde_json::from_slice::<Value>(body) else {
+            return Response::status(400, "BadRequest", "expected a JSON array of objects");
+        };
+        let mut state = self.state.lock().expect("state");
+        let mut results = Vec::new();
+        for mut obj in objects {
+            let Some(key) = State::object_key(&obj) else {
+                return Response::status(400, "BadRequest", "object has no kind or metadata.name");
+            };
+            let kind = obj["kind"].as_str().unwrap_or("").to_owned();
+            if !crate::state::cluster_scoped(&kind) && obj.pointer("/metadata/namespace").is_none()
+            {
+                obj["metadata"]["namespace"] = json!("default");
+            }
+            let (action, uid) = match state.objects.get(&key) {
+                Some(old)
+                    if *old.get("spec").unwrap_or(&Value::Null)
+                        == *obj.get("spec").unwrap_or(&Value::Null)
+                        && old.get("data") == obj.get("data")
+                        && old.pointer("/metadata/labels") == obj.pointer("/metadata/labels") =>
+                {
+                    ("unchanged", old.pointer("/metadata/uid").cloned())
+                }
+                Some(old) => ("serverside-applied", old.pointer("/metadata/uid").cloned()),
+                None => ("serverside-applied", None),
+            };
+            obj["metadata"]["uid"] =
+                uid.unwrap_or_else(|| json!(crate::state::uuidish(&format!("{key}{}", now()))));
+            results.push(json!({"key": key, "kind": kind, "name": obj["metadata"]["name"], "action": action}));
+            state.objects.insert(key, obj);
+        }
+        let _ = state.save(&self.dir);
+        Response::json(200, &json!(results))
+    }
+
+    fn create_token(&self, ns: &str, sa: &str, body: &[u8]) -> Response {
+        let state = self.state.lock().expect("state");
+        let exists = sa == "default"
+            || state
+                .objects
+                .contains_key(&format!("ServiceAccount/{ns}/{sa}"));
+        if !exists {
+            return Response::status(
+                404,
+                "NotFound",
+                &format!("serviceaccounts \"{sa}\" not found"),
+            );
+        }
+        let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let mut ttl = req
+            .pointer("/spec/expirationSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(3600);
+        let arg = |name: &str| -> Vec<String> {
+            self.apiserver_args
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        if let Some(max) = arg("service-account-max-token-expiration").first()
+            && let Some(secs) = parse_duration(max)
+        {
+            ttl = ttl.min(secs);
+        }
+        // kube-apiserver issues with the first --service-account-issuer.
+        let iss = arg("service-account-issuer")
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "https://kubernetes.default.svc.cluster.local".into());
+        let audiences: Vec<String> = req
+            .pointer("/spec/audiences")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .filter(|a: &Vec<String>| !a.is_empty())
+            .unwrap_or_else(|| {
+                arg("api-audiences")
+                    .first()
+                    .map(|a| a.split(',').map(String::from).collect())
+                    .unwrap_or_default()
+            });
+        let iat = now();
+        let claims = json!({
+            "aud": audiences, "exp": iat + ttl, "iat": iat, "nbf": iat, "iss": iss,
+            "sub": format!("system:serviceaccount:{ns}:{sa}"),
+            "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": sa, "uid": crate::state::uuidish(&format!("{ns}/{sa}"))}},
+        });
+        let key = hex::decode(&state.sa_key).unwrap_or_default();
+        let token = crate::jwt::sign(&key, &state.sa_key[..16.min(state.sa_key.len())], &claims);
+        Response::json(
+            201,
+            &json!({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": sa, "namespace": ns},
+                "status": {"token": token, "expirationTimestamp": crate::state::rfc3339(iat + ttl)}}),
+        )
+    }
+}
+
+/// Seconds of a Go duration like `24h`, `90m`, `3600s`, `1h30m`.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+        } else {
+            let n: u64 = num.parse().ok()?;
+            num.clear();
+            total += n * match c {
+                'h' => 3600,
+                'm' => 60,
+                's' => 1,
+                _ => return None,
+            };
+        }
+    }
+    if !num.is_empty() {
+        return None;
+    }
+    Some(total)
+}

@@ -1,0 +1,253 @@
+//! A set of test hosts on one private subnet: creation, lookup and teardown on drop.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::cleanup::cleanup_slot;
+use crate::command::{run, run_output};
+use crate::host::TestHost;
+use crate::hostfs::{self, HostFiles};
+use crate::keys;
+use crate::layout;
+use crate::slot::SlotLock;
+
+/// N test hosts on the subnet `10.250.<slot>.0/24`, connected by a bridge in the root namespace
+/// (whose address is [`TestNet::gateway_ip`]). Everything is removed when this is dropped,
+/// also while unwinding from a panic.
+#[derive(Debug, Serialize)]
+pub struct TestNet {
+    /// The subnet in CIDR notation.
+    pub subnet: String,
+    /// Address of the bridge in the root namespace (the test process' address on the subnet).
+    pub gateway_ip: Ipv4Addr,
+    /// Private key authorized for every user (root, `azureuser`, `opsuser`) on every host.
+    pub client_key_path: PathBuf,
+    /// Public key line of the client key.
+    pub client_public_key: String,
+    /// known_hosts file with every host's key, by IP.
+    pub known_hosts_path: PathBuf,
+    /// The hosts.
+    pub hosts: Vec<TestHost>,
+    #[serde(skip)]
+    slot: u8,
+    #[serde(skip)]
+    lock: Option<SlotLock>,
+}
+
+impl TestNet {
+    /// Brings up `n` hosts, each with sshd answering, on a free subnet.
+    pub async fn new(n: usize) -> Result<TestNet> {
+        if n == 0 || n > layout::MAX_HOSTS {
+            bail!("a test net has 1..={} hosts, not {n}", layout::MAX_HOSTS);
+        }
+        preflight()?;
+        let lock = SlotLock::acquire()?;
+        let slot = lock.slot();
+        let dir = layout::slot_dir(slot);
+        std::fs::create_dir_all(&dir)?;
+        let client = keys::generate(&dir.join("client_key"), "siteflow-testhosts")?;
+        let mut net = TestNet {
+            subnet: layout::subnet(slot),
+            gateway_ip: layout::gateway_ip(slot),
+            client_key_path: client.private_key_path.clone(),
+            client_public_key: client.public_key.clone(),
+            known_hosts_path: dir.join("known_hosts"),
+            hosts: Vec::new(),
+            slot,
+            lock: Some(lock),
+        };
+        net.create_bridge()?;
+        let peers: Vec<(String, Ipv4Addr)> = (0..n)
+            .map(|i| (layout::host_name(i), layout::host_ip(slot, i)))
+            .collect();
+        let mut known_hosts = String::new();
+        for i in 0..n {
+            let host = net
+                .create_host(i, &peers, &client.public_key)
+                .with_context(|| format!("cannot create test host {i}"))?;
+            known_hosts.push_str(&format!("{} {}\n", host.ip, host.host_key_public));
+            net.hosts.push(host);
+        }
+        std::fs::write(&net.known_hosts_path, known_hosts)?;
+        for host in &net.hosts {
+            host.start().await?;
+        }
+        Ok(net)
+    }
+
+    /// The slot number (third octet of the subnet; prefix of the names of its resources).
+    pub fn slot(&self) -> u8 {
+        self.slot
+    }
+
+    /// Name of the bridge in the root namespace.
+    pub fn bridge(&self) -> String {
+        layout::bridge(self.slot)
+    }
+
+    /// The directory holding the net's keys and the hosts' private dirs.
+    pub fn dir(&self) -> PathBuf {
+        layout::slot_dir(self.slot)
+    }
+
+    /// Host by index.
+    pub fn host(&self, index: usize) -> &TestHost {
+        &self.hosts[index]
+    }
+
+    /// Tears everything down now (same as dropping).
+    pub fn shutdown(mut self) {
+        self.teardown();
+    }
+
+    fn teardown(&mut self) {
+        if self.lock.is_none() {
+            return;
+        }
+        for host in &self.hosts {
+            host.kill_all();
+        }
+        cleanup_slot(self.slot);
+        self.lock = None;
+    }
+
+    fn create_bridge(&self) -> Result<()> {
+        let br = layout::bridge(self.slot);
+        run("ip", ["link", "add", &br, "type", "bridge"])?;
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{br}/disable_ipv6"), "1");
+        run(
+            "ip",
+            [
+                "addr",
+                "add",
+                &format!("{}/24", layout::gateway_ip(self.slot)),
+                "dev",
+                &br,
+            ],
+        )?;
+        run("ip", ["link", "set", &br, "up"])?;
+        Ok(())
+    }
+
+    fn create_host(
+        &self,
+        index: usize,
+        peers: &[(String, Ipv4Addr)],
+        authorized_key: &str,
+    ) -> Result<TestHost> {
+        let slot = self.slot;
+        let name = layout::host_name(index);
+        let ip = layout::host_ip(slot, index);
+        let dir = layout::host_dir(slot, index);
+        let files = HostFiles {
+            host_dir: &dir,
+            name: &name,
+            peers,
+            authorized_key,
+        };
+        files.prepare()?;
+        let host_key_path =
+            hostfs::private_location(&dir, Path::new("/etc/ssh/ssh_host_ed25519_key"))
+                .expect("/etc is private")
+                .0;
+        let host_key = keys::generate(&host_key_path, &format!("root@{name}"))?;
+
+        let ns = layout::netns(slot, index);
+        let veth = layout::veth(slot, index);
+        run("ip", ["netns", "add", &ns])?;
+        run(
+            "ip",
+            [
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ],
+        )?;
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{veth}/disable_ipv6"), "1");
+        run(
+            "ip",
+            ["link", "set", &veth, "master", &layout::bridge(slot)],
+        )?;
+        run("ip", ["link", "set", &veth, "up"])?;
+        run(
+            "ip",
+            ["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+        )?;
+        run("ip", ["-n", &ns, "link", "set", "eth0", "up"])?;
+        run("ip", ["-n", &ns, "link", "set", "lo", "up"])?;
+
+        let mnt = layout::mnt_pin(slot, index);
+        let uts = layout::uts_pin(slot, index);
+        std::fs::write(&mnt, "")?;
+        std::fs::write(&uts, "")?;
+        let script = files.setup_script(&layout::pins_dir());
+        let out = run_output(
+            "nsenter",
+            [
+                format!("--net=/run/netns/{ns}"),
+                "--".into(),
+                "unshare".into(),
+                format!("--mount={}", mnt.display()),
+                format!("--uts={}", uts.display()),
+                "--propagation".into(),
+                "private".into(),
+                "/bin/sh".into(),
+                "-c".into(),
+                script,
+            ],
+        )?;
+        if !out.status.success() {
+            bail!(
+                "setting up {name}'s namespaces failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(TestHost {
+            index,
+            name,
+            ip,
+            port: 22,
+            host_key_public: host_key.public_key,
+            host_key_fingerprint: host_key.fingerprint,
+            client_key_path: self.client_key_path.clone(),
+            known_hosts_path: self.known_hosts_path.clone(),
+            user_nopasswd: hostfs::USER_NOPASSWD.into(),
+            user_passwd: hostfs::USER_PASSWD.into(),
+            password: hostfs::USER_PASSWORD.into(),
+            netns: ns,
+            slot,
+            dir,
+            sshd: Mutex::new(None),
+        })
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Fails early with a useful message when a tool the harness needs is missing.
+fn preflight() -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("siteflow-testhosts needs root (network and mount namespaces)");
+    }
+    for (tool, package) in [
+        ("/usr/sbin/sshd", "openssh-server"),
+        ("/usr/bin/ssh-keygen", "openssh-client"),
+        ("/usr/bin/sudo", "sudo"),
+        ("/usr/bin/nsenter", "util-linux"),
+        ("/usr/bin/unshare", "util-linux"),
+    ] {
+        if !Path::new(tool).exists() {
+            bail!("{tool} is missing: apt-get install -y {package}");
+        }
+    }
+    if run_output("ip", ["-V"]).is_err() {
+        bail!("`ip` is missing: apt-get install -y iproute2");
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Putting the k3s simulator onto a test host (binary, `systemctl` stand-in, install script) and
+//! starting its enabled services when the host boots.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use crate::command::shell_quote;
+use crate::host::TestHost;
+
+/// Directory inside a host with the simulator's "download cache".
+pub const SIM_DIR: &str = "/usr/local/lib/k3s-sim";
+/// The install script (stand-in for get.k3s.io) inside a host.
+pub const INSTALL_SCRIPT: &str = "/usr/local/lib/k3s-sim/install.sh";
+/// Marker file (inside a host) saying the simulator's `systemctl` stand-in is installed.
+pub const STAND_IN_MARKER: &str = "/usr/local/lib/k3s-sim/systemctl-stand-in";
+/// Directory (inside a host) where the `systemctl` stand-in keeps per-unit counters.
+pub const STATS_DIR: &str = "/var/lib/systemd-sim";
+
+const INSTALL_SH: &str = include_str!("../assets/k3s-install.sh");
+
+/// Where the `k3s-sim` executable is: `$SITEFLOW_K3S_SIM`, or next to the running executable
+/// (`target/<profile>/k3s-sim`, built by `cargo build/test -p siteflow-testhosts`).
+pub fn k3s_sim_binary() -> Result<PathBuf> {
+    if let Ok(p) = std::env::var("SITEFLOW_K3S_SIM") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join("k3s-sim");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "k3s-sim not found next to {}: run `cargo build -p siteflow-testhosts --bin k3s-sim` or set SITEFLOW_K3S_SIM",
+        exe.display()
+    )
+}
+
+/// Restart/start/stop counts the `systemctl` stand-in kept for a unit.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct ServiceStats {
+    pub starts: u64,
+    pub stops: u64,
+    pub restarts: u64,
+}
+
+impl TestHost {
+    /// Installs the k3s prerequisites a VM image would have for an air-gapped k3s install:
+    /// the simulator as the "download" at `/usr/local/lib/k3s-sim/k3s-sim`, the install script
+    /// at [`INSTALL_SCRIPT`], and the `systemctl` stand-in (`/usr/local/bin/systemctl`, also
+    /// bind-mounted over `/usr/bin/systemctl`). k3s itself is then installed by running the
+    /// script (over SSH, as siteflow does).
+    pub async fn install_k3s_simulator(&self) -> Result<()> {
+        let bin = k3s_sim_binary()?;
+        let bin = shell_quote(&bin.to_string_lossy());
+        self.write_file(INSTALL_SCRIPT, INSTALL_SH.as_bytes(), 0o755)
+            .await?;
+        self.exec_local_ok(&format!(
+            "set -e
+install -D -m 0755 {bin} {SIM_DIR}/k3s-sim
+ln -sf {SIM_DIR}/k3s-sim /usr/local/bin/systemctl
+if [ -e /usr/bin/systemctl ] && ! mountpoint -q /usr/bin/systemctl; then
+  mount --bind {SIM_DIR}/k3s-sim /usr/bin/systemctl
+fi
+touch {STAND_IN_MARKER}"
+        ))
+        .await
+        .context("installing the k3s simulator")?;
+        Ok(())
+    }
+
+    /// Installs k3s with the install script as root on the host (a local shortcut for tests;
+    /// siteflow runs the same script over SSH). `env` are `NAME=value` pairs.
+    pub async fn install_k3s(&self, env: &[(&str, &str)], args: &[&str]) -> Result<String> {
+        let mut cmd = String::from("env");
+        for (k, v) in env {
+            cmd.push_str(&format!(" {}", shell_quote(&format!("{k}={v}"))));
+        }
+        cmd.push_str(&format!(" sh {INSTALL_SCRIPT}"));
+        for a in args {
+            cmd.push(' ');
+            cmd.push_str(&shell_quote(a));
+        }
+        self.exec_local_ok(&cmd).await
+    }
+
+    /// The stand-in's counters for `unit` (`k3s` or `k3s-agent`); zero if never started.
+    pub async fn service_stats(&self, unit: &str) -> Result<ServiceStats> {
+        let unit = if unit.contains('.') {
+            unit.to_owned()
+        } else {
+            format!("{unit}.service")
+        };
+        let out = self
+            .exec_local(&format!("cat {STATS_DIR}/{unit}.json"))
+            .await?;
+        if !out.status.success() {
+            return Ok(ServiceStats::default());
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+}
+
+/// Starts the enabled units of the `systemctl` stand-in, as systemd would at boot.
+pub(crate) async fn boot_services(host: &TestHost) -> Result<()> {
+    if !host.root_path(STAND_IN_MARKER).exists() {
+        return Ok(());
+    }
+    host.exec_local_ok("systemctl sim-boot").await?;
+    Ok(())
+}

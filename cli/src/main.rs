@@ -382,11 +382,18 @@ async fn execute(
     f: impl AsyncFnOnce(&Runner) -> Result<Outcome, RunError>,
 ) -> Result<u8, Failure> {
     let store = StateStore::open(&state_path(cli))?;
-    let opts = RunOptions {
+    let mut opts = RunOptions {
         parallel,
         grace: Duration::from_secs(grace),
         ..RunOptions::default()
     };
+    // How often the lease is renewed and `siteflow cancel` is noticed.
+    if let Some(ms) = std::env::var("SITEFLOW_HEARTBEAT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        opts.heartbeat = Duration::from_millis(ms);
+    }
     let runner = Runner::new(
         Arc::new(registry()),
         store.clone(),
@@ -510,18 +517,38 @@ fn plan_document(p: &Plan) -> Value {
         .steps
         .iter()
         .map(|s| {
-            json!({
-                "id": s.spec.id.value,
-                "uses": s.spec.uses.value,
-                "needs": s.deps.iter().map(|&d| p.steps[d].spec.id.value.clone()).collect::<Vec<_>>(),
-                "if": s.spec.if_.as_ref().map(|c| c.value.clone()),
-                "for_each": s.for_each,
-                "max_parallel": s.spec.max_parallel,
-                "with": s.with,
-                "timeout": s.timeout.map(|t| humantime::format_duration(t).to_string()),
-                "retry": s.retry,
-                "continue_on_error": s.spec.continue_on_error,
-            })
+            let mut m = serde_json::Map::new();
+            m.insert("id".into(), json!(s.spec.id.value));
+            m.insert("uses".into(), json!(s.spec.uses.value));
+            let needs: Vec<&str> = s
+                .deps
+                .iter()
+                .map(|&d| p.steps[d].spec.id.value.as_str())
+                .collect();
+            if !needs.is_empty() {
+                m.insert("needs".into(), json!(needs));
+            }
+            if let Some(c) = &s.spec.if_ {
+                m.insert("if".into(), json!(c.value));
+            }
+            if let Some(fe) = &s.for_each {
+                m.insert("for_each".into(), fe.clone());
+            }
+            if let Some(mp) = s.spec.max_parallel {
+                m.insert("max_parallel".into(), json!(mp));
+            }
+            m.insert("with".into(), s.with.clone());
+            if let Some(t) = s.timeout {
+                m.insert(
+                    "timeout".into(),
+                    json!(humantime::format_duration(t).to_string()),
+                );
+            }
+            m.insert("retry".into(), json!(s.retry));
+            if s.spec.continue_on_error {
+                m.insert("continue_on_error".into(), json!(true));
+            }
+            Value::Object(m)
         })
         .collect();
     let secrets: Vec<Value> = p
@@ -546,8 +573,8 @@ fn plan_document(p: &Plan) -> Value {
         "site": p.site,
         "inputs": p.inputs,
         "secrets": secrets,
-        "steps": steps,
         "layers": layers,
+        "steps": steps,
     })
 }
 

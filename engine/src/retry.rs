@@ -21,9 +21,10 @@ pub struct RetryPolicy {
     /// Random spread of each delay (fraction).
     pub jitter: f64,
     /// Bound on all attempts and delays together.
-    #[serde(with = "opt_humantime")]
+    #[serde(with = "opt_humantime", skip_serializing_if = "Option::is_none")]
     pub max_duration: Option<Duration>,
     /// Codes that stop retrying.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub non_retryable_errors: Vec<String>,
 }
 

@@ -1,0 +1,129 @@
+//! Ctrl-C and `siteflow cancel`: the first stops scheduling and lets running steps finish
+//! within the grace period, then cancels them; the run stays resumable.
+
+mod support;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::time::{Duration, Instant};
+use support::Sandbox;
+
+const WF: &str = r#"name: interruptible
+steps:
+  - id: work
+    uses: shell
+    with:
+      run: |
+        echo started >> log.txt
+        for i in $(seq 300); do test -f go && break; sleep 0.05; done
+        test -f go
+        echo work >> log.txt
+  - id: next
+    uses: shell
+    needs: [work]
+    with: { run: "echo next >> log.txt" }
+"#;
+
+fn wait_for(sb: &Sandbox, line: &str) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !sb.lines("log.txt").iter().any(|l| l == line) {
+        assert!(Instant::now() < until, "timed out waiting for {line}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn status_of(sb: &Sandbox, run: &str) -> serde_json::Value {
+    sb.run(&["runs", "show", run, "--output", "json"]).json()
+}
+
+#[test]
+fn first_ctrl_c_drains_then_cancels_after_grace_and_resume_finishes() {
+    let sb = Sandbox::new();
+    sb.write("wf.yaml", WF);
+    let child = sb.spawn(&["run", "wf.yaml", "--grace", "1"]);
+    wait_for(&sb, "started");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = sb.last_run();
+    let doc = status_of(&sb, &run);
+    assert_eq!(doc["status"], "Cancelled");
+    let work = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "work")
+        .unwrap();
+    assert_eq!(work["status"], "Cancelled");
+    assert_eq!(sb.lines("log.txt"), vec!["started"], "`next` never started");
+
+    std::fs::write(sb.path("go"), "").unwrap();
+    let r = sb.run(&["resume", &run]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        sb.lines("log.txt"),
+        vec!["started", "started", "work", "next"]
+    );
+}
+
+#[test]
+fn running_step_finishes_within_grace_and_nothing_new_starts() {
+    let sb = Sandbox::new();
+    sb.write("wf.yaml", WF);
+    let child = sb.spawn(&["run", "wf.yaml", "--grace", "20"]);
+    wait_for(&sb, "started");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(sb.path("go"), "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let doc = status_of(&sb, &sb.last_run());
+    let status = |id: &str| {
+        doc["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["status"].clone())
+    };
+    assert_eq!(
+        status("work").unwrap(),
+        "Succeeded",
+        "the running step was allowed to finish"
+    );
+    assert!(status("next").is_none(), "no new step starts after Ctrl-C");
+    assert_eq!(doc["status"], "Cancelled");
+}
+
+#[test]
+fn cancel_command_reaches_the_holder_through_the_state_store() {
+    let sb = Sandbox::new();
+    sb.write("wf.yaml", WF);
+    let child = sb
+        .command(&["run", "wf.yaml", "--grace", "0"])
+        .env("SITEFLOW_HEARTBEAT_MS", "100")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&sb, "started");
+    let run = sb.last_run();
+    let r = sb.run(&["cancel", &run]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("asked"), "{}", r.stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a cancelled run (not interrupted here) exits 1"
+    );
+    assert_eq!(status_of(&sb, &run)["status"], "Cancelled");
+    // The lease was released: another runner may resume at once.
+    std::fs::write(sb.path("go"), "").unwrap();
+    assert_eq!(sb.run(&["resume", &run]).code, 0);
+}

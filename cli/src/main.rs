@@ -191,7 +191,10 @@ enum RunsCommand {
 
 /// The step kinds this binary knows.
 fn registry() -> Registry {
-    Registry::new().with(siteflow_steps_core::steps())
+    Registry::new()
+        .with(siteflow_steps_core::steps())
+        .with(siteflow_ssh::steps())
+        .with(siteflow_steps_k3s::steps())
 }
 
 /// A failure with its exit code and report.
@@ -250,6 +253,8 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // HTTP clients (OTLP export, ARM) use rustls without choosing a crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -755,12 +760,41 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Logs { run, step } => {
             let store = StateStore::open(&state_path(&cli))?;
             store.run(run).await?;
+            // Attempt starts live in the attempts table; merge them in by time.
+            let mut lines: Vec<(i64, i64, String)> = vec![];
+            for a in store.attempts(run).await? {
+                let wanted = step
+                    .as_deref()
+                    .is_none_or(|s| a.step_key == s || a.step_key.starts_with(&format!("{s}[")));
+                if wanted {
+                    let msg = format!("attempt {} started", a.attempt);
+                    lines.push((
+                        a.started_at,
+                        -1,
+                        format!(
+                            "{} [{}] #{} {:<9} {msg}",
+                            ts(a.started_at),
+                            a.step_key,
+                            a.attempt,
+                            "started"
+                        ),
+                    ));
+                }
+            }
             for e in store.events(run, step.as_deref()).await? {
                 let who = e.step_key.as_deref().unwrap_or("run");
                 let att = e.attempt.map(|a| format!("#{a} ")).unwrap_or_default();
                 for line in e.message.lines() {
-                    println!("{} [{who}] {att}{:<9} {line}", ts(e.at), e.kind);
+                    lines.push((
+                        e.at,
+                        e.seq,
+                        format!("{} [{who}] {att}{:<9} {line}", ts(e.at), e.kind),
+                    ));
                 }
+            }
+            lines.sort_by_key(|(at, seq, _)| (*at, *seq));
+            for (_, _, l) in lines {
+                println!("{l}");
             }
             Ok(0)
         }

@@ -423,3 +423,47 @@ fn otlp_http_run_and_resume_export_one_trace() {
 fn otlp_grpc_run_and_resume_export_one_trace() {
     run_and_resume_form_one_trace(Protocol::Grpc);
 }
+
+/// A secret read by a step, echoed to its output and put in its error message, reaches no
+/// exported span, attribute or event.
+#[test]
+fn secrets_never_reach_exported_spans() {
+    const SECRET: &str = "tr4ce-S3cret-value-81";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tok.txt"), SECRET).unwrap();
+    std::fs::write(
+        dir.path().join("wf.yaml"),
+        r#"name: secret-spans
+secrets:
+  tok: { file: tok.txt }
+steps:
+  - id: leaky
+    uses: shell
+    retry: { max_attempts: 2, initial_interval: 50ms }
+    with:
+      run: |
+        echo "the token is ${{ secrets.tok }}"
+        echo "out=${{ secrets.tok }}" >> "$SITEFLOW_OUTPUT"
+        echo "failing with ${{ secrets.tok }}" >&2
+        exit 1
+"#,
+    )
+    .unwrap();
+    let receiver = Receiver::start(Protocol::HttpProtobuf);
+    let run = siteflow(
+        dir.path(),
+        &receiver,
+        Protocol::HttpProtobuf,
+        &["run", "wf.yaml"],
+    );
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let spans = receiver.wait_for(Duration::from_secs(10), |s| s.len() >= 3);
+    assert!(
+        spans.len() >= 3,
+        "run span and two attempts: {}",
+        describe(&spans)
+    );
+    let all = format!("{spans:?}");
+    assert!(!all.contains(SECRET), "secret found in exported spans");
+    assert!(!run.stdout.contains(SECRET) && !run.stderr.contains(SECRET));
+}

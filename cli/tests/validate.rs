@@ -51,6 +51,29 @@ corpus! {
 }
 
 #[test]
+fn an_unknown_kind_far_from_all_lists_the_known_ones() {
+    let sb = Sandbox::new();
+    sb.write(
+        "wf.yaml",
+        "name: x\nsteps:\n  - id: a\n    uses: frobnicate\n",
+    );
+    let r = sb.run(&["validate", "wf.yaml"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("unknown step kind `frobnicate`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("known kinds: ")
+            && r.stderr.contains("noop")
+            && r.stderr.contains("shell"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn valid_site_and_workflow_pass() {
     let sb = Sandbox::new();
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");

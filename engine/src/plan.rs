@@ -81,6 +81,8 @@ pub struct Plan {
     pub steps: Vec<PlannedStep>,
     /// Execution layers: each layer's steps depend only on earlier layers.
     pub layers: Vec<Vec<usize>>,
+    /// The layered workflow document (site file applied), persisted with a run.
+    pub effective: Value,
 }
 
 impl Plan {
@@ -119,28 +121,64 @@ pub fn site_workflow(site: &SourceText) -> Result<Option<Located<String>>, Diagn
     Ok(s.workflow)
 }
 
+/// The site file's name and input values, when there is one.
+fn site_parts(
+    sources: &Sources,
+    diags: &mut Diagnostics,
+) -> Result<Option<spec::Site>, Diagnostics> {
+    let Some(site_src) = &sources.site else {
+        return Ok(None);
+    };
+    let node = yaml::parse(&source_file(site_src)).map_err(|d| Diagnostics(vec![d]))?;
+    let mut site = spec::parse_site(&node, diags);
+    if site.name.is_none() {
+        site.name = std::path::Path::new(&site_src.path)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned());
+    }
+    Ok(Some(site))
+}
+
 /// Compiles sources into a plan, or every problem found.
 pub fn compile(sources: &Sources, registry: &Registry) -> Result<Plan, Diagnostics> {
     let mut diags = Diagnostics::default();
     let wf_file = source_file(&sources.workflow);
     let mut root = yaml::parse(&wf_file).map_err(|d| Diagnostics(vec![d]))?;
-
-    let mut site_name = None;
-    let mut site_inputs = vec![];
-    if let Some(site_src) = &sources.site {
-        let site_node = yaml::parse(&source_file(site_src)).map_err(|d| Diagnostics(vec![d]))?;
-        let site = spec::parse_site(&site_node, &mut diags);
-        spec::layer_site(&mut root, &site, &mut diags);
-        site_name = site.name.clone().or_else(|| {
-            std::path::Path::new(&site_src.path)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-        });
-        site_inputs = site.inputs;
+    let site = site_parts(sources, &mut diags)?;
+    if let Some(site) = &site {
+        spec::layer_site(&mut root, site, &mut diags);
     }
+    compile_layered(root, site, &sources.sets, registry, diags)
+}
 
+/// Compiles the layered workflow a run persisted ([`Plan::effective`]) with the run's
+/// other sources: a resume does not parse the workflow's YAML again. Locations are lost,
+/// so callers fall back to [`compile`] for a readable report when this fails.
+pub fn compile_effective(
+    effective: &Value,
+    sources: &Sources,
+    registry: &Registry,
+) -> Result<Plan, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let root = Node::from_json(effective, &Loc::default());
+    let site = site_parts(sources, &mut diags)?;
+    compile_layered(root, site, &sources.sets, registry, diags)
+}
+
+fn compile_layered(
+    root: Node,
+    site: Option<spec::Site>,
+    sets: &[String],
+    registry: &Registry,
+    mut diags: Diagnostics,
+) -> Result<Plan, Diagnostics> {
+    let (site_name, site_inputs) = match site {
+        Some(s) => (s.name, s.inputs),
+        None => (None, vec![]),
+    };
+    let sources_sets = sets;
     let mut wf = spec::parse_workflow(&root, &mut diags);
-    let inputs = resolve_inputs(&wf, &site_inputs, &sources.sets, &mut diags);
+    let inputs = resolve_inputs(&wf, &site_inputs, sources_sets, &mut diags);
 
     // Steps a site removed with `skip: true` disappear, and so do edges to them.
     let skipped: BTreeSet<String> = wf
@@ -202,8 +240,7 @@ pub fn compile(sources: &Sources, registry: &Registry) -> Result<Plan, Diagnosti
             let names = registry.names();
             d = match closest(&s.uses.value, names.iter().copied()) {
                 Some(c) => d.help(format!(
-                    "did you mean `{c}`? Known kinds: {}",
-                    names.join(", ")
+                    "did you mean `{c}`? `siteflow steps` lists every kind"
                 )),
                 None => d.help(format!("known kinds: {}", names.join(", "))),
             };
@@ -334,6 +371,7 @@ pub fn compile(sources: &Sources, registry: &Registry) -> Result<Plan, Diagnosti
 
     let secrets = wf.secrets.clone();
     diags.into_result(Plan {
+        effective: root.to_json(),
         workflow: wf,
         site: site_name,
         inputs,

@@ -3,7 +3,7 @@
 
 use crate::diag::Diagnostics;
 use crate::expr;
-use crate::plan::{Plan, PlannedStep, Sources, compile};
+use crate::plan::{Plan, PlannedStep, Sources, compile, compile_effective};
 use crate::redact::{Redactor, has_secret_placeholder};
 use crate::registry::Registry;
 use crate::spec::SecretSource;
@@ -291,6 +291,7 @@ impl Runner {
             trace_id,
             root_span_id,
             lease_holder: None,
+            effective: Some(plan.effective.to_string()),
         };
         self.store.create_run(row.clone(), lease.clone()).await?;
         self.execute(
@@ -352,7 +353,16 @@ impl Runner {
                     })?;
                 }
             }
-            let plan = compile(&sources, &self.registry).map_err(RunError::Invalid)?;
+            // The persisted layered workflow spares a resume the YAML parse; the sources
+            // give the located report if it no longer compiles (or with --reload).
+            let effective = match reload {
+                false => self.store.run_effective(run_id).await?,
+                true => None,
+            };
+            let plan = match effective.map(|e| compile_effective(&e, &sources, &self.registry)) {
+                Some(Ok(p)) => p,
+                _ => compile(&sources, &self.registry).map_err(RunError::Invalid)?,
+            };
             let mut force = BTreeSet::new();
             if let Some((step, deps)) = &rerun {
                 let idx = plan
@@ -436,21 +446,16 @@ impl Runner {
             })
         };
 
-        let mut sched = Scheduler {
-            runner: self,
-            run_id: run.id.clone(),
-            site: plan.site.clone(),
-            plan: &plan,
-            prior: prior.into_iter().map(|r| (r.key.clone(), r)).collect(),
+        let mut sched = Scheduler::new(
+            self,
+            run.id.clone(),
+            &plan,
+            prior,
             secrets,
             redactor,
-            nodes: plan.steps.iter().map(|_| Node::default()).collect(),
             force,
             reload,
-            running: 0,
-            writes: vec![],
-            spawns: vec![],
-        };
+        );
         let status = sched.run().instrument(span.clone()).await;
         hb_stop.cancel();
         let _ = hb.await;
@@ -547,9 +552,77 @@ struct Scheduler<'a> {
     running: usize,
     writes: Vec<Write>,
     spawns: Vec<Spawn>,
+    /// Per node: needs not yet final.
+    pending_deps: Vec<usize>,
+    /// Per node: the nodes that need it.
+    dependents: Vec<Vec<usize>>,
+    /// Nodes whose needs are all final, not yet activated.
+    ready: std::collections::VecDeque<usize>,
+    /// Active nodes with instances not yet started, in file order.
+    startable: Vec<usize>,
+    /// Step id → node index.
+    index: HashMap<String, usize>,
 }
 
-impl Scheduler<'_> {
+impl<'a> Scheduler<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        runner: &'a Runner,
+        run_id: String,
+        plan: &'a Plan,
+        prior: Vec<StepRow>,
+        secrets: Map<String, Value>,
+        redactor: Arc<Redactor>,
+        force: BTreeSet<usize>,
+        reload: bool,
+    ) -> Self {
+        let n = plan.steps.len();
+        let mut dependents = vec![vec![]; n];
+        for (i, s) in plan.steps.iter().enumerate() {
+            for &d in &s.deps {
+                dependents[d].push(i);
+            }
+        }
+        let pending_deps: Vec<usize> = plan.steps.iter().map(|s| s.deps.len()).collect();
+        Scheduler {
+            runner,
+            run_id,
+            site: plan.site.clone(),
+            plan,
+            prior: prior.into_iter().map(|r| (r.key.clone(), r)).collect(),
+            secrets,
+            redactor,
+            nodes: plan.steps.iter().map(|_| Node::default()).collect(),
+            force,
+            reload,
+            running: 0,
+            writes: vec![],
+            spawns: vec![],
+            ready: (0..n).filter(|&i| pending_deps[i] == 0).collect(),
+            pending_deps,
+            dependents,
+            startable: vec![],
+            index: plan
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.spec.id.value.clone(), i))
+                .collect(),
+        }
+    }
+
+    /// Records a node's final state and readies the dependents that no longer wait.
+    fn set_final(&mut self, i: usize, state: NodeState) {
+        self.nodes[i].state = state;
+        for k in 0..self.dependents[i].len() {
+            let j = self.dependents[i][k];
+            self.pending_deps[j] -= 1;
+            if self.pending_deps[j] == 0 {
+                self.ready.push_back(j);
+            }
+        }
+    }
+
     async fn run(&mut self) -> Result<RunStatus, RunError> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
         let drain = self.runner.control.drain.clone();
@@ -615,11 +688,7 @@ impl Scheduler<'_> {
     }
 
     fn can_progress(&self) -> bool {
-        self.nodes.iter().enumerate().any(|(i, n)| match n.state {
-            NodeState::Waiting => self.deps_state(i).is_some(),
-            NodeState::Active => !n.queue.is_empty(),
-            _ => false,
-        })
+        !self.ready.is_empty() || !self.startable.is_empty()
     }
 
     /// `Some(blocked)` when every need is final.
@@ -641,7 +710,7 @@ impl Scheduler<'_> {
     fn context(&self, step: &PlannedStep, item: Option<&Value>) -> Value {
         let mut steps = Map::new();
         for id in &step.reads {
-            if let Some(j) = self.plan.index_of(id) {
+            if let Some(&j) = self.index.get(id) {
                 let n = &self.nodes[j];
                 steps.insert(
                     id.clone(),
@@ -671,7 +740,7 @@ impl Scheduler<'_> {
         error: Option<StepError>,
     ) {
         let spec = &self.plan.steps[i].spec;
-        self.nodes[i].state = state;
+        self.set_final(i, state);
         let status = match state {
             NodeState::Succeeded => "Succeeded",
             NodeState::Skipped => "Skipped",
@@ -720,7 +789,7 @@ impl Scheduler<'_> {
 
     /// Starts whatever can start; queues the writes and spawns.
     async fn schedule(&mut self) -> Result<(), RunError> {
-        for i in 0..self.nodes.len() {
+        while let Some(i) = self.ready.pop_front() {
             if self.nodes[i].state == NodeState::Waiting
                 && let Some(deps) = self.deps_state(i)
             {
@@ -728,20 +797,27 @@ impl Scheduler<'_> {
             }
         }
         let parallel = self.runner.opts.parallel.max(1);
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].state != NodeState::Active {
-                continue;
+        let mut emptied = false;
+        for k in 0..self.startable.len() {
+            if self.running >= parallel {
+                break;
             }
+            let i = self.startable[k];
             let limit = self.plan.steps[i]
                 .spec
                 .max_parallel
                 .map_or(usize::MAX, |m| m as usize);
             while self.running < parallel && self.nodes[i].running < limit {
-                let Some(k) = self.nodes[i].queue.pop_front() else {
+                let Some(inst) = self.nodes[i].queue.pop_front() else {
                     break;
                 };
-                self.start_instance(i, k);
+                self.start_instance(i, inst);
             }
+            emptied |= self.nodes[i].queue.is_empty();
+        }
+        if emptied {
+            let nodes = &self.nodes;
+            self.startable.retain(|&i| !nodes[i].queue.is_empty());
         }
         Ok(())
     }
@@ -751,7 +827,7 @@ impl Scheduler<'_> {
         let step = &self.plan.steps[i];
         let id = step.spec.id.value.clone();
         if deps.blocked {
-            self.nodes[i].state = NodeState::Blocked;
+            self.set_final(i, NodeState::Blocked);
             self.runner.observer.event(&RunEvent::Finished {
                 key: id,
                 status: "Blocked",
@@ -845,7 +921,8 @@ impl Scheduler<'_> {
             } else {
                 step.with.clone()
             };
-            let input_hash = hash_json(&self.redactor.redact_json(&input));
+            // Hashed lazily: a reused instance needs its hash only to detect a change.
+            let input_hash = String::new();
             instances.push(Instance {
                 key,
                 input,
@@ -864,9 +941,12 @@ impl Scheduler<'_> {
             if row.status != "Succeeded" || forced {
                 continue;
             }
-            if self.reload && row.input_hash.as_deref() != Some(inst.input_hash.as_str()) {
-                changed = true;
-                continue;
+            if self.reload {
+                inst.input_hash = hash_json(&self.redactor.redact_json(&inst.input));
+                if row.input_hash.as_deref() != Some(inst.input_hash.as_str()) {
+                    changed = true;
+                    continue;
+                }
             }
             let persisted = row.outputs.clone().unwrap_or(Value::Null);
             let plain = if has_secret_placeholder(&persisted) {
@@ -880,6 +960,12 @@ impl Scheduler<'_> {
             inst.outputs = Some(plain);
             inst.persisted = Some(persisted);
             inst.done = Some("Succeeded");
+        }
+        for inst in instances
+            .iter_mut()
+            .filter(|x| x.done.is_none() && x.input_hash.is_empty())
+        {
+            inst.input_hash = hash_json(&self.redactor.redact_json(&inst.input));
         }
         if changed {
             // Inputs changed since it succeeded: it and its dependents run again.
@@ -895,6 +981,9 @@ impl Scheduler<'_> {
             .collect();
         n.instances = instances;
         n.state = NodeState::Active;
+        if !n.queue.is_empty() {
+            self.startable.push(i);
+        }
         for inst in n.instances.iter().filter(|x| x.done.is_some()) {
             self.runner.observer.event(&RunEvent::Finished {
                 key: inst.key.clone(),
@@ -1143,7 +1232,7 @@ impl Scheduler<'_> {
             });
             self.finish_node(i, state, None, err);
         } else {
-            self.nodes[i].state = state;
+            self.set_final(i, state);
         }
     }
 }

@@ -39,7 +39,7 @@ const MIGRATIONS: &[&str] = &[
         started_at  INTEGER,
         finished_at INTEGER,
         PRIMARY KEY (run_id, key)
-    );
+    ) WITHOUT ROWID;
     CREATE TABLE attempts (
         run_id        TEXT NOT NULL,
         step_key      TEXT NOT NULL,
@@ -52,7 +52,7 @@ const MIGRATIONS: &[&str] = &[
         error_message TEXT,
         span_id       TEXT,
         PRIMARY KEY (run_id, step_key, attempt)
-    );
+    ) WITHOUT ROWID;
     CREATE TABLE events (
         seq      INTEGER PRIMARY KEY AUTOINCREMENT,
         run_id   TEXT NOT NULL,
@@ -69,8 +69,10 @@ const MIGRATIONS: &[&str] = &[
         key       TEXT NOT NULL,
         value     TEXT NOT NULL,
         PRIMARY KEY (run_id, namespace, key)
-    );
+    ) WITHOUT ROWID;
     "#,
+    // 2: the layered workflow, so a resume need not parse YAML again.
+    "ALTER TABLE runs ADD COLUMN effective TEXT;",
 ];
 
 /// Brings the database to the newest schema, each migration in its own transaction.

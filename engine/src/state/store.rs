@@ -95,6 +95,9 @@ pub struct RunRow {
     pub root_span_id: String,
     /// Current lease holder, if any.
     pub lease_holder: Option<String>,
+    /// The layered workflow (JSON), written at creation; not loaded with the row.
+    #[serde(skip)]
+    pub effective: Option<String>,
 }
 
 /// A step instance as stored.
@@ -406,8 +409,8 @@ impl StateStore {
             c.execute(
                 "INSERT INTO runs (id, workflow, site, status, created_at, updated_at, sources, sources_hash,
                    inputs, working_dir, trace_id, root_span_id, lease_holder, lease_host, lease_pid,
-                   lease_pid_start, lease_expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                   lease_pid_start, lease_expires_at, effective)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 params![
                     run.id,
                     run.workflow,
@@ -425,9 +428,23 @@ impl StateStore {
                     lease.pid,
                     lease.pid_start,
                     now + LEASE_TTL.as_millis() as i64,
+                    run.effective,
                 ],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    /// The layered workflow a run was created with, if recorded.
+    pub async fn run_effective(&self, run_id: &str) -> Result<Option<Value>, StoreError> {
+        let run = run_id.to_string();
+        self.call(move |c| {
+            c.query_row("SELECT effective FROM runs WHERE id = ?1", [&run], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()
+            .map(|v| v.flatten().and_then(|s| serde_json::from_str(&s).ok()))
         })
         .await
     }
@@ -582,7 +599,7 @@ impl StateStore {
         self.call(move |c| {
             let mut st = c.prepare(
                 "SELECT key, step_id, kind, status, attempts, outputs, error, input_hash, progress
-                 FROM steps WHERE run_id = ?1 ORDER BY rowid",
+                 FROM steps WHERE run_id = ?1 ORDER BY COALESCE(started_at, finished_at), key",
             )?;
             st.query_map([run], |r| {
                 Ok(StepRow {
@@ -729,6 +746,7 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         trace_id: r.get(10)?,
         root_span_id: r.get(11)?,
         lease_holder: r.get(12)?,
+        effective: None,
     })
 }
 
@@ -760,15 +778,8 @@ fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
                 .execute(params![run, key, attempt, now, span_id])?;
-                event(
-                    c,
-                    run,
-                    Some(key),
-                    Some(*attempt),
-                    now,
-                    "started",
-                    &format!("attempt {attempt} started"),
-                )?;
+                // The attempt row records the start (`logs` shows it); the event log gets
+                // what happened in it, so a step start costs fewer page writes.
             }
             Write::AttemptEnded {
                 key,

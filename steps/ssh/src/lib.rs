@@ -14,6 +14,7 @@ mod hostkey;
 mod pool;
 mod quote;
 mod sftp;
+pub mod steps;
 
 pub use auth::AuthMethod;
 pub use config::{SshConfigFile, SshTarget};
@@ -25,6 +26,7 @@ pub use hostkey::{
 pub use pool::{PoolOptions, SshPool};
 pub use quote::shell_quote;
 pub use sftp::UploadSpec;
+pub use steps::steps;
 
 /// The russh key types used in this API (`PublicKey` for [`fingerprint`]).
 pub use russh::keys::PublicKey;

@@ -163,11 +163,16 @@ impl<'c> Sftp<'c> {
             .await
             .map_err(|e| self.err("create", path, e))?
             .handle;
-        let written = futures::stream::iter(content.chunks(CHUNK).enumerate())
-            .map(|(i, chunk)| {
-                self.raw
-                    .write(handle.as_str(), (i * CHUNK) as u64, chunk.to_vec())
-            })
+        // Owned chunks: a stream over borrowed slices makes this future not `Send` for
+        // every lifetime, which callers inside `Step::apply` (a `Send` future) need.
+        let chunks: Vec<(u64, Vec<u8>)> = content
+            .chunks(CHUNK)
+            .enumerate()
+            .map(|(i, chunk)| ((i * CHUNK) as u64, chunk.to_vec()))
+            .collect();
+        let handle_ref = handle.as_str();
+        let written = futures::stream::iter(chunks)
+            .map(|(offset, chunk)| self.raw.write(handle_ref, offset, chunk))
             .buffer_unordered(IN_FLIGHT)
             .try_collect::<Vec<_>>()
             .await;

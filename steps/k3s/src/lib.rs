@@ -1,0 +1,45 @@
+//! siteflow step kinds that install and operate k3s over SSH: `k3s.install`,
+//! `k3s.node-token`, `k3s.ready`, `k3s.kubeconfig`, `k3s.service-account-issuer`,
+//! `k3s.registries`, `k3s.apply` and `k3s.uninstall`.
+//!
+//! Every kind takes an `ssh` target (see [`siteflow_ssh::steps::SshTargetInput`]), runs
+//! through `sudo -n` unless told otherwise, is idempotent through `observe`, and restarts
+//! k3s only when a file it owns changed. All kinds of one [`steps`] call share one SSH pool.
+
+mod apply;
+mod host;
+mod install;
+mod issuer;
+mod kubeconfig;
+mod ready;
+mod registries;
+mod token;
+mod uninstall;
+
+pub use apply::{K3sApply, K3sApplyInput, K3sApplyOutput};
+pub use install::{K3sInstall, K3sInstallInput, K3sInstallOutput, Role};
+pub use issuer::{IssuerMode, K3sIssuer, K3sIssuerInput, K3sIssuerOutput};
+pub use kubeconfig::{K3sKubeconfig, K3sKubeconfigInput, K3sKubeconfigOutput, merge_kubeconfig};
+pub use ready::{K3sReady, K3sReadyInput, K3sReadyOutput};
+pub use registries::{K3sRegistries, K3sRegistriesInput, K3sRegistriesOutput};
+pub use token::{K3sNodeToken, K3sNodeTokenInput, K3sNodeTokenOutput};
+pub use uninstall::{K3sUninstall, K3sUninstallInput, K3sUninstallOutput};
+
+use siteflow_ssh::steps::StepPool;
+use siteflow_step::DynStep;
+use std::sync::Arc;
+
+/// The k3s step kinds, sharing one SSH connection pool.
+pub fn steps() -> Vec<Arc<dyn DynStep>> {
+    let pool = StepPool::new();
+    vec![
+        Arc::new(K3sInstall::new(pool.clone())),
+        Arc::new(K3sNodeToken::new(pool.clone())),
+        Arc::new(K3sReady::new(pool.clone())),
+        Arc::new(K3sKubeconfig::new(pool.clone())),
+        Arc::new(K3sIssuer::new(pool.clone())),
+        Arc::new(K3sRegistries::new(pool.clone())),
+        Arc::new(K3sApply::new(pool.clone())),
+        Arc::new(K3sUninstall::new(pool)),
+    ]
+}

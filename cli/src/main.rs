@@ -195,6 +195,7 @@ fn registry() -> Registry {
         .with(siteflow_steps_core::steps())
         .with(siteflow_ssh::steps())
         .with(siteflow_steps_k3s::steps())
+        .with(siteflow_steps_azure::steps())
 }
 
 /// A failure with its exit code and report.

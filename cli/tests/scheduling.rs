@@ -215,3 +215,44 @@ steps:
     lines.sort();
     assert_eq!(lines, vec!["after", "independent"]);
 }
+
+#[test]
+fn each_attempt_logs_under_its_own_number() {
+    let sb = Sandbox::new();
+    sb.write(
+        "wf.yaml",
+        r#"name: retried
+steps:
+  - id: flaky
+    uses: shell
+    retry: { max_attempts: 3, initial_interval: 50ms }
+    with:
+      run: |
+        echo "try $SITEFLOW_ATTEMPT"
+        test "$SITEFLOW_ATTEMPT" -ge 3
+"#,
+    );
+    let r = sb.run(&["run", "wf.yaml", "--output", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["steps"][0]["attempts"], 3);
+    let run = r.json()["run_id"].as_str().unwrap().to_string();
+    let logs = sb.run(&["logs", &run, "--step", "flaky"]).stdout;
+    for n in 1..=3 {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains(&format!("#{n} stdout")) && l.ends_with(&format!("try {n}"))),
+            "attempt {n} output under #{n}:\n{logs}"
+        );
+        assert!(
+            logs.contains(&format!("#{n} started"))
+                || logs.lines().any(|l| l.contains(&format!("#{n} "))
+                    && l.contains(
+                        "attempt {n} started"
+                            .replace("{n}", &n.to_string())
+                            .as_str()
+                    )),
+            "attempt {n} start shown:\n{logs}"
+        );
+    }
+    assert!(logs.contains("retry"), "{logs}");
+}

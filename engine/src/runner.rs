@@ -17,7 +17,7 @@ use siteflow_step::{
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -998,7 +998,7 @@ impl<'a> Scheduler<'a> {
     async fn recover_secrets(&self, i: usize, inst: &Instance) -> Option<Value> {
         let step = &self.plan.steps[i];
         let kind = self.runner.registry.get(&step.spec.uses.value)?;
-        let cx = self.step_context(i, &inst.key, 0, CancellationToken::new(), None);
+        let (cx, _) = self.step_context(i, &inst.key, 0, CancellationToken::new(), None);
         match kind.observe(&cx, &inst.input).await {
             Ok(Observed::Satisfied(v)) => Some(self.redactor.split_outputs(&v).0),
             _ => {
@@ -1037,13 +1037,13 @@ impl<'a> Scheduler<'a> {
         attempt: u32,
         cancel: CancellationToken,
         traceparent: Option<String>,
-    ) -> StepContext {
+    ) -> (StepContext, Arc<EngineHost>) {
         let step = &self.plan.steps[i];
         let host = Arc::new(EngineHost {
             store: self.runner.store.clone(),
             run_id: self.run_id.clone(),
             key: key.to_string(),
-            attempt,
+            attempt: AtomicU32::new(attempt),
             redactor: self.redactor.clone(),
             observer: self.runner.observer.clone(),
             captured: AtomicUsize::new(0),
@@ -1057,10 +1057,10 @@ impl<'a> Scheduler<'a> {
             attempt,
             self.runner.opts.working_dir.clone(),
             cancel,
-            host,
+            host.clone(),
         );
         cx.traceparent = traceparent;
-        cx
+        (cx, host)
     }
 
     fn spawn(&self, s: Spawn, tx: mpsc::UnboundedSender<Completion>) {
@@ -1095,8 +1095,12 @@ impl<'a> Scheduler<'a> {
             redactor: self.redactor.clone(),
         };
         let make_cx = {
-            let base = self.step_context(s.node, &key, s.attempt, CancellationToken::new(), None);
+            let (base, host) =
+                self.step_context(s.node, &key, s.attempt, CancellationToken::new(), None);
             move |attempt: u32, cancel: CancellationToken, tp: Option<String>| {
+                // Each attempt logs under its own number, with its own output budget.
+                host.attempt.store(attempt, Ordering::Relaxed);
+                host.captured.store(0, Ordering::Relaxed);
                 let mut cx = base.clone();
                 cx.attempt = attempt;
                 cx.cancel = cancel;
@@ -1448,7 +1452,7 @@ struct EngineHost {
     store: StateStore,
     run_id: String,
     key: String,
-    attempt: u32,
+    attempt: AtomicU32,
     redactor: Arc<Redactor>,
     observer: Arc<dyn RunObserver>,
     captured: AtomicUsize,
@@ -1471,7 +1475,7 @@ impl StepHost for EngineHost {
                 &self.run_id,
                 vec![Write::Event {
                     key: Some(self.key.clone()),
-                    attempt: Some(self.attempt),
+                    attempt: Some(self.attempt.load(Ordering::Relaxed)),
                     kind,
                     message,
                 }],

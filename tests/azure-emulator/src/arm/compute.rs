@@ -19,7 +19,7 @@ const VMSS: &str = "Microsoft.Compute/virtualMachineScaleSets";
 const INSTANCES: &str = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines";
 
 pub(super) fn prepare(
-    _ctx: &Ctx<'_>,
+    ctx: &Ctx<'_>,
     st: &mut ArmState,
     p: &ResPath,
     kind: &'static Kind,
@@ -29,6 +29,18 @@ pub(super) fn prepare(
 ) -> Result<Value, ArmError> {
     let mut b = base_body(kind, id, p.name(), body);
     let old = existing.map(|r| r.body.clone()).unwrap_or(json!({}));
+    // ARM assigns a system-assigned identity's principal and tenant ids (read-only).
+    if b.pointer("/identity/type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.to_ascii_lowercase().contains("systemassigned"))
+    {
+        let principal = old
+            .pointer("/identity/principalId")
+            .cloned()
+            .unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()));
+        b["identity"]["principalId"] = principal;
+        b["identity"]["tenantId"] = json!(ctx.shared.config.tenant_id);
+    }
     let props = b["properties"].as_object_mut().expect("object");
     props.remove("provisioningState");
     props.remove("instanceView");

@@ -1,0 +1,122 @@
+//! SSH key pairs the VM step generates (the admin key when none is given, and the VM's host
+//! key), kept in 0600 files under the working directory, never in the state database.
+
+use rand::RngCore;
+use siteflow_step::{Secret, StepContext, StepError};
+use ssh_key::private::Ed25519Keypair;
+use ssh_key::{HashAlg, LineEnding, PrivateKey};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// A generated key pair.
+pub struct KeyPair {
+    /// OpenSSH private key (PEM-like text).
+    pub private: Secret<String>,
+    /// `ssh-ed25519 AAAA… comment`.
+    pub public: String,
+    /// `SHA256:…`.
+    pub fingerprint: String,
+}
+
+fn parse(text: &str) -> Result<KeyPair, StepError> {
+    let key = PrivateKey::from_openssh(text)
+        .map_err(|e| StepError::permanent("KeyUnreadable", format!("stored key: {e}")))?;
+    Ok(KeyPair {
+        public: key
+            .public_key()
+            .to_openssh()
+            .map_err(|e| StepError::permanent("KeyUnreadable", e.to_string()))?,
+        fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
+        private: Secret::new(text.to_string()),
+    })
+}
+
+fn generate(comment: &str) -> Result<KeyPair, StepError> {
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    key.set_comment(comment);
+    let private = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| StepError::permanent("KeyGeneration", e.to_string()))?;
+    parse(&private)
+}
+
+/// The directory of a step's keys: `.siteflow/keys/{site or run}/{step}`.
+fn dir(cx: &StepContext) -> PathBuf {
+    let owner = cx.site.clone().unwrap_or_else(|| cx.run_id.clone());
+    let safe = |s: &str| {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+    };
+    cx.working_dir
+        .join(".siteflow")
+        .join("keys")
+        .join(safe(&owner))
+        .join(safe(&cx.step_id))
+}
+
+/// Reads a stored key of this step (`admin`, `host`), if there is one.
+pub fn load(cx: &StepContext, name: &str) -> Result<Option<KeyPair>, StepError> {
+    let path = dir(cx).join(format!("{name}_ed25519"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let k = parse(&text)?;
+            cx.add_secret(k.private.expose());
+            Ok(Some(k))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StepError::permanent(
+            "KeyUnreadable",
+            format!("{}: {e}", path.display()),
+        )),
+    }
+}
+
+/// The stored key, or a new one written (0600) before it is used anywhere.
+pub fn load_or_create(cx: &StepContext, name: &str, comment: &str) -> Result<KeyPair, StepError> {
+    if let Some(k) = load(cx, name)? {
+        return Ok(k);
+    }
+    let k = generate(comment)?;
+    cx.add_secret(k.private.expose());
+    let d = dir(cx);
+    let io = |e: std::io::Error| StepError::permanent("KeyStore", format!("{}: {e}", d.display()));
+    std::fs::create_dir_all(&d).map_err(io)?;
+    let path = d.join(format!("{name}_ed25519"));
+    let tmp = d.join(format!(".{name}_ed25519.tmp"));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(io)?;
+    f.write_all(k.private.expose().as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_round_trip() {
+        let k = generate("host").unwrap();
+        assert!(k.public.starts_with("ssh-ed25519 "));
+        assert!(k.fingerprint.starts_with("SHA256:"));
+        assert!(k.private.expose().contains("BEGIN OPENSSH PRIVATE KEY"));
+        let again = parse(k.private.expose()).unwrap();
+        assert_eq!(again.fingerprint, k.fingerprint);
+    }
+}

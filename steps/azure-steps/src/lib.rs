@@ -1,0 +1,34 @@
+//! siteflow step kinds for Azure: resource groups, provider registration, networks, VMs, scale
+//! sets, Key Vault secrets, Graph service principals and ACR tokens.
+//!
+//! Every kind observes before it applies (GET first), adopts what carries its siteflow tags,
+//! reports drift in the step log, tags what it creates (`siteflow-site`, `siteflow-run`,
+//! `siteflow-step`) and keeps long-running operations' poll URLs in its durable progress.
+
+pub mod acr;
+pub mod common;
+pub mod graph;
+pub mod keys;
+pub mod keyvault;
+pub mod network;
+pub mod providers;
+pub mod resource_group;
+pub mod vm;
+pub mod vmss;
+
+use siteflow_step::DynStep;
+use std::sync::Arc;
+
+/// Every Azure step kind, for the engine's registry.
+pub fn steps() -> Vec<Arc<dyn DynStep>> {
+    vec![
+        Arc::new(resource_group::ResourceGroupStep),
+        Arc::new(providers::RegisterProvidersStep),
+        Arc::new(network::NetworkStep),
+        Arc::new(vm::VmStep),
+        Arc::new(vmss::VmssStep),
+        Arc::new(keyvault::KeyVaultSecretStep),
+        Arc::new(graph::GraphServicePrincipalStep),
+        Arc::new(acr::AcrTokenStep),
+    ]
+}

@@ -1,0 +1,815 @@
+//! Typed request and response models for the resources siteflow uses, after the REST specs
+//! (REST names, camelCase). Unknown response fields are ignored; request bodies carry only
+//! the fields set (every optional field is skipped when `None`).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Resource tags.
+pub type Tags = BTreeMap<String, String>;
+
+/// ARM's error wrapper.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    /// The error.
+    pub error: Option<ErrorDetail>,
+}
+
+/// An ARM error.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Error code.
+    pub code: Option<String>,
+    /// Message.
+    pub message: Option<String>,
+    /// Target.
+    pub target: Option<String>,
+    /// Nested details.
+    #[serde(default)]
+    pub details: Vec<ErrorDetail>,
+}
+
+/// An `Azure-AsyncOperation` status document.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationStatus {
+    /// Operation id.
+    pub id: Option<String>,
+    /// Operation name.
+    pub name: Option<String>,
+    /// `InProgress`, `Succeeded`, `Failed`, `Canceled`.
+    pub status: String,
+    /// Start time.
+    pub start_time: Option<String>,
+    /// End time.
+    pub end_time: Option<String>,
+    /// Completion percentage.
+    pub percent_complete: Option<f64>,
+    /// The error when Failed or Canceled.
+    pub error: Option<ErrorDetail>,
+}
+
+/// A reference to another resource by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubResource {
+    /// Resource id.
+    pub id: String,
+}
+
+/// Common provisioning state holder.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvisioningOnly {
+    /// Provisioning state (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+}
+
+/// A resource group (Microsoft.Resources 2025-04-01).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceGroup {
+    /// Id (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Name (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Location.
+    #[serde(default)]
+    pub location: String,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    /// Properties (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub properties: Option<ProvisioningOnly>,
+}
+
+/// A resource provider (registration state).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Provider {
+    /// Id.
+    pub id: Option<String>,
+    /// Namespace.
+    pub namespace: Option<String>,
+    /// `NotRegistered`, `Registering`, `Registered`, …
+    pub registration_state: Option<String>,
+}
+
+/// Virtual network (Microsoft.Network 2026-03-01).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualNetwork {
+    /// Id (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Name (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Location.
+    #[serde(default)]
+    pub location: String,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    /// Properties.
+    pub properties: VirtualNetworkProperties,
+}
+
+/// Virtual network properties.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualNetworkProperties {
+    /// Address space.
+    pub address_space: AddressSpace,
+    /// Subnets.
+    #[serde(default)]
+    pub subnets: Vec<Subnet>,
+    /// Provisioning state (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+}
+
+/// Address prefixes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressSpace {
+    /// CIDRs.
+    #[serde(default)]
+    pub address_prefixes: Vec<String>,
+}
+
+/// A subnet.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subnet {
+    /// Id (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Name.
+    pub name: Option<String>,
+    /// Properties.
+    pub properties: Option<SubnetProperties>,
+}
+
+/// Subnet properties.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubnetProperties {
+    /// CIDR.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address_prefix: Option<String>,
+    /// The NSG.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_security_group: Option<SubResource>,
+    /// Provisioning state (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+}
+
+/// A network security group.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSecurityGroup {
+    /// Id (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Name (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Location.
+    #[serde(default)]
+    pub location: String,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    /// Properties.
+    pub properties: NetworkSecurityGroupProperties,
+}
+
+/// NSG properties.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkSecurityGroupProperties {
+    /// Our rules.
+    #[serde(default)]
+    pub security_rules: Vec<SecurityRule>,
+    /// Provisioning state (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+}
+
+/// An NSG rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityRule {
+    /// Id (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Properties.
+    pub properties: SecurityRuleProperties,
+}
+
+/// NSG rule properties.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityRuleProperties {
+    /// `Tcp`, `Udp`, `*`.
+    pub protocol: String,
+    /// Source ports.
+    pub source_port_range: String,
+    /// Destination ports.
+    pub destination_port_range: String,
+    /// Source CIDR or tag.
+    pub source_address_prefix: String,
+    /// Destination CIDR or tag.
+    pub destination_address_prefix: String,
+    /// `Allow` or `Deny`.
+    pub access: String,
+    /// 100–4096.
+    pub priority: u32,
+    /// `Inbound` or `Outbound`.
+    pub direction: String,
+    /// Provisioning state (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+}
+
+/// A SKU by name (and tier).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sku {
+    /// Name.
+    pub name: String,
+    /// Tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+}
+
+/// A public IP address.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicIpAddress {
+    /// Id (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Name (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Location.
+    #[serde(default)]
+    pub location: String,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    /// SKU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sku: Option<Sku>,
+    /// Zones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<String>>,
+    /// Properties.
+    pub properties: PublicIpProperties,
+}
+
+/// Public IP properties.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicIpProperties {
+    /// `Static` or `Dynamic`.
+    #[serde(
+        rename = "publicIPAllocationMethod",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub public_ip_allocation_method: Option<String>,
+    /// `IPv4` or `IPv6`.
+    #[serde(
+        rename = "publicIPAddressVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub public_ip_address_version: Option<String>,
+    /// The address (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    /// Provisioning state (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+}
+
+/// A network interface.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInterface {
+    /// Id (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Name (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Location.
+    #[serde(default)]
+    pub location: String,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    /// Properties.
+    pub properties: NetworkInterfaceProperties,
+}
+
+/// NIC properties.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInterfaceProperties {
+    /// IP configurations.
+    #[serde(default)]
+    pub ip_configurations: Vec<IpConfiguration>,
+    /// Provisioning state (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+}
+
+/// A NIC IP configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpConfiguration {
+    /// Id (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Name.
+    pub name: Option<String>,
+    /// Properties.
+    pub properties: Option<IpConfigurationProperties>,
+}
+
+/// NIC IP configuration properties.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpConfigurationProperties {
+    /// The subnet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<SubResource>,
+    /// `Dynamic` or `Static`.
+    #[serde(
+        rename = "privateIPAllocationMethod",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub private_ip_allocation_method: Option<String>,
+    /// The private address (read-only when dynamic).
+    #[serde(rename = "privateIPAddress", skip_serializing_if = "Option::is_none")]
+    pub private_ip_address: Option<String>,
+    /// The public IP.
+    #[serde(rename = "publicIPAddress", skip_serializing_if = "Option::is_none")]
+    pub public_ip_address: Option<SubResource>,
+    /// Primary configuration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary: Option<bool>,
+}
+
+/// A managed identity.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Identity {
+    /// `SystemAssigned`, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Principal id (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal_id: Option<String>,
+    /// Tenant id (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+}
+
+/// A virtual machine (Microsoft.Compute 2026-04-01).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachine {
+    /// Id (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Name (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Location.
+    #[serde(default)]
+    pub location: String,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    /// Managed identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    /// Zones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<String>>,
+    /// Properties.
+    pub properties: VirtualMachineProperties,
+}
+
+/// VM properties.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineProperties {
+    /// Size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hardware_profile: Option<HardwareProfile>,
+    /// Image and disks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_profile: Option<StorageProfile>,
+    /// OS settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_profile: Option<OsProfile>,
+    /// NICs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_profile: Option<NetworkProfile>,
+    /// `Regular` or `Spot`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// `Deallocate` or `Delete` (spot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eviction_policy: Option<String>,
+    /// Spot max price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billing_profile: Option<BillingProfile>,
+    /// Provisioning state (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+}
+
+/// Spot max price (-1: up to on-demand).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BillingProfile {
+    /// Max price.
+    pub max_price: f64,
+}
+
+/// VM size.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HardwareProfile {
+    /// `Standard_B2s`.
+    pub vm_size: String,
+}
+
+/// Image and OS disk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageProfile {
+    /// Image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_reference: Option<ImageReference>,
+    /// OS disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_disk: Option<OsDisk>,
+}
+
+/// A marketplace image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageReference {
+    /// Publisher.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
+    /// Offer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offer: Option<String>,
+    /// SKU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    /// Version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// OS disk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OsDisk {
+    /// Disk name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `FromImage`.
+    pub create_option: String,
+    /// Size in GB.
+    #[serde(rename = "diskSizeGB", skip_serializing_if = "Option::is_none")]
+    pub disk_size_gb: Option<u32>,
+    /// `Delete` or `Detach` with the VM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delete_option: Option<String>,
+    /// Managed disk settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed_disk: Option<ManagedDisk>,
+}
+
+/// Managed disk settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedDisk {
+    /// `Standard_LRS`, `Premium_LRS`, …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_account_type: Option<String>,
+}
+
+/// OS settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OsProfile {
+    /// Host name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub computer_name: Option<String>,
+    /// Admin user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_username: Option<String>,
+    /// Base64 cloud-init (write-only: never returned).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_data: Option<String>,
+    /// Linux settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linux_configuration: Option<LinuxConfiguration>,
+}
+
+/// Linux settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinuxConfiguration {
+    /// SSH keys only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disable_password_authentication: Option<bool>,
+    /// SSH keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshConfiguration>,
+}
+
+/// SSH keys.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SshConfiguration {
+    /// Keys.
+    #[serde(default)]
+    pub public_keys: Vec<SshPublicKey>,
+}
+
+/// One authorized key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SshPublicKey {
+    /// `/home/{user}/.ssh/authorized_keys`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// OpenSSH public key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_data: Option<String>,
+}
+
+/// NICs of a VM.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkProfile {
+    /// NIC references.
+    #[serde(default)]
+    pub network_interfaces: Vec<NetworkInterfaceReference>,
+}
+
+/// A NIC reference.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInterfaceReference {
+    /// NIC id.
+    pub id: String,
+    /// Primary flag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub properties: Option<NetworkInterfaceReferenceProperties>,
+}
+
+/// NIC reference properties.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInterfaceReferenceProperties {
+    /// Primary NIC.
+    pub primary: bool,
+}
+
+/// A Key Vault secret (data plane).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretBundle {
+    /// The value.
+    pub value: Option<String>,
+    /// Secret id (URL with version).
+    pub id: Option<String>,
+    /// Content type.
+    pub content_type: Option<String>,
+    /// Tags.
+    pub tags: Option<Tags>,
+}
+
+/// `PUT /secrets/{name}` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretSetParameters {
+    /// The value.
+    pub value: String,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    /// Content type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// A Graph service principal.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GraphServicePrincipal {
+    /// Object id.
+    pub id: String,
+    /// Application id.
+    pub app_id: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+}
+
+/// A Graph collection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GraphList<T> {
+    /// Items.
+    pub value: Vec<T>,
+}
+
+/// ACR `/oauth2/exchange` answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AcrRefreshToken {
+    /// The refresh token.
+    pub refresh_token: String,
+}
+
+/// ACR `/oauth2/token` answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AcrAccessToken {
+    /// The access token.
+    pub access_token: String,
+}
+
+/// A VM scale set (Microsoft.Compute 2026-04-01).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineScaleSet {
+    /// Id (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Name (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Location.
+    #[serde(default)]
+    pub location: String,
+    /// Tags.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Tags>,
+    /// Size and capacity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sku: Option<ScaleSetSku>,
+    /// Managed identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    /// Zones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<String>>,
+    /// Properties.
+    pub properties: ScaleSetProperties,
+}
+
+/// Scale set SKU.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleSetSku {
+    /// VM size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `Standard`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// Instance count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
+}
+
+/// Scale set properties.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleSetProperties {
+    /// `Manual`, `Automatic`, `Rolling`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade_policy: Option<UpgradePolicy>,
+    /// `Uniform` or `Flexible`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orchestration_mode: Option<String>,
+    /// The instances' template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtual_machine_profile: Option<ScaleSetVmProfile>,
+    /// Overprovisioning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overprovision: Option<bool>,
+    /// Provisioning state (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provisioning_state: Option<String>,
+}
+
+/// Upgrade policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradePolicy {
+    /// Mode.
+    pub mode: String,
+}
+
+/// The template of scale set instances.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleSetVmProfile {
+    /// OS settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_profile: Option<ScaleSetOsProfile>,
+    /// Image and disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_profile: Option<StorageProfile>,
+    /// NICs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network_profile: Option<ScaleSetNetworkProfile>,
+}
+
+/// Scale set OS settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleSetOsProfile {
+    /// Host name prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub computer_name_prefix: Option<String>,
+    /// Admin user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_username: Option<String>,
+    /// Base64 cloud-init.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_data: Option<String>,
+    /// Linux settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linux_configuration: Option<LinuxConfiguration>,
+}
+
+/// Scale set NICs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleSetNetworkProfile {
+    /// NIC templates.
+    #[serde(default)]
+    pub network_interface_configurations: Vec<ScaleSetNicConfiguration>,
+}
+
+/// A NIC template.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleSetNicConfiguration {
+    /// Name.
+    pub name: String,
+    /// Properties.
+    pub properties: ScaleSetNicProperties,
+}
+
+/// NIC template properties.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleSetNicProperties {
+    /// Primary NIC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary: Option<bool>,
+    /// IP configurations.
+    #[serde(default)]
+    pub ip_configurations: Vec<ScaleSetIpConfiguration>,
+}
+
+/// An IP configuration template.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleSetIpConfiguration {
+    /// Name.
+    pub name: String,
+    /// Properties.
+    pub properties: ScaleSetIpProperties,
+}
+
+/// IP configuration template properties.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleSetIpProperties {
+    /// The subnet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<SubResource>,
+    /// Primary configuration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary: Option<bool>,
+}

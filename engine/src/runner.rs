@@ -375,7 +375,7 @@ impl Runner {
             }
             let redactor = Arc::new(Redactor::default());
             let secrets = self.read_secrets(&plan, &redactor)?;
-            let prior = self.store.steps(run_id).await?;
+            let prior = self.store.steps_for_resume(run_id).await?;
             Ok::<_, RunError>((plan, prior, secrets, redactor, force))
         }
         .await;

@@ -595,29 +595,51 @@ impl StateStore {
 
     /// The run's step instances, in start order.
     pub async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
+        self.load_steps(run_id, true).await
+    }
+
+    /// The run's step instances in key order (cheaper: no sort), as a resume needs them.
+    pub async fn steps_for_resume(&self, run_id: &str) -> Result<Vec<StepRow>, StoreError> {
+        self.load_steps(run_id, false).await
+    }
+
+    async fn load_steps(
+        &self,
+        run_id: &str,
+        in_start_order: bool,
+    ) -> Result<Vec<StepRow>, StoreError> {
         let run = run_id.to_string();
         self.call(move |c| {
-            let mut st = c.prepare(
+            let order = if in_start_order {
+                "ORDER BY COALESCE(started_at, finished_at), key"
+            } else {
+                ""
+            };
+            let mut st = c.prepare(&format!(
                 "SELECT key, step_id, kind, status, attempts, outputs, error, input_hash, progress
-                 FROM steps WHERE run_id = ?1 ORDER BY COALESCE(started_at, finished_at), key",
-            )?;
+                 FROM steps WHERE run_id = ?1 {order}"
+            ))?;
+            fn json<T: serde::de::DeserializeOwned>(s: Option<String>) -> Option<T> {
+                s.and_then(|s| serde_json::from_str(&s).ok())
+            }
             st.query_map([run], |r| {
+                let status: String = r.get(3)?;
+                // A succeeded step's last error is history nobody reads on resume.
+                let error = if in_start_order || status != "Succeeded" {
+                    json(r.get(6)?)
+                } else {
+                    None
+                };
                 Ok(StepRow {
                     key: r.get(0)?,
                     step_id: r.get(1)?,
                     kind: r.get(2)?,
-                    status: r.get(3)?,
+                    status,
                     attempts: r.get(4)?,
-                    outputs: r
-                        .get::<_, Option<String>>(5)?
-                        .and_then(|s| serde_json::from_str(&s).ok()),
-                    error: r
-                        .get::<_, Option<String>>(6)?
-                        .and_then(|s| serde_json::from_str(&s).ok()),
+                    outputs: json(r.get(5)?),
+                    error,
                     input_hash: r.get(7)?,
-                    progress: r
-                        .get::<_, Option<String>>(8)?
-                        .and_then(|s| serde_json::from_str(&s).ok()),
+                    progress: json(r.get(8)?),
                 })
             })?
             .collect()

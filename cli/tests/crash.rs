@@ -24,7 +24,7 @@ fn workflow() -> String {
                 format!("b{branch}s{}", i - 1)
             };
             s.push_str(&format!(
-                "  - id: {id}\n    uses: shell\n    needs: [{need}]\n    with: {{ run: \"echo {id} >> log.txt; sleep 0.02\" }}\n"
+                "  - id: {id}\n    uses: shell\n    needs: [{need}]\n    with: {{ run: \"echo {id} >> log.txt; sleep 0.06\" }}\n"
             ));
         }
     }
@@ -55,7 +55,7 @@ fn sigkill_at_random_moments_then_resume() {
         let sb = Sandbox::new();
         sb.write("wf.yaml", &workflow());
         let mut child = sb.spawn(&["run", "wf.yaml"]);
-        std::thread::sleep(Duration::from_millis(rng.random_range(20..450)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(30..400)));
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
         if !sb.db().exists() || sb.run(&["runs", "list"]).stdout.lines().count() < 2 {

@@ -9,6 +9,7 @@
 mod context;
 mod dyn_step;
 mod error;
+pub mod script;
 mod secret;
 
 pub use context::{LogStream, StepContext, StepHost};

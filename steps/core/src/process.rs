@@ -1,5 +1,6 @@
 //! Running a local script: its lines streamed to the step log, `key=value` outputs collected.
 
+use siteflow_step::script::{STDOUT_LIMIT, ScriptOutput};
 use siteflow_step::{LogStream, StepContext, StepError};
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -8,14 +9,9 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-/// Bytes of stdout kept as the `stdout` output (the tail).
-const MAX_STDOUT: usize = 64 * 1024;
-
-/// What a script did.
+/// What a script did, and the last lines of its stderr (for the error message).
 pub(crate) struct ScriptResult {
-    pub exit_code: i32,
-    pub stdout: String,
-    pub outputs: BTreeMap<String, String>,
+    pub output: ScriptOutput,
     pub stderr_tail: Vec<String>,
 }
 
@@ -73,20 +69,10 @@ pub(crate) async fn run_script(
             cx.log(LogStream::Stdout, &line);
             kept.push_str(&line);
             kept.push('\n');
-            if kept.len() > 2 * MAX_STDOUT {
-                let cut = kept.len() - MAX_STDOUT;
-                let cut = (cut..kept.len())
-                    .find(|&i| kept.is_char_boundary(i))
-                    .unwrap_or(cut);
-                kept.drain(..cut);
+            // Keep memory bounded on chatty scripts; the exact tail is cut at the end.
+            if kept.len() > 2 * STDOUT_LIMIT {
+                kept = siteflow_step::script::tail(&kept, STDOUT_LIMIT).to_string();
             }
-        }
-        if kept.len() > MAX_STDOUT {
-            let cut = kept.len() - MAX_STDOUT;
-            let cut = (cut..kept.len())
-                .find(|&i| kept.is_char_boundary(i))
-                .unwrap_or(cut);
-            kept.drain(..cut);
         }
         kept
     };
@@ -115,17 +101,9 @@ pub(crate) async fn run_script(
     };
     let status = status.map_err(|e| io("wait for script", e))?;
     let exit_code = status.code().unwrap_or(-1);
-    let outputs = std::fs::read_to_string(&out_path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
-        .filter(|(k, _)| !k.is_empty())
-        .collect();
+    let output_file = std::fs::read_to_string(&out_path).unwrap_or_default();
     Ok(ScriptResult {
-        exit_code,
-        stdout,
-        outputs,
+        output: ScriptOutput::new(exit_code, &stdout, &output_file),
         stderr_tail,
     })
 }

@@ -2,7 +2,8 @@
 
 use crate::process::run_script;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use siteflow_step::script::{ScriptOutput, exit_status_error};
 use siteflow_step::{Observed, Progress, Step, StepContext, StepError};
 use std::collections::BTreeMap;
 
@@ -26,16 +27,7 @@ pub struct ShellInput {
 
 /// Output of `shell`: exit code, stdout (its last 64 KiB) and every `key=value` line the
 /// script wrote to `$SITEFLOW_OUTPUT`.
-#[derive(Debug, Serialize, Deserialize, JsonSchema)]
-pub struct ShellOutput {
-    /// The exit code.
-    pub exit_code: i32,
-    /// Standard output.
-    pub stdout: String,
-    /// `key=value` lines from `$SITEFLOW_OUTPUT`.
-    #[serde(flatten)]
-    pub outputs: BTreeMap<String, String>,
-}
+pub type ShellOutput = ScriptOutput;
 
 impl Step for Shell {
     const KIND: &'static str = "shell";
@@ -62,15 +54,11 @@ impl Step for Shell {
             return Ok(Observed::missing());
         };
         let r = run_script(cx, check, &input.env, input.working_directory.as_deref()).await?;
-        Ok(if r.exit_code == 0 {
-            Observed::Satisfied(ShellOutput {
-                exit_code: 0,
-                stdout: r.stdout,
-                outputs: r.outputs,
-            })
+        Ok(if r.output.exit_code == 0 {
+            Observed::Satisfied(r.output)
         } else {
             Observed::NotSatisfied {
-                reason: Some(format!("check exited {}", r.exit_code)),
+                reason: Some(format!("check exited {}", r.output.exit_code)),
             }
         })
     }
@@ -87,18 +75,9 @@ impl Step for Shell {
             input.working_directory.as_deref(),
         )
         .await?;
-        if r.exit_code != 0 {
-            let tail = r.stderr_tail.join("\n");
-            let mut msg = format!("script exited with status {}", r.exit_code);
-            if !tail.is_empty() {
-                msg.push_str(&format!("; last stderr lines:\n{tail}"));
-            }
-            return Err(StepError::retryable("ExitStatus", msg));
+        if r.output.exit_code != 0 {
+            return Err(exit_status_error(r.output.exit_code, "", &r.stderr_tail));
         }
-        Ok(Progress::Done(ShellOutput {
-            exit_code: 0,
-            stdout: r.stdout,
-            outputs: r.outputs,
-        }))
+        Ok(Progress::Done(r.output))
     }
 }

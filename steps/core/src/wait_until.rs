@@ -62,11 +62,11 @@ impl Step for WaitUntil {
         input: &WaitUntilInput,
     ) -> Result<Observed<Empty>, StepError> {
         let r = run_script(cx, &input.check, &input.env, None).await?;
-        Ok(if r.exit_code == 0 {
+        Ok(if r.output.exit_code == 0 {
             Observed::Satisfied(Empty {})
         } else {
             Observed::NotSatisfied {
-                reason: Some(format!("check exited {}", r.exit_code)),
+                reason: Some(format!("check exited {}", r.output.exit_code)),
             }
         })
     }

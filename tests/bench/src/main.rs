@@ -1,8 +1,10 @@
 //! `siteflow-bench`: benchmarks of the siteflow engine that print figures beside their
 //! targets. Not a test: nothing fails when a target is missed (see `README.md`).
 
+mod ansible;
 mod floor;
 mod prefect;
+mod ssh;
 mod workload;
 
 use anyhow::{Result, bail};
@@ -27,6 +29,8 @@ struct Cli {
 enum Cmd {
     /// Scheduler and durable-state overhead with `noop` steps: fan-out, chain, resume.
     Engine(EngineArgs),
+    /// `ssh.exec` steps on real OpenSSH test hosts (needs root), optionally against Ansible.
+    Ssh(ssh::SshArgs),
 }
 
 #[derive(clap::Args)]
@@ -93,6 +97,7 @@ fn main() -> Result<()> {
         .build()?;
     match cli.cmd {
         Cmd::Engine(args) => rt.block_on(engine(args)),
+        Cmd::Ssh(args) => rt.block_on(ssh::ssh(args)),
     }
 }
 

@@ -92,13 +92,24 @@ pub fn netns_pids(ns: &str) -> Vec<i32> {
     }
 }
 
+/// The network namespace a process lives in (`net:[inode]`), if it can be read.
+fn net_ns_of(pid: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
+}
+
 /// SIGKILLs every process in network namespace `ns` until none is left (at most ~5 s).
+///
+/// Never a process that shares the caller's own network namespace: if `ns` ever named the
+/// machine's namespace (a stale or mis-made pin), `ip netns pids` would list every process
+/// on the machine, and this must not turn into a machine-wide kill.
 pub fn kill_netns_processes(ns: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
+    let own = net_ns_of("self");
     loop {
         let pids: Vec<i32> = netns_pids(ns)
             .into_iter()
             .filter(|&p| p != std::process::id() as i32)
+            .filter(|&p| own.is_none() || net_ns_of(&p.to_string()) != own)
             .collect();
         if pids.is_empty() || Instant::now() > deadline {
             return;

@@ -3,13 +3,11 @@
 use super::{Remote, SshTargetInput, StepPool, parse_duration};
 use crate::shell_quote;
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use siteflow_step::script::{ScriptOutput, exit_status_error};
 use siteflow_step::{Observed, Progress, Step, StepContext, StepError};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-/// Stdout kept in the output, at most.
-const STDOUT_LIMIT: usize = 64 * 1024;
 
 /// Input of `ssh.exec`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -33,17 +31,8 @@ pub struct SshExecInput {
     pub timeout: Option<String>,
 }
 
-/// Output of `ssh.exec`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub struct SshExecOutput {
-    /// The exit code.
-    pub exit_code: i32,
-    /// Standard output (last 64 KiB).
-    pub stdout: String,
-    /// `key=value` lines written to `$SITEFLOW_OUTPUT` on the host.
-    #[serde(flatten)]
-    pub outputs: BTreeMap<String, String>,
-}
+/// Output of `ssh.exec`: the same shape as the local `shell` step's.
+pub type SshExecOutput = ScriptOutput;
 
 /// The `ssh.exec` kind.
 pub struct SshExec {
@@ -57,12 +46,6 @@ impl SshExec {
     }
 }
 
-struct ScriptResult {
-    exit_code: i32,
-    stdout: String,
-    outputs: BTreeMap<String, String>,
-}
-
 /// Runs `script` from a 0600 temp file on the host, with `$SITEFLOW_OUTPUT` pointing at a
 /// file whose `key=value` lines come back after a random marker.
 async fn run_script(
@@ -70,7 +53,7 @@ async fn run_script(
     cx: &StepContext,
     input: &SshExecInput,
     script: &str,
-) -> Result<ScriptResult, StepError> {
+) -> Result<(ScriptOutput, Vec<String>), StepError> {
     let marker = format!(
         "--siteflow-output-{}--",
         super::sha256_hex(format!("{}{:?}", cx.run_id, std::time::SystemTime::now()).as_bytes())
@@ -128,23 +111,14 @@ async fn run_script(
         Some(pos) => (&text[..pos], &text[pos + needle.len()..]),
         None => (text.as_str(), ""),
     };
-    let mut outputs = BTreeMap::new();
-    for line in tail.lines() {
-        if let Some((k, v)) = line.split_once('=')
-            && !k.trim().is_empty()
-        {
-            outputs.insert(k.trim().to_string(), v.to_string());
-        }
-    }
-    let start = stdout.len().saturating_sub(STDOUT_LIMIT);
-    let start = (start..=stdout.len())
-        .find(|i| stdout.is_char_boundary(*i))
-        .unwrap_or(stdout.len());
-    Ok(ScriptResult {
-        exit_code: out.exit_status.map(|c| c as i32).unwrap_or(-1),
-        stdout: stdout[start..].to_string(),
-        outputs,
-    })
+    let stderr = out.stderr_text();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let stderr_tail: Vec<String> = lines[lines.len().saturating_sub(5)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    let code = out.exit_status.map(|c| c as i32).unwrap_or(-1);
+    Ok((ScriptOutput::new(code, stdout, tail), stderr_tail))
 }
 
 impl Step for SshExec {
@@ -176,13 +150,9 @@ impl Step for SshExec {
             return Ok(Observed::missing());
         };
         let remote = self.pool.remote(cx, &input.ssh, false).await?;
-        let r = run_script(&remote, cx, input, check).await?;
+        let (r, _) = run_script(&remote, cx, input, check).await?;
         Ok(if r.exit_code == 0 {
-            Observed::Satisfied(SshExecOutput {
-                exit_code: 0,
-                stdout: r.stdout,
-                outputs: r.outputs,
-            })
+            Observed::Satisfied(r)
         } else {
             Observed::NotSatisfied {
                 reason: Some(format!("check exited {}", r.exit_code)),
@@ -196,21 +166,11 @@ impl Step for SshExec {
         input: &SshExecInput,
     ) -> Result<Progress<SshExecOutput>, StepError> {
         let remote = self.pool.remote(cx, &input.ssh, false).await?;
-        let r = run_script(&remote, cx, input, &input.run).await?;
+        let (r, stderr_tail) = run_script(&remote, cx, input, &input.run).await?;
         if r.exit_code != 0 {
-            return Err(StepError::retryable(
-                "ExitStatus",
-                format!(
-                    "the script on {} exited with status {}",
-                    remote.target.label(),
-                    r.exit_code
-                ),
-            ));
+            let on = format!(" on {}", remote.target.label());
+            return Err(exit_status_error(r.exit_code, &on, &stderr_tail));
         }
-        Ok(Progress::Done(SshExecOutput {
-            exit_code: 0,
-            stdout: r.stdout,
-            outputs: r.outputs,
-        }))
+        Ok(Progress::Done(r))
     }
 }

@@ -1,0 +1,82 @@
+//! What a script step returns, local (`shell`) or remote (`ssh.exec`): its exit code, the
+//! tail of its stdout, and the `key=value` lines it wrote to `$SITEFLOW_OUTPUT`.
+
+use crate::StepError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bytes of stdout kept as the `stdout` output (the tail).
+pub const STDOUT_LIMIT: usize = 64 * 1024;
+
+/// Output of a script step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ScriptOutput {
+    /// The exit code.
+    pub exit_code: i32,
+    /// Standard output (its last 64 KiB).
+    pub stdout: String,
+    /// `key=value` lines written to `$SITEFLOW_OUTPUT`.
+    #[serde(flatten)]
+    pub outputs: BTreeMap<String, String>,
+}
+
+impl ScriptOutput {
+    /// A finished script's output: `stdout` cut to its tail, `output_file` parsed.
+    pub fn new(exit_code: i32, stdout: &str, output_file: &str) -> Self {
+        ScriptOutput {
+            exit_code,
+            stdout: tail(stdout, STDOUT_LIMIT).to_string(),
+            outputs: parse_output_lines(output_file),
+        }
+    }
+}
+
+/// The `key=value` lines of an output file (blank keys ignored; later lines win).
+pub fn parse_output_lines(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+/// The last `max` bytes of `s`, cut at a character boundary.
+pub fn tail(s: &str, max: usize) -> &str {
+    let start = s.len().saturating_sub(max);
+    let start = (start..=s.len())
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(s.len());
+    &s[start..]
+}
+
+/// The retryable `ExitStatus` error of a script that exited non-zero, with the last
+/// stderr lines (already redacted by the engine when stored).
+pub fn exit_status_error(exit_code: i32, where_: &str, stderr_tail: &[String]) -> StepError {
+    let mut msg = format!("script{where_} exited with status {exit_code}");
+    if !stderr_tail.is_empty() {
+        msg.push_str("; last stderr lines:\n");
+        msg.push_str(&stderr_tail.join("\n"));
+    }
+    StepError::retryable("ExitStatus", msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_outputs_and_cuts_stdout() {
+        let o = ScriptOutput::new(0, "héllo\nworld\n", "a=1\n=x\nb = two=2\nno-equals\na=3\n");
+        assert_eq!(o.outputs.get("a").map(String::as_str), Some("3"));
+        assert_eq!(o.outputs.get("b").map(String::as_str), Some(" two=2"));
+        assert_eq!(o.outputs.len(), 2);
+        assert_eq!(tail("héllo", 4), "llo");
+        let e = exit_status_error(3, " on node1", &["boom".into()]);
+        assert_eq!(e.code, "ExitStatus");
+        assert!(e.class.is_retryable());
+        assert_eq!(
+            e.message,
+            "script on node1 exited with status 3; last stderr lines:\nboom"
+        );
+    }
+}

@@ -166,16 +166,26 @@ fn ready_file(unit: &str) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{unit}.ready"))
 }
 
-/// The main pid if it is alive (not a zombie).
-fn main_pid(unit: &str) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(pid_file(unit))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+/// A process's state letter and start time (clock ticks since boot), from /proc.
+fn proc_state(pid: i32) -> Option<(String, String)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
-    (state != "Z" && state != "X").then_some(pid)
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.to_string();
+    // After the state come fields 4..; the start time is field 22 overall.
+    let start = fields.nth(18)?.to_string();
+    Some((state, start))
+}
+
+/// The main pid if it is alive (not a zombie) and still the process we started: the pid
+/// file records its start time too, because pids are reused (pid_max can be small) and a
+/// stale pid file must never make `stop` signal somebody else's process group.
+fn main_pid(unit: &str) -> Option<i32> {
+    let text = std::fs::read_to_string(pid_file(unit)).ok()?;
+    let mut parts = text.split_whitespace();
+    let pid: i32 = parts.next()?.parse().ok()?;
+    let recorded_start = parts.next()?;
+    let (state, start) = proc_state(pid)?;
+    (state != "Z" && state != "X" && start == recorded_start).then_some(pid)
 }
 
 fn start(unit: &str) -> Result<()> {
@@ -207,7 +217,9 @@ fn start(unit: &str) -> Result<()> {
         .process_group(0)
         .spawn()
         .with_context(|| format!("{unit}: cannot execute {}", u.exec[0]))?;
-    std::fs::write(pid_file(unit), child.id().to_string())?;
+    let pid = child.id() as i32;
+    let start = proc_state(pid).map(|(_, s)| s).unwrap_or_default();
+    std::fs::write(pid_file(unit), format!("{pid} {start}"))?;
     bump(unit, |s| s.starts += 1)?;
     if u.notify {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -230,7 +242,10 @@ fn stop(unit: &str) -> Result<()> {
         while main_pid(unit).is_some() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        // Only if it is still our process (its pid may be reused once it is gone).
+        if main_pid(unit).is_some() {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
         bump(unit, |s| s.stops += 1)?;
     }
     let _ = std::fs::remove_file(pid_file(unit));

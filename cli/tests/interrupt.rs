@@ -36,10 +36,21 @@ fn status_of(sb: &Sandbox, run: &str) -> serde_json::Value {
     sb.run(&["runs", "show", run, "--output", "json"]).json()
 }
 
+/// A process of nobody's step, in its own process group: cancelling a step must not touch it.
+fn sentinel() -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn first_ctrl_c_drains_then_cancels_after_grace_and_resume_finishes() {
     let sb = Sandbox::new();
     sb.write("wf.yaml", WF);
+    let mut bystander = sentinel();
     let child = sb.spawn(&["run", "wf.yaml", "--grace", "1"]);
     wait_for(&sb, "started");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
@@ -61,6 +72,12 @@ fn first_ctrl_c_drains_then_cancels_after_grace_and_resume_finishes() {
         .unwrap();
     assert_eq!(work["status"], "Cancelled");
     assert_eq!(sb.lines("log.txt"), vec!["started"], "`next` never started");
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "cancelling the step killed an unrelated process"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
 
     std::fs::write(sb.path("go"), "").unwrap();
     let r = sb.run(&["resume", &run]);

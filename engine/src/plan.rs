@@ -148,25 +148,29 @@ pub fn compile(sources: &Sources, registry: &Registry) -> Result<Plan, Diagnosti
     if let Some(site) = &site {
         spec::layer_site(&mut root, site, &mut diags);
     }
-    compile_layered(root, site, &sources.sets, registry, diags)
+    compile_layered(root, None, site, &sources.sets, registry, diags)
 }
 
 /// Compiles the layered workflow a run persisted ([`Plan::effective`]) with the run's
 /// other sources: a resume does not parse the workflow's YAML again. Locations are lost,
 /// so callers fall back to [`compile`] for a readable report when this fails.
 pub fn compile_effective(
-    effective: &Value,
+    effective: Value,
     sources: &Sources,
     registry: &Registry,
 ) -> Result<Plan, Diagnostics> {
     let mut diags = Diagnostics::default();
-    let root = Node::from_json(effective, &Loc::default());
+    let root = Node::from_json(&effective, &Loc::default());
     let site = site_parts(sources, &mut diags)?;
-    compile_layered(root, site, &sources.sets, registry, diags)
+    compile_layered(root, Some(effective), site, &sources.sets, registry, diags)
 }
 
+/// `effective` is the persisted layered workflow when compiling for a resume: it was fully
+/// validated when the run started, so `with` values are not checked against the kinds'
+/// schemas again (a kind's input that no longer fits fails its step with `InvalidInput`).
 fn compile_layered(
     root: Node,
+    effective: Option<Value>,
     site: Option<spec::Site>,
     sets: &[String],
     registry: &Registry,
@@ -334,7 +338,9 @@ fn compile_layered(
 
         // The kind's input schema, checked now for literal values; values that hold
         // expressions are checked when they are known.
-        if let Some(kind) = kind {
+        if let Some(kind) = kind
+            && effective.is_none()
+        {
             check_with(kind.as_ref(), s, &with, &mut diags);
         }
         deps.remove(&ids.get(s.id.value.as_str()).copied().unwrap_or(usize::MAX));
@@ -371,7 +377,7 @@ fn compile_layered(
 
     let secrets = wf.secrets.clone();
     diags.into_result(Plan {
-        effective: root.to_json(),
+        effective: effective.unwrap_or_else(|| root.to_json()),
         workflow: wf,
         site: site_name,
         inputs,

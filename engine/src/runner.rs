@@ -353,16 +353,26 @@ impl Runner {
                     })?;
                 }
             }
-            // The persisted layered workflow spares a resume the YAML parse; the sources
-            // give the located report if it no longer compiles (or with --reload).
+            // The step rows load on the store thread while the plan compiles on a blocking
+            // thread. The persisted layered workflow spares a resume the YAML parse; the
+            // sources give the located report if it no longer compiles (or with --reload).
+            let prior_rows = {
+                let (store, id) = (self.store.clone(), run_id.to_string());
+                tokio::spawn(async move { store.steps_for_resume(&id).await })
+            };
             let effective = match reload {
                 false => self.store.run_effective(run_id).await?,
                 true => None,
             };
-            let plan = match effective.map(|e| compile_effective(&e, &sources, &self.registry)) {
-                Some(Ok(p)) => p,
-                _ => compile(&sources, &self.registry).map_err(RunError::Invalid)?,
-            };
+            let registry = self.registry.clone();
+            let plan = tokio::task::spawn_blocking(move || {
+                match effective.map(|e| compile_effective(e, &sources, &registry)) {
+                    Some(Ok(p)) => Ok(p),
+                    _ => compile(&sources, &registry).map_err(RunError::Invalid),
+                }
+            })
+            .await
+            .map_err(|e| RunError::Usage(format!("compiling the run's workflow failed: {e}")))??;
             let mut force = BTreeSet::new();
             if let Some((step, deps)) = &rerun {
                 let idx = plan
@@ -375,7 +385,9 @@ impl Runner {
             }
             let redactor = Arc::new(Redactor::default());
             let secrets = self.read_secrets(&plan, &redactor)?;
-            let prior = self.store.steps_for_resume(run_id).await?;
+            let prior = prior_rows
+                .await
+                .map_err(|e| RunError::Usage(format!("loading the run's steps failed: {e}")))??;
             Ok::<_, RunError>((plan, prior, secrets, redactor, force))
         }
         .await;

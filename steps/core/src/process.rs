@@ -1,5 +1,7 @@
 //! Running a local script: its lines streamed to the step log, `key=value` outputs collected.
 
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use siteflow_step::script::{STDOUT_LIMIT, ScriptOutput};
 use siteflow_step::{LogStream, StepContext, StepError};
 use std::collections::BTreeMap;
@@ -91,9 +93,10 @@ pub(crate) async fn run_script(
     let (stdout, stderr_tail, status) = tokio::select! {
         r = async { tokio::join!(out_task, err_task, child.wait()) } => r,
         _ = cx.cancel.cancelled() => {
-            // Stop the whole process group, not just bash.
-            if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill").arg("-KILL").arg(format!("-{pid}")).status();
+            // Stop the whole process group, not just bash: killpg, never an external
+            // `kill -KILL -<pgid>` (procps kill reads `-<n>` without `--` as an option).
+            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
             }
             let _ = child.kill().await;
             return Err(StepError::cancelled("the step was cancelled"));

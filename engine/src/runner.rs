@@ -199,10 +199,11 @@ pub struct Runner {
     control: Control,
 }
 
-/// A new run id: time-ordered and unique.
+/// A new run id: time-ordered (the UUIDv7 millisecond timestamp first) and unique (32 more
+/// random bits, so runs started in the same millisecond, in one process or several, differ).
 pub fn new_run_id() -> String {
     let u = uuid::Uuid::now_v7().simple().to_string();
-    format!("r{}", &u[..16])
+    format!("r{}{:08x}", &u[..12], rand::random::<u32>())
 }
 
 fn hash_json(v: &Value) -> String {
@@ -1250,6 +1251,21 @@ impl<'a> Scheduler<'a> {
         } else {
             self.set_final(i, state);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_ids_started_together_differ_and_sort_by_time() {
+        let ids: Vec<String> = (0..10_000).map(|_| super::new_run_id()).collect();
+        let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "run ids collide");
+        assert!(
+            ids.windows(2).all(|w| w[0][..13] <= w[1][..13]),
+            "time prefix not ordered"
+        );
+        assert_eq!(ids[0].len(), 21);
     }
 }
 

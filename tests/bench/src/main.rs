@@ -2,6 +2,7 @@
 //! targets. Not a test: nothing fails when a target is missed (see `README.md`).
 
 mod ansible;
+mod azure;
 mod floor;
 mod prefect;
 mod ssh;
@@ -31,6 +32,8 @@ enum Cmd {
     Engine(EngineArgs),
     /// `ssh.exec` steps on real OpenSSH test hosts (needs root), optionally against Ansible.
     Ssh(ssh::SshArgs),
+    /// Many sites' networks and VMs against the Azure emulator under an ARM write limit.
+    Azure(azure::AzureArgs),
 }
 
 #[derive(clap::Args)]
@@ -98,6 +101,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Engine(args) => rt.block_on(engine(args)),
         Cmd::Ssh(args) => rt.block_on(ssh::ssh(args)),
+        Cmd::Azure(args) => rt.block_on(azure::azure(args)),
     }
 }
 

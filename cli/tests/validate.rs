@@ -110,3 +110,33 @@ fn run_with_invalid_set_is_rejected_before_anything_is_stored() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("unknown input `m`"), "{}", r.stderr);
 }
+
+/// Every workflow and example site shipped in `workflows/` validates.
+#[test]
+fn shipped_workflows_and_sites_validate() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../workflows");
+    let mut files = vec![];
+    for dir in [root.to_string(), format!("{root}/sites")] {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                files.push(p.display().to_string());
+            }
+        }
+    }
+    assert!(files.len() >= 4, "{files:?}");
+    // From the repository root, where site files find their workflow by name.
+    let sb = Sandbox::new();
+    let mut args = vec!["validate"];
+    args.extend(files.iter().map(String::as_str));
+    let out = sb
+        .command(&args)
+        .current_dir(format!("{root}/.."))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let ok = stdout.lines().filter(|l| l.starts_with("ok: ")).count();
+    assert_eq!(ok, files.len());
+}

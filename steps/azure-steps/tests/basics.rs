@@ -5,33 +5,14 @@ mod common;
 
 use common::Env;
 use serde_json::json;
-use siteflow_azure::{
-    ArmClient, ClientOptions, CloudConfig, CredentialConfig, CredentialKind, Service,
-};
+use siteflow_azure::Service;
 use siteflow_engine::runner::RunStatus;
-use siteflow_step::Secret;
 
 fn rg_step(env: &Env, id: &str, name: &str, extra: &str) -> String {
     format!(
         "  - id: {id}\n    uses: azure.resource-group\n    with: {{ azure: {}, name: {name}, location: westeurope{extra} }}\n",
         env.azure()
     )
-}
-
-pub fn client(env: &Env) -> ArmClient {
-    let mut o = ClientOptions::new(
-        CloudConfig::custom(env.emu.base_url(), env.emu.ca_pem_path().to_str()),
-        CredentialConfig {
-            kind: CredentialKind::ClientSecret,
-            tenant_id: Some(env.emu.tenant_id().into()),
-            client_id: Some("22222222-2222-2222-2222-222222222222".into()),
-            client_secret: Some(Secret::new(common::SECRET.into())),
-            ..Default::default()
-        },
-        env.emu.subscription_id(),
-    );
-    o.env = Some(Default::default());
-    ArmClient::new(o).unwrap()
 }
 
 #[tokio::test]
@@ -75,7 +56,7 @@ async fn resource_group_is_created_once_adopted_and_drift_is_reported() {
     );
 
     // Drift: someone removed a tag; observe reports it and apply puts it back.
-    let c = client(&env);
+    let c = env.client();
     let url = c.arm_url(
         &format!(
             "/subscriptions/{}/resourcegroups/site-rg",
@@ -115,7 +96,7 @@ async fn resource_group_is_created_once_adopted_and_drift_is_reported() {
 #[tokio::test]
 async fn a_pre_existing_tagged_group_is_adopted_and_an_untagged_one_refused() {
     let env = Env::new().await;
-    let c = client(&env);
+    let c = env.client();
     let sub = env.emu.subscription_id().to_string();
     let put = |name: &str, tags: serde_json::Value| {
         let c = c.clone();

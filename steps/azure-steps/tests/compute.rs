@@ -96,7 +96,7 @@ async fn network_is_created_once_and_drift_is_repaired() {
     );
 
     // Someone opens SSH to the world: the next run reports the drift and closes it again.
-    let c = client(&env);
+    let c = env.client();
     let url = c.arm_url(&format!("/subscriptions/{}/resourceGroups/rg1/providers/Microsoft.Network/networkSecurityGroups/edge-nsg", env.emu.subscription_id()), "2026-03-01");
     let mut nsg: serde_json::Value = c
         .send(siteflow_azure::Service::Arm, "GET", &url, None)
@@ -136,22 +136,6 @@ async fn network_is_created_once_and_drift_is_repaired() {
         .clone();
     assert_eq!(ssh["properties"]["sourceAddressPrefix"], "203.0.113.0/24");
     env.emu.shutdown().await;
-}
-
-fn client(env: &Env) -> siteflow_azure::ArmClient {
-    let mut o = siteflow_azure::ClientOptions::new(
-        siteflow_azure::CloudConfig::custom(env.emu.base_url(), env.emu.ca_pem_path().to_str()),
-        siteflow_azure::CredentialConfig {
-            kind: siteflow_azure::CredentialKind::ClientSecret,
-            tenant_id: Some(env.emu.tenant_id().into()),
-            client_id: Some("22222222-2222-2222-2222-222222222222".into()),
-            client_secret: Some(siteflow_step::Secret::new(common::SECRET.into())),
-            ..Default::default()
-        },
-        env.emu.subscription_id(),
-    );
-    o.env = Some(Default::default());
-    siteflow_azure::ArmClient::new(o).unwrap()
 }
 
 #[tokio::test]
@@ -427,7 +411,7 @@ async fn scale_set_is_created_listed_rerun_without_writes_and_scaled() {
 #[tokio::test]
 async fn network_adopts_a_tagged_nsg_made_elsewhere_and_refuses_an_untagged_vm() {
     let env = Env::new().await;
-    let c = client(&env);
+    let c = env.client();
     let sub = env.emu.subscription_id().to_string();
     let rg = c.arm_url(
         &format!("/subscriptions/{sub}/resourcegroups/rg1"),

@@ -51,7 +51,7 @@ async fn keyvault_ensure_creates_once_then_reads_and_the_value_stays_secret() {
     );
 
     // The value never reaches the state DB, the event log or the emulator's request log.
-    let c = basics_client(&env);
+    let c = env.client();
     let url = format!("{}/secrets/k3s-token?api-version=7.6", env.emu.base_url());
     let v: serde_json::Value = c
         .send(siteflow_azure::Service::KeyVault, "GET", &url, None)
@@ -70,22 +70,6 @@ async fn keyvault_ensure_creates_once_then_reads_and_the_value_stays_secret() {
             .contains(&value)
     );
     env.emu.shutdown().await;
-}
-
-fn basics_client(env: &Env) -> siteflow_azure::ArmClient {
-    let mut o = siteflow_azure::ClientOptions::new(
-        siteflow_azure::CloudConfig::custom(env.emu.base_url(), env.emu.ca_pem_path().to_str()),
-        siteflow_azure::CredentialConfig {
-            kind: siteflow_azure::CredentialKind::ClientSecret,
-            tenant_id: Some(env.emu.tenant_id().into()),
-            client_id: Some("22222222-2222-2222-2222-222222222222".into()),
-            client_secret: Some(siteflow_step::Secret::new(common::SECRET.into())),
-            ..Default::default()
-        },
-        env.emu.subscription_id(),
-    );
-    o.env = Some(Default::default());
-    siteflow_azure::ArmClient::new(o).unwrap()
 }
 
 #[tokio::test]

@@ -23,6 +23,26 @@ pub struct Env {
 }
 
 impl Env {
+    /// An ARM client of the emulator's cloud, logged in with its client secret.
+    pub fn client(&self) -> siteflow_azure::ArmClient {
+        let mut o = siteflow_azure::ClientOptions::new(
+            siteflow_azure::CloudConfig::custom(
+                self.emu.base_url(),
+                self.emu.ca_pem_path().to_str(),
+            ),
+            siteflow_azure::CredentialConfig {
+                kind: siteflow_azure::CredentialKind::ClientSecret,
+                tenant_id: Some(self.emu.tenant_id().into()),
+                client_id: Some("22222222-2222-2222-2222-222222222222".into()),
+                client_secret: Some(siteflow_step::Secret::new(SECRET.into())),
+                ..Default::default()
+            },
+            self.emu.subscription_id(),
+        );
+        o.env = Some(Default::default());
+        siteflow_azure::ArmClient::new(o).unwrap()
+    }
+
     pub async fn new() -> Env {
         Self::with(Emulator::builder().time_scale(0.01)).await
     }

@@ -760,44 +760,33 @@ impl<'a> Scheduler<'a> {
             NodeState::Cancelled => "Cancelled",
             _ => "Failed",
         };
+        // Called for a node that never got instances (skipped, or failed before it could
+        // start), and for a `for_each` node's aggregate row once every item is final; a
+        // single instance writes its own row in `complete`.
         let persisted = (state == NodeState::Succeeded).then(|| {
-            let n = &self.nodes[i];
-            if spec.for_each.is_some() {
-                Value::Array(
-                    n.instances
-                        .iter()
-                        .map(|x| x.persisted.clone().unwrap_or(Value::Null))
-                        .collect(),
-                )
-            } else {
-                n.instances
-                    .first()
-                    .and_then(|x| x.persisted.clone())
-                    .unwrap_or(Value::Null)
-            }
+            Value::Array(
+                self.nodes[i]
+                    .instances
+                    .iter()
+                    .map(|x| x.persisted.clone().unwrap_or(Value::Null))
+                    .collect(),
+            )
         });
-        let is_single = spec.for_each.is_none() && !self.nodes[i].instances.is_empty();
-        // A single instance already wrote its own final row.
-        if !is_single
-            || state == NodeState::Skipped
-            || self.nodes[i].instances.iter().all(|x| x.done.is_none())
-        {
-            self.writes.push(Write::Finished {
-                key: spec.id.value.clone(),
-                step_id: spec.id.value.clone(),
-                kind: spec.uses.value.clone(),
-                status,
-                outputs: persisted,
-                error,
-                input_hash: None,
-                note: note.clone(),
-            });
-            self.runner.observer.event(&RunEvent::Finished {
-                key: spec.id.value.clone(),
-                status,
-                note,
-            });
-        }
+        self.writes.push(Write::Finished {
+            key: spec.id.value.clone(),
+            step_id: spec.id.value.clone(),
+            kind: spec.uses.value.clone(),
+            status,
+            outputs: persisted,
+            error,
+            input_hash: None,
+            note: note.clone(),
+        });
+        self.runner.observer.event(&RunEvent::Finished {
+            key: spec.id.value.clone(),
+            status,
+            note,
+        });
     }
 
     /// Starts whatever can start; queues the writes and spawns.

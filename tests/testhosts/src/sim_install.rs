@@ -53,13 +53,15 @@ impl TestHost {
     /// bind-mounted over `/usr/bin/systemctl`). k3s itself is then installed by running the
     /// script (over SSH, as siteflow does).
     pub async fn install_k3s_simulator(&self) -> Result<()> {
-        let bin = k3s_sim_binary()?;
-        let bin = shell_quote(&bin.to_string_lossy());
+        // The bytes go in over stdin: the host's /tmp (and anything else private to its
+        // mount namespace) may hide the build's own path, e.g. a target dir under /tmp.
+        let bin = std::fs::read(k3s_sim_binary()?).context("reading the k3s simulator binary")?;
+        self.write_file(&format!("{SIM_DIR}/k3s-sim"), &bin, 0o755)
+            .await?;
         self.write_file(INSTALL_SCRIPT, INSTALL_SH.as_bytes(), 0o755)
             .await?;
         self.exec_local_ok(&format!(
             "set -e
-install -D -m 0755 {bin} {SIM_DIR}/k3s-sim
 ln -sf {SIM_DIR}/k3s-sim /usr/local/bin/systemctl
 if [ -e /usr/bin/systemctl ] && ! mountpoint -q /usr/bin/systemctl; then
   mount --bind {SIM_DIR}/k3s-sim /usr/bin/systemctl

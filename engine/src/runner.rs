@@ -367,6 +367,7 @@ impl Runner {
             };
             let registry = self.registry.clone();
             let plan = tokio::task::spawn_blocking(move || {
+                let effective = effective.and_then(|t| serde_json::from_str::<Value>(&t).ok());
                 match effective.map(|e| compile_effective(e, &sources, &registry)) {
                     Some(Ok(p)) => Ok(p),
                     _ => compile(&sources, &registry).map_err(RunError::Invalid),
@@ -470,6 +471,13 @@ impl Runner {
             reload,
         );
         let status = sched.run().instrument(span.clone()).await;
+        // A large run's state is freed on a blocking thread, not on the way to the answer.
+        let leftovers = (
+            std::mem::take(&mut sched.nodes),
+            std::mem::take(&mut sched.prior),
+        );
+        drop(sched);
+        tokio::task::spawn_blocking(move || drop((leftovers, plan)));
         hb_stop.cancel();
         let _ = hb.await;
         let status = match status {

@@ -437,14 +437,15 @@ impl StateStore {
     }
 
     /// The layered workflow a run was created with, if recorded.
-    pub async fn run_effective(&self, run_id: &str) -> Result<Option<Value>, StoreError> {
+    /// (The JSON text: callers parse it off the store thread, which has other work.)
+    pub async fn run_effective(&self, run_id: &str) -> Result<Option<String>, StoreError> {
         let run = run_id.to_string();
         self.call(move |c| {
             c.query_row("SELECT effective FROM runs WHERE id = ?1", [&run], |r| {
                 r.get::<_, Option<String>>(0)
             })
             .optional()
-            .map(|v| v.flatten().and_then(|s| serde_json::from_str(&s).ok()))
+            .map(Option::flatten)
         })
         .await
     }

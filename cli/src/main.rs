@@ -761,25 +761,31 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Logs { run, step } => {
             let store = StateStore::open(&state_path(&cli))?;
             store.run(run).await?;
-            // Attempt starts live in the attempts table; merge them in by time.
+            // Attempt starts and plain successes live in the attempts table; merge them in.
             let mut lines: Vec<(i64, i64, String)> = vec![];
             for a in store.attempts(run).await? {
                 let wanted = step
                     .as_deref()
                     .is_none_or(|s| a.step_key == s || a.step_key.starts_with(&format!("{s}[")));
-                if wanted {
-                    let msg = format!("attempt {} started", a.attempt);
-                    lines.push((
-                        a.started_at,
-                        -1,
-                        format!(
-                            "{} [{}] #{} {:<9} {msg}",
-                            ts(a.started_at),
-                            a.step_key,
-                            a.attempt,
-                            "started"
-                        ),
-                    ));
+                if !wanted {
+                    continue;
+                }
+                let (key, n) = (&a.step_key, a.attempt);
+                let start = format!(
+                    "{} [{key}] #{n} {:<9} attempt {n} started",
+                    ts(a.started_at),
+                    "started"
+                );
+                lines.push((a.started_at, -2, start));
+                if let (Some(end), Some(outcome @ ("succeeded" | "satisfied"))) =
+                    (a.finished_at, a.outcome.as_deref())
+                {
+                    let done = format!(
+                        "{} [{key}] #{n} {:<9} attempt {n} {outcome}",
+                        ts(end),
+                        outcome
+                    );
+                    lines.push((end, -1, done));
                 }
             }
             for e in store.events(run, step.as_deref()).await? {

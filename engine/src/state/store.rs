@@ -885,12 +885,17 @@ fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result
                     input_hash,
                     now
                 ])?;
+                // A plain success is already in the attempts table (`logs` shows it from
+                // there); the event log records what else happened, at one row less per step.
                 let msg = match (note, error) {
-                    (Some(n), _) => n.clone(),
-                    (None, Some(e)) => e.to_string(),
-                    (None, None) => status.to_lowercase(),
+                    (Some(n), _) => Some(n.clone()),
+                    (None, Some(e)) => Some(e.to_string()),
+                    (None, None) if *status != "Succeeded" => Some(status.to_lowercase()),
+                    (None, None) => None,
                 };
-                event(c, run, Some(key), None, now, &status.to_lowercase(), &msg)?;
+                if let Some(msg) = msg {
+                    event(c, run, Some(key), None, now, &status.to_lowercase(), &msg)?;
+                }
             }
             Write::AttemptSpan {
                 key,

@@ -776,7 +776,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     ts(a.started_at),
                     "started"
                 );
-                lines.push((a.started_at, -2, start));
+                lines.push((a.started_at, -1, start));
                 if let (Some(end), Some(outcome @ ("succeeded" | "satisfied"))) =
                     (a.finished_at, a.outcome.as_deref())
                 {
@@ -785,7 +785,8 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                         ts(end),
                         outcome
                     );
-                    lines.push((end, -1, done));
+                    // On a tie (one commit ends a step and starts the next), the end comes first.
+                    lines.push((end, -2, done));
                 }
             }
             for e in store.events(run, step.as_deref()).await? {

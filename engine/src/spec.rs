@@ -374,17 +374,7 @@ fn describe(node: &Node) -> String {
     }
 }
 
-/// Parses a duration: `30s`, `5m`, `1h30m`, `250ms`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>()
-        && secs >= 0.0
-        && secs.is_finite()
-    {
-        return Ok(Duration::from_secs_f64(secs));
-    }
-    humantime::parse_duration(s).map_err(|e| e.to_string())
-}
+pub use siteflow_step::parse_duration;
 
 fn expect_duration(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<Duration> {
     let parsed = match &node.kind {

@@ -26,14 +26,7 @@ pub fn steps() -> Vec<Arc<dyn DynStep>> {
 
 /// Parses a duration input (`30s`, `5m`, `250ms`; a bare number is seconds).
 pub(crate) fn duration(s: &str) -> Result<std::time::Duration, siteflow_step::StepError> {
-    let t = s.trim();
-    if let Ok(secs) = t.parse::<f64>()
-        && secs >= 0.0
-        && secs.is_finite()
-    {
-        return Ok(std::time::Duration::from_secs_f64(secs));
-    }
-    humantime::parse_duration(t).map_err(|e| {
+    siteflow_step::parse_duration(s).map_err(|e| {
         siteflow_step::StepError::permanent("InvalidInput", format!("invalid duration `{s}`: {e}"))
     })
 }

@@ -39,7 +39,7 @@ pub struct AzureArgs {
     #[arg(long, default_value_t = 50)]
     writes: u32,
     /// The write-limit window, in real time (`10s`, `500ms`, `1m`; a bare number is seconds).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = siteflow_step::parse_duration)]
     window: Duration,
     /// The emulator's time scale: multiplies its operation durations (the write window is
     /// compensated so it stays `--window` of real time).
@@ -60,29 +60,6 @@ pub struct AzureArgs {
     /// Where the temporary state database and keys go (default: the system temp dir).
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
-}
-
-/// `10s`, `250ms`, `2m`, or seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration such as 10s"))?;
-    let secs = match unit {
-        "ms" => v / 1e3,
-        "s" => v,
-        "m" => v * 60.0,
-        _ => return Err(format!("`{s}`: unit must be ms, s or m")),
-    };
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("`{s}` must be positive"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// The site workflow: resource group, network, then the VMs in parallel.

@@ -361,9 +361,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// Parses a duration such as `30s`, `5m` or `1h30m`.
+/// Parses a duration such as `30s`, `5m`, `1h30m` or `90` (seconds).
 pub fn parse_duration(what: &str, s: &str) -> Result<Duration, StepError> {
-    humantime::parse_duration(s.trim())
+    siteflow_step::parse_duration(s)
         .map_err(|e| invalid(format!("`{what}`: {s:?} is not a duration ({e})")))
 }
 

@@ -60,13 +60,5 @@ fn describe(args: &[std::ffi::OsString]) -> String {
         .join(" ")
 }
 
-/// Quotes `s` for a POSIX shell.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-    {
-        return s.to_owned();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
+/// The project's one POSIX quoting function (from the SSH transport).
+pub use siteflow_ssh::shell_quote;

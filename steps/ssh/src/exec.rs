@@ -1,6 +1,10 @@
 //! Remote command execution: a framed script on stdin (environment, `TRACEPARENT`,
-//! working directory, command), `sudo -n`, a remote `timeout` that really stops the
-//! process, and stdout/stderr streamed line by line.
+//! working directory, command) read by `bash`, `sudo -n`, a remote `timeout` that really
+//! stops the process, and stdout/stderr streamed line by line.
+//!
+//! A command costs the host one process: the login shell sshd starts for the channel runs
+//! the bootstrap itself when it is bash (else it `exec`s bash), and the bootstrap reads the
+//! framed script with bash builtins (`read -N`, no `head`, no temp file).
 
 use crate::pool::Connection;
 use crate::quote::{is_env_name, shell_quote};
@@ -12,10 +16,16 @@ use std::time::{Duration, Instant};
 /// Receives each complete output line of a command (without its newline).
 pub type LineSink<'a> = &'a (dyn Fn(LogStream, &str) + Send + Sync);
 
-/// Reads the script length, then exactly that many bytes of script, from stdin and runs
-/// it; whatever follows on stdin is the command's own input. Only this fixed text is on
-/// the remote command line, so no value (secret or not) is visible in `ps`.
-const BOOTSTRAP: &str = r#"IFS= read -r n || exit 125; s=$(head -c "$n") || exit 125; eval "$s""#;
+/// Reads the script length, then exactly that many bytes of script (`read -N` counts bytes
+/// under `LC_ALL=C`, which applies to that one builtin only), from stdin and runs it;
+/// whatever follows on stdin is the command's own input. bash reads only the bytes it was
+/// asked for, in blocks, so nothing of that input is lost. Only this fixed text is on the
+/// remote command line, so no value (secret or not) is visible in `ps`.
+const BOOTSTRAP: &str = r#"IFS= read -r n || exit 125; LC_ALL=C IFS= read -r -N "$n" s || exit 125; eval "unset n s; $s""#;
+
+/// The bash the bootstrap runs in when the command line does not start in one (sudo,
+/// timeout, a login shell that is not bash): no startup files.
+const BASH: [&str; 3] = ["bash", "--noprofile", "--norc"];
 
 /// Output captured per stream at most; further bytes are still logged but not kept.
 const CAPTURE_LIMIT: usize = 32 * 1024 * 1024;
@@ -23,7 +33,7 @@ const CAPTURE_LIMIT: usize = 32 * 1024 * 1024;
 /// A command to run on a host.
 #[derive(Clone, Debug, Default)]
 pub struct ExecRequest {
-    /// Shell text run by `sh` (POSIX); interpolate values only through [`shell_quote`].
+    /// Shell text run by `bash`; interpolate values only through [`shell_quote`].
     pub command: String,
     /// Variables exported before the command runs; values may be secrets.
     pub env: Vec<(String, Secret<String>)>,
@@ -84,8 +94,10 @@ impl ExecRequest {
         self
     }
 
-    /// The remote command line: fixed words only, each quoted.
-    pub(crate) fn command_line(&self) -> String {
+    /// The remote command line: fixed words only, each quoted. Without sudo and timeout it
+    /// is the bootstrap itself when the login shell is bash (one process per command), and
+    /// an `exec` of bash otherwise.
+    pub fn command_line(&self) -> String {
         let mut argv: Vec<String> = Vec::new();
         if self.sudo {
             argv.extend(["sudo", "-n", "--"].map(String::from));
@@ -99,11 +111,36 @@ impl ExecRequest {
                 seconds(t),
             ]);
         }
-        argv.extend(["sh", "-c", BOOTSTRAP].map(String::from));
-        argv.iter()
-            .map(|a| shell_quote(a))
-            .collect::<Vec<_>>()
-            .join(" ")
+        let quote = |argv: &[&str]| {
+            argv.iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut bash: Vec<&str> = BASH.to_vec();
+        bash.extend(["-c", BOOTSTRAP]);
+        if argv.is_empty() {
+            format!(
+                "[ -n \"${{BASH_VERSION-}}\" ] || exec {}; {BOOTSTRAP}",
+                quote(&bash)
+            )
+        } else {
+            let mut all: Vec<&str> = argv.iter().map(String::as_str).collect();
+            all.extend(bash);
+            quote(&all)
+        }
+    }
+
+    /// What the command reads on stdin: the script's length in bytes, a newline, the
+    /// script, then [`ExecRequest::stdin`].
+    pub fn framed_input(&self) -> Result<Vec<u8>, SshError> {
+        let script = self.script()?;
+        let mut input = format!("{}\n", script.len()).into_bytes();
+        input.extend_from_slice(script.as_bytes());
+        if let Some(stdin) = &self.stdin {
+            input.extend_from_slice(stdin.expose());
+        }
+        Ok(input)
     }
 
     /// The script sent on stdin: exports, `cd`, then the command.
@@ -198,20 +235,20 @@ impl ExecOutput {
 }
 
 /// Splits a byte stream into lines for the sink.
-struct LineSplitter {
+pub(crate) struct LineSplitter {
     stream: LogStream,
     pending: Vec<u8>,
 }
 
 impl LineSplitter {
-    fn new(stream: LogStream) -> Self {
+    pub(crate) fn new(stream: LogStream) -> Self {
         Self {
             stream,
             pending: Vec::new(),
         }
     }
 
-    fn push(&mut self, bytes: &[u8], sink: Option<LineSink<'_>>) {
+    pub(crate) fn push(&mut self, bytes: &[u8], sink: Option<LineSink<'_>>) {
         let Some(sink) = sink else { return };
         self.pending.extend_from_slice(bytes);
         while let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
@@ -220,7 +257,7 @@ impl LineSplitter {
         }
     }
 
-    fn finish(&mut self, sink: Option<LineSink<'_>>) {
+    pub(crate) fn finish(&mut self, sink: Option<LineSink<'_>>) {
         if let Some(sink) = sink
             && !self.pending.is_empty()
         {
@@ -234,12 +271,12 @@ fn emit(sink: LineSink<'_>, stream: LogStream, line: &[u8]) {
     sink(stream, &String::from_utf8_lossy(line));
 }
 
-fn capture(buf: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn capture(buf: &mut Vec<u8>, bytes: &[u8]) {
     let room = CAPTURE_LIMIT.saturating_sub(buf.len());
     buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
 }
 
-fn sudo_wants_password(stderr: &[u8]) -> bool {
+pub(crate) fn sudo_wants_password(stderr: &[u8]) -> bool {
     let text = String::from_utf8_lossy(stderr);
     text.contains("sudo: a password is required") || text.contains("sudo: a terminal is required")
 }
@@ -288,12 +325,11 @@ pub(crate) async fn exec_on(
     req: &ExecRequest,
     sink: LineSink<'_>,
 ) -> Result<ExecOutput, SshError> {
-    let script = req.script()?;
-    let mut input = format!("{}\n", script.len()).into_bytes();
-    input.extend_from_slice(script.as_bytes());
-    if let Some(stdin) = &req.stdin {
-        input.extend_from_slice(stdin.expose());
+    if req.stdin.is_none() && req.timeout.is_none() && conn.residents_enabled() {
+        let sink = if req.quiet { None } else { Some(sink) };
+        return crate::resident::exec(conn, req, sink).await;
     }
+    let input = req.framed_input()?;
 
     let (channel, _permit) = conn.open_session().await?;
     channel
@@ -420,32 +456,48 @@ fn signal_label(sig: &russh::Sig) -> String {
         .unwrap_or(s)
 }
 
+/// Test helper: runs `req`'s command line and framed stdin through a local login shell
+/// (`bash` or `sh`), as a host would, with `env` set (`Some`) or removed (`None`).
+/// Returns (exit code, stdout, stderr).
+#[cfg(test)]
+pub(crate) fn run_locally(
+    shell: &str,
+    req: &ExecRequest,
+    env: &[(&str, Option<&str>)],
+) -> (i32, String, String) {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(shell);
+    cmd.arg("-c").arg(req.command_line());
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = req.framed_input().unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
-    use std::process::{Command, Stdio};
 
-    /// Runs the command line and framed stdin through the local `sh`, as the host would.
-    fn run_locally(req: &ExecRequest) -> (i32, String) {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(req.command_line())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let script = req.script().unwrap();
-        let mut input = format!("{}\n{script}", script.len()).into_bytes();
-        if let Some(s) = &req.stdin {
-            input.extend_from_slice(s.expose());
-        }
-        child.stdin.take().unwrap().write_all(&input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8(out.stdout).unwrap(),
-        )
+    fn run_locally(shell: &str, req: &ExecRequest) -> (i32, String) {
+        let (code, out, _) =
+            super::run_locally(shell, req, &[("LANG", Some("C.UTF-8")), ("LC_ALL", None)]);
+        (code, out)
     }
 
     #[test]
@@ -459,7 +511,7 @@ mod tests {
         assert!(!line.contains("s3cret"));
         assert!(!line.contains("echo hi"));
         assert!(
-            line.starts_with("sudo -n -- timeout -k 5s 1.500s sh -c "),
+            line.starts_with("sudo -n -- timeout -k 5s 1.500s bash --noprofile --norc -c "),
             "{line}"
         );
         assert!(
@@ -471,13 +523,41 @@ mod tests {
 
     #[test]
     fn framed_script_runs_and_stdin_follows() {
-        let req = ExecRequest::new(r#"printf '%s|%s|' "$V" "$TRACEPARENT"; cat; exit 7"#)
-            .env("V", "a'b $x; `y`\nz")
+        // Multi-byte characters in the script: its length is in bytes, and a UTF-8 locale
+        // must not make the bootstrap read characters (it would eat the command's stdin).
+        let req = ExecRequest::new(r#"printf '%s|%s|é|' "$V" "$TRACEPARENT"; cat; exit 7"#)
+            .env("V", "a'b $x; `y`\nz ü")
             .traceparent("00-t-s-01")
             .stdin(b"payload\nline2".to_vec());
-        let (code, out) = run_locally(&req);
-        assert_eq!(code, 7);
-        assert_eq!(out, "a'b $x; `y`\nz|00-t-s-01|payload\nline2");
+        for shell in ["bash", "sh"] {
+            let (code, out) = run_locally(shell, &req);
+            assert_eq!(code, 7, "login shell {shell}");
+            assert_eq!(
+                out, "a'b $x; `y`\nz ü|00-t-s-01|é|payload\nline2",
+                "login shell {shell}"
+            );
+        }
+    }
+
+    #[test]
+    fn large_script_and_large_stdin_arrive_whole() {
+        let body = "x=1\n".repeat(50_000);
+        let req =
+            ExecRequest::new(format!("{body}printf '%s' \"$(wc -c)\"")).stdin(vec![b'Z'; 200_000]);
+        let (code, out) = run_locally("bash", &req);
+        assert_eq!((code, out.as_str()), (0, "200000"));
+    }
+
+    #[test]
+    fn bash_login_shell_runs_the_bootstrap_itself() {
+        let line = ExecRequest::new("true").command_line();
+        assert!(
+            line.starts_with("[ -n \"${BASH_VERSION-}\" ] || exec bash"),
+            "{line}"
+        );
+        // The bootstrap's own variables do not leak into the command.
+        let req = ExecRequest::new(r#"printf '%s,%s' "${n-unset}" "${s-unset}""#);
+        assert_eq!(run_locally("bash", &req), (0, "unset,unset".to_string()));
     }
 
     #[test]

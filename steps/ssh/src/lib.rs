@@ -13,6 +13,7 @@ mod exec;
 mod hostkey;
 mod pool;
 mod quote;
+mod resident;
 mod sftp;
 pub mod steps;
 

@@ -3,6 +3,7 @@
 
 use crate::auth::authenticate;
 use crate::hostkey::{HostKeyPolicy, preferred_algorithms, verify};
+use crate::resident::Resident;
 use crate::{SshError, SshTarget};
 use russh::client::{self, Handle, Msg};
 use russh::keys::PublicKeyOrCertificate;
@@ -31,6 +32,10 @@ pub struct PoolOptions {
     /// Channels open at once on one connection. OpenSSH's `MaxSessions` defaults to 10;
     /// staying below it leaves room for an interactive login next to a run.
     pub max_channels: usize,
+    /// Run commands without stdin and without a remote timeout in resident shells (one
+    /// bash per channel that stays up between commands, see `resident.rs`): a command
+    /// then costs the host a fork instead of a new SSH session and login shell.
+    pub resident_shells: bool,
 }
 
 impl Default for PoolOptions {
@@ -41,6 +46,7 @@ impl Default for PoolOptions {
             keepalive_interval: Duration::from_secs(15),
             keepalive_max: 3,
             max_channels: 8,
+            resident_shells: true,
         }
     }
 }
@@ -76,6 +82,14 @@ impl Slot {
     }
 }
 
+/// What [`Connection::acquire`] found.
+pub(crate) enum Acquired {
+    /// An idle resident shell to reuse.
+    Shell(Resident),
+    /// Room for a new channel.
+    Permit(OwnedSemaphorePermit),
+}
+
 /// An authenticated connection and its channel budget.
 pub(crate) struct Connection {
     pub(crate) id: u64,
@@ -85,6 +99,11 @@ pub(crate) struct Connection {
     pub(crate) user: String,
     handle: Handle<ClientHandler>,
     channels: Arc<Semaphore>,
+    resident_shells: bool,
+    /// Idle resident shells, each holding a channel permit.
+    idle: Mutex<Vec<Resident>>,
+    /// Wakes callers of [`Connection::acquire`] when a shell goes idle.
+    idle_ready: tokio::sync::Notify,
     /// The jump host's connection this one tunnels through, kept alive with it.
     _via: Option<Arc<Connection>>,
 }
@@ -101,16 +120,90 @@ impl Connection {
         }
     }
 
-    /// Opens a session channel once the channel budget allows.
+    /// Whether commands may run in resident shells.
+    pub(crate) fn residents_enabled(&self) -> bool {
+        self.resident_shells
+    }
+
+    /// An idle resident shell that is still alive: of the given flavour (`sudo` or not),
+    /// or of any flavour when `sudo` is `None`.
+    fn take_idle(&self, sudo: Option<bool>) -> Option<Resident> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(pos) = idle
+            .iter()
+            .rposition(|r| sudo.is_none_or(|s| r.sudo() == s))
+        {
+            let mut shell = idle.swap_remove(pos);
+            if shell.alive() {
+                return Some(shell);
+            }
+            tokio::spawn(shell.close());
+        }
+        None
+    }
+
+    /// Keeps a resident shell for the next command.
+    pub(crate) fn put_idle(&self, shell: Resident) {
+        if self.is_closed() {
+            return;
+        }
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(shell);
+        self.idle_ready.notify_waiters();
+    }
+
+    /// Room for one more channel: an idle resident shell of the flavour `reuse` asks for
+    /// (`Some(sudo)`), or a channel permit. Idle shells the caller cannot use are closed
+    /// when they are what holds the budget, and a caller waiting for a permit also wakes
+    /// when a shell goes idle (which keeps its permit).
+    pub(crate) async fn acquire(&self, reuse: Option<bool>) -> Result<Acquired, SshError> {
+        loop {
+            let notified = self.idle_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(sudo) = reuse
+                && let Some(shell) = self.take_idle(Some(sudo))
+            {
+                return Ok(Acquired::Shell(shell));
+            }
+            if let Ok(permit) = self.channels.clone().try_acquire_owned() {
+                return Ok(Acquired::Permit(permit));
+            }
+            // Every permit is taken: free one an idle shell holds (of the other flavour
+            // when the caller reuses shells; any of them otherwise).
+            if let Some(shell) = self.take_idle(reuse.map(|s| !s)) {
+                shell.close().await;
+                continue;
+            }
+            tokio::select! {
+                permit = self.channels.clone().acquire_owned() => {
+                    return permit
+                        .map(Acquired::Permit)
+                        .map_err(|_| self.lost("the pool was closed"));
+                }
+                () = &mut notified => {}
+            }
+        }
+    }
+
+    /// Opens a session channel once the channel budget allows (see [`Connection::acquire`]).
     pub(crate) async fn open_session(
         &self,
     ) -> Result<(Channel<Msg>, OwnedSemaphorePermit), SshError> {
-        let permit = self
-            .channels
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| self.lost("the pool was closed"))?;
+        let permit = match self.acquire(None).await? {
+            Acquired::Permit(p) => p,
+            Acquired::Shell(_) => unreachable!("acquire(None) never hands out a shell"),
+        };
+        self.open_with(permit).await
+    }
+
+    /// Opens a session channel with a permit already held.
+    pub(crate) async fn open_with(
+        &self,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<(Channel<Msg>, OwnedSemaphorePermit), SshError> {
         let mut delay = Duration::from_millis(20);
         let mut attempt = 1;
         loop {
@@ -359,6 +452,9 @@ impl SshPool {
             user: target.user.clone(),
             handle,
             channels: Arc::new(Semaphore::new(opts.max_channels.max(1))),
+            resident_shells: opts.resident_shells,
+            idle: Mutex::new(Vec::new()),
+            idle_ready: tokio::sync::Notify::new(),
             _via: via,
         })
     }

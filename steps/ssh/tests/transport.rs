@@ -75,12 +75,67 @@ async fn exec_streams_stdout_stderr_and_exit_code() {
             "from stdin\n|00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
         let out = pool
-            .exec(&target, &ExecRequest::new("kill -TERM $$"), &quiet)
+            .exec(&target, &ExecRequest::new("kill -TERM $BASHPID"), &quiet)
             .await
             .unwrap();
         assert!(
             out.signal.as_deref() == Some("TERM") || out.exit_status == Some(143),
             "{out:?}"
+        );
+    })
+    .await;
+}
+
+/// Commands without stdin or timeout run in resident shells: one after another they reuse
+/// the same remote bash (one session in sshd's eyes), each in a subshell of its own, with
+/// or without sudo; a command that kills that shell fails retryably and the next one gets
+/// a new shell. Turned off, each command has its own session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resident_shells_are_reused_isolated_and_replaced() {
+    bounded(async {
+        let sshd = Sshd::start();
+        let pool = SshPool::default();
+        let target = sshd.target(SUDO_USER);
+        let first = run(&pool, &target, "X=leak; cd /tmp; echo $$").await;
+        let second = run(&pool, &target, "echo \"${X-unset} $PWD\"; echo $$").await;
+        let (state, pid2) = second.split_once('\n').unwrap();
+        assert_eq!(
+            pid2, first,
+            "the second command ran in the same resident shell"
+        );
+        assert_ne!(state, "leak /tmp", "state leaked between commands: {state}");
+        assert!(state.starts_with("unset /home/"), "{state}");
+        // sudo gets a resident shell of its own.
+        let req = ExecRequest::new("id -u; echo $$").sudo(true);
+        let root = pool.exec_checked(&target, &req, &quiet).await.unwrap();
+        let again = pool.exec_checked(&target, &req, &quiet).await.unwrap();
+        assert!(root.stdout_text().starts_with("0\n"));
+        assert_eq!(root.stdout, again.stdout);
+        assert_ne!(root.stdout_text().lines().nth(1), Some(first.trim_end()));
+
+        let err = pool
+            .exec(&target, &ExecRequest::new("kill -KILL $$"), &quiet)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "SshChannel", "{err}");
+        assert_eq!(
+            StepError::from(err).class,
+            ErrorClass::Retryable { after: None }
+        );
+        let third = run(&pool, &target, "echo $$").await;
+        assert_ne!(third, first, "a killed shell is not used again");
+        assert_eq!(pool.open_connections(), 1);
+        assert_eq!(sshd.established(), 1);
+
+        let classic = SshPool::new(siteflow_ssh::PoolOptions {
+            resident_shells: false,
+            ..Default::default()
+        });
+        let a = run(&classic, &target, "echo $$").await;
+        let b = run(&classic, &target, "echo $$").await;
+        assert_ne!(
+            a, b,
+            "without resident shells every command has its own shell"
         );
     })
     .await;

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
 use siteflow_engine::registry::Registry;
 use siteflow_engine::runner::RunStatus;
-use siteflow_ssh::steps::{SshExec, SshUpload, StepPool};
+use siteflow_ssh::steps::{SshExec, SshUpload, StepPool, script_wrapper};
 use siteflow_ssh::{AuthMethod, ExecRequest, HostKeyPolicy, PoolOptions, SshPool, SshTarget};
 use siteflow_step::DynStep;
 use siteflow_testhosts::TestNet;
@@ -277,26 +277,42 @@ async fn siteflow_run(
 enum Payload {
     /// `true`, as a bare `ExecRequest`.
     Bare,
-    /// The wrapper `ssh.exec` sends (temp dir, script file on stdin, `$SITEFLOW_OUTPUT`,
-    /// `bash -eo pipefail`, marker, cleanup), around `true`.
+    /// The wrapper `ssh.exec` sends (`script_wrapper`: private `$SITEFLOW_OUTPUT`, the
+    /// script in a `set -eo pipefail` subshell, marker) around `true`.
     StepWrapper,
 }
 
-/// `ssh.exec`'s remote wrapper (steps/ssh/src/steps/exec.rs, `run_script`), reproduced.
-const STEP_WRAPPER: &str = "umask 077\nd=$(mktemp -d)\ntrap 'rm -rf -- \"$d\"' EXIT\n\
-    cat > \"$d/script\"\nSITEFLOW_OUTPUT=\"$d/output\"; : > \"$SITEFLOW_OUTPUT\"; export SITEFLOW_OUTPUT\n\
-    rc=0; bash -eo pipefail \"$d/script\" </dev/null || rc=$?\n\
-    printf '\\n%s\\n' '--siteflow-output-bench--'\ncat -- \"$SITEFLOW_OUTPUT\"\nexit $rc\n";
+/// The request `ssh.exec` sends for `run: 'true'` (steps/ssh/src/steps/exec.rs,
+/// `run_script`: the same wrapper and environment).
+fn step_request(i: usize) -> ExecRequest {
+    ExecRequest::new(script_wrapper("true", None, "--siteflow-output-bench--"))
+        .env("SITEFLOW_RUN_ID", "bench")
+        .env("SITEFLOW_STEP_ID", format!("c{i}"))
+        .env("SITEFLOW_ATTEMPT", "1")
+}
+
+/// The request for one pair.
+fn request(payload: Payload, i: usize) -> ExecRequest {
+    match payload {
+        Payload::Bare => ExecRequest::new("true"),
+        Payload::StepWrapper => step_request(i),
+    }
+}
 
 /// The same command-host pairs straight through `SshPool::exec`, `parallel` at a time, on
-/// a fresh pool (connections included).
+/// a fresh pool (connections included), with resident shells (the default) or a channel
+/// per command.
 async fn transport_only(
     net: &TestNet,
     commands: usize,
     parallel: usize,
     payload: Payload,
+    resident_shells: bool,
 ) -> Result<(Duration, Duration, usize, u64)> {
-    let pool = SshPool::new(PoolOptions::default());
+    let pool = SshPool::new(PoolOptions {
+        resident_shells,
+        ..PoolOptions::default()
+    });
     let mut targets = vec![];
     for h in &net.hosts {
         targets.push(
@@ -316,14 +332,7 @@ async fn transport_only(
             let (pool, target, sem) = (pool.clone(), target.clone(), sem.clone());
             set.spawn(async move {
                 let _permit = sem.acquire_owned().await?;
-                let req = match payload {
-                    Payload::Bare => ExecRequest::new("true"),
-                    Payload::StepWrapper => ExecRequest::new(STEP_WRAPPER)
-                        .env("SITEFLOW_RUN_ID", "bench")
-                        .env("SITEFLOW_STEP_ID", format!("c{i}"))
-                        .env("SITEFLOW_ATTEMPT", "1")
-                        .stdin(b"true".to_vec()),
-                };
+                let req = request(payload, i);
                 let sink = |_: siteflow_step::LogStream, _: &str| {};
                 pool.exec_checked(&target, &req, &sink).await?;
                 anyhow::Ok(())
@@ -356,31 +365,16 @@ fn children_cpu() -> Duration {
 }
 
 /// The remote side's shell work alone, run here without SSH: what sshd's session runs per
-/// channel (`bash -c "sh -c BOOTSTRAP"`, the login shell being bash), fed the same framed
-/// input, `pairs` times, `parallel` at a time. Returns (wall, children's CPU, processes).
+/// channel (`bash -c <ExecRequest::command_line>`, the login shell being bash), fed the
+/// same framed input, `pairs` times, `parallel` at a time. Returns (wall, children's CPU, processes).
 async fn shells_only(
     pairs: usize,
     parallel: usize,
     payload: Payload,
 ) -> Result<(Duration, Duration, u64)> {
-    // steps/ssh/src/exec.rs's BOOTSTRAP, run as `sh -c` by the login shell.
-    const BOOTSTRAP: &str =
-        r#"IFS= read -r n || exit 125; s=$(head -c "$n") || exit 125; eval "$s""#;
-    let (script, stdin) = match payload {
-        Payload::Bare => ("true\n".to_string(), Vec::new()),
-        Payload::StepWrapper => (
-            format!(
-                "SITEFLOW_RUN_ID='bench'; export SITEFLOW_RUN_ID\nSITEFLOW_STEP_ID='c0'; export SITEFLOW_STEP_ID\n\
-                 SITEFLOW_ATTEMPT='1'; export SITEFLOW_ATTEMPT\n{STEP_WRAPPER}\n"
-            ),
-            b"true".to_vec(),
-        ),
-    };
-    let mut input = format!("{}\n", script.len()).into_bytes();
-    input.extend_from_slice(script.as_bytes());
-    input.extend_from_slice(&stdin);
-    let input = Arc::new(input);
-    let command_line = format!("sh -c {}", siteflow_ssh::shell_quote(BOOTSTRAP));
+    let req = request(payload, 0);
+    let input = Arc::new(req.framed_input()?);
+    let command_line = req.command_line();
     let sem = Arc::new(Semaphore::new(parallel.max(1)));
     let (cpu0, forks0) = (children_cpu(), machine_forks());
     let t = Instant::now();
@@ -545,22 +539,38 @@ pub async fn ssh(args: SshArgs) -> Result<()> {
         );
         let e = siteflow_run(&net, &args, &base, Order::Independent, "noop").await?;
         println!(
-            "  engine alone: the same workflow with `noop` steps       {:>9}  ({} per instance, {} commits)",
+            "  {:<62}{:>9}  ({} per instance, {} commits)",
+            "engine alone: the same workflow with `noop` steps",
             fmt_d(e.wall),
             fmt_ms(e.wall / pairs.max(1) as u32),
             e.commits
         );
-        for (what, payload) in [
-            ("transport alone: SshPool::exec of `true`", Payload::Bare),
+        for (what, payload, resident) in [
             (
-                "transport alone: ssh.exec's remote wrapper around `true`",
+                "transport alone: SshPool::exec of `true`",
+                Payload::Bare,
+                true,
+            ),
+            (
+                "transport alone: ssh.exec's wrapper around `true`",
                 Payload::StepWrapper,
+                true,
+            ),
+            (
+                "  same, a channel per command: `true`",
+                Payload::Bare,
+                false,
+            ),
+            (
+                "  same, a channel per command: ssh.exec's wrapper",
+                Payload::StepWrapper,
+                false,
             ),
         ] {
             let (wall, busy, conns, forks) =
-                transport_only(&net, args.commands, args.parallel, payload).await?;
+                transport_only(&net, args.commands, args.parallel, payload, resident).await?;
             println!(
-                "  {what:<56}{:>9}  ({} per pair; machine cpu {:.2} s = {:.1} ms and {:.1} new processes per pair; {conns} connections)",
+                "  {what:<62}{:>9}  ({} per pair; machine cpu {:.2} s = {:.1} ms and {:.1} new processes per pair; {conns} connections)",
                 fmt_d(wall),
                 fmt_ms(wall / pairs.max(1) as u32),
                 busy.as_secs_f64(),
@@ -569,15 +579,18 @@ pub async fn ssh(args: SshArgs) -> Result<()> {
             );
         }
         for (what, payload) in [
-            ("shells alone, here, no SSH: `true` (bare)", Payload::Bare),
             (
-                "shells alone, here, no SSH: ssh.exec's wrapper",
+                "a login shell per command, here, no SSH: `true`",
+                Payload::Bare,
+            ),
+            (
+                "a login shell per command, here, no SSH: ssh.exec's wrapper",
                 Payload::StepWrapper,
             ),
         ] {
             let (wall, cpu, forks) = shells_only(pairs, args.parallel, payload).await?;
             println!(
-                "  {what:<56}{:>9}  ({} per pair; their cpu {:.2} s = {:.1} ms and {:.1} new processes per pair)",
+                "  {what:<62}{:>9}  ({} per pair; their cpu {:.2} s = {:.1} ms and {:.1} new processes per pair)",
                 fmt_d(wall),
                 fmt_ms(wall / pairs.max(1) as u32),
                 cpu.as_secs_f64(),

@@ -46,8 +46,61 @@ impl SshExec {
     }
 }
 
-/// Runs `script` from a 0600 temp file on the host, with `$SITEFLOW_OUTPUT` pointing at a
-/// file whose `key=value` lines come back after a random marker.
+/// The text `ssh.exec` runs on the host around a user's `script` (it travels inside the
+/// framed stdin, like every value, never on a command line):
+///
+/// * `$SITEFLOW_OUTPUT` names a file that does not exist yet, in a directory only this
+///   user can write (`$XDG_RUNTIME_DIR`, else `~/.cache/siteflow`, made 0700 once);
+/// * the script runs with `set -eo pipefail` in a subshell (a fork of this bash, no new
+///   program) with stdin from `/dev/null`, in `working_directory` when given. As in any
+///   subshell, `$$` is the pid of the shell around it (`$BASHPID` is the script's own):
+///   `kill $$` ends that shell, and the step fails with a retryable `SshChannel` error;
+/// * then `marker` is printed on stdout, followed by the output file's lines if the script
+///   wrote any, and the file is removed.
+///
+/// A script that writes no outputs costs no process beyond the subshell; one that does,
+/// one `rm`.
+pub fn script_wrapper(script: &str, working_directory: Option<&str>, marker: &str) -> String {
+    let mut w = String::with_capacity(script.len() + 1024);
+    w.push_str(concat!(
+        "__sf_d=${XDG_RUNTIME_DIR-}\n",
+        "if ! [[ -n $__sf_d && -d $__sf_d && -O $__sf_d && -w $__sf_d ]]; then\n",
+        "  __sf_d=${HOME-}/.cache/siteflow\n",
+        "  if ! [[ -d $__sf_d && -O $__sf_d ]]; then\n",
+        "    mkdir -p -m 700 -- \"$__sf_d\" || { echo \"siteflow: cannot create $__sf_d for \\$SITEFLOW_OUTPUT (set HOME or XDG_RUNTIME_DIR)\" >&2; exit 125; }\n",
+        "  fi\n",
+        "fi\n",
+        "SITEFLOW_OUTPUT=$__sf_d/output.$BASHPID.$RANDOM$RANDOM; export SITEFLOW_OUTPUT\n",
+        "if [[ -e $SITEFLOW_OUTPUT || -L $SITEFLOW_OUTPUT ]]; then rm -f -- \"$SITEFLOW_OUTPUT\"; fi\n",
+    ));
+    if let Some(dir) = working_directory {
+        w.push_str(&format!("cd -- {} || exit 1\n", shell_quote(dir)));
+    }
+    // The script text goes through `eval` after `unset`ting the wrapper's own variables,
+    // in a subshell that is a statement of its own: `set -e` is honoured there (it would
+    // not be on the left of `||`). A subshell is a fork of this bash, not a new program:
+    // on a resident shell the whole command then costs the host no `exec` at all.
+    w.push_str(&format!(
+        "__sf_s={}\n(eval \"unset __sf_d __sf_s; set -eo pipefail; $__sf_s\") </dev/null\n",
+        shell_quote(script)
+    ));
+    w.push_str(&format!(
+        concat!(
+            "__sf_rc=$?\n",
+            "printf '\\n%s\\n' {marker}\n",
+            "if [[ -e $SITEFLOW_OUTPUT ]]; then\n",
+            "  while IFS= read -r __sf_l || [[ -n $__sf_l ]]; do printf '%s\\n' \"$__sf_l\"; done < \"$SITEFLOW_OUTPUT\"\n",
+            "  rm -f -- \"$SITEFLOW_OUTPUT\"\n",
+            "fi\n",
+            "exit $__sf_rc\n",
+        ),
+        marker = shell_quote(marker)
+    ));
+    w
+}
+
+/// Runs `script` on the host through [`script_wrapper`]; the `key=value` lines it writes to
+/// `$SITEFLOW_OUTPUT` come back after a random marker.
 async fn run_script(
     remote: &Remote,
     cx: &StepContext,
@@ -58,18 +111,7 @@ async fn run_script(
         "--siteflow-output-{}--",
         super::sha256_hex(format!("{}{:?}", cx.run_id, std::time::SystemTime::now()).as_bytes())
     );
-    let mut wrapper = String::from(
-        "umask 077\nd=$(mktemp -d)\ntrap 'rm -rf -- \"$d\"' EXIT\ncat > \"$d/script\"\n\
-         SITEFLOW_OUTPUT=\"$d/output\"; : > \"$SITEFLOW_OUTPUT\"; export SITEFLOW_OUTPUT\n",
-    );
-    if let Some(dir) = &input.working_directory {
-        wrapper.push_str(&format!("cd -- {} || exit 1\n", shell_quote(dir)));
-    }
-    wrapper.push_str(&format!(
-        "rc=0; bash -eo pipefail \"$d/script\" </dev/null || rc=$?\n\
-         printf '\\n%s\\n' {}\ncat -- \"$SITEFLOW_OUTPUT\"\nexit $rc\n",
-        shell_quote(&marker)
-    ));
+    let wrapper = script_wrapper(script, input.working_directory.as_deref(), &marker);
     let mut req = remote.request(wrapper);
     for (k, v) in [
         ("SITEFLOW_RUN_ID", cx.run_id.as_str()),
@@ -81,7 +123,6 @@ async fn run_script(
     for (k, v) in &input.env {
         req = req.env(k, v);
     }
-    req = req.stdin(script.as_bytes().to_vec());
     if let Some(t) = &input.timeout {
         req = req.timeout(parse_duration("timeout", t)?);
     }
@@ -172,5 +213,81 @@ impl Step for SshExec {
             return Err(exit_status_error(r.exit_code, &on, &stderr_tail));
         }
         Ok(Progress::Done(r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ExecRequest;
+
+    /// Runs the wrapper as the host's login shell (bash) would, with `home` as `$HOME` and
+    /// no `$XDG_RUNTIME_DIR`. Returns (exit code, stdout, stderr).
+    fn run(script: &str, cwd: Option<&str>, home: &std::path::Path) -> (i32, String, String) {
+        let req = ExecRequest::new(script_wrapper(script, cwd, "--m--")).env("E", "v a'l");
+        let home = home.to_str().unwrap();
+        crate::exec::run_locally(
+            "bash",
+            &req,
+            &[("HOME", Some(home)), ("XDG_RUNTIME_DIR", None)],
+        )
+    }
+
+    fn leftovers(home: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(home.join(".cache/siteflow"))
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn outputs_come_back_after_the_marker_and_the_file_is_removed() {
+        let home = tempfile::tempdir().unwrap();
+        let (code, out, _) = run(
+            "echo hello\necho \"a=1\" >> \"$SITEFLOW_OUTPUT\"\nprintf 'b=%s' \"$E\" >> \"$SITEFLOW_OUTPUT\"",
+            None,
+            home.path(),
+        );
+        assert_eq!(code, 0);
+        assert_eq!(out, "hello\n\n--m--\na=1\nb=v a'l\n");
+        assert!(
+            leftovers(home.path()).is_empty(),
+            "{:?}",
+            leftovers(home.path())
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(home.path().join(".cache/siteflow"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn errexit_and_pipefail_hold_and_the_status_comes_back() {
+        let home = tempfile::tempdir().unwrap();
+        let (code, out, _) = run("echo one\nfalse\necho two", None, home.path());
+        assert_eq!((code, out.as_str()), (1, "one\n\n--m--\n"));
+        let (code, out, _) = run("false | true\necho after", None, home.path());
+        assert_eq!((code, out.as_str()), (1, "\n--m--\n"));
+        let (code, _, _) = run("exit 7", None, home.path());
+        assert_eq!(code, 7);
+        // The script killed by a signal: the wrapper still reports its status.
+        let (code, out, _) = run("kill -TERM $BASHPID", None, home.path());
+        assert_eq!((code, out.as_str()), (143, "\n--m--\n"));
+    }
+
+    #[test]
+    fn stdin_is_empty_cwd_applies_and_wrapper_variables_do_not_leak() {
+        let home = tempfile::tempdir().unwrap();
+        let (code, out, err) = run(
+            "printf '%s|%s|%s|' \"$(cat)\" \"$PWD\" \"${__sf_d-unset}${__sf_s-unset}\"",
+            Some("/"),
+            home.path(),
+        );
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, "|/|unsetunset|\n--m--\n");
     }
 }

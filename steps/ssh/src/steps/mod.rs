@@ -5,7 +5,7 @@
 mod exec;
 mod upload;
 
-pub use exec::{SshExec, SshExecInput, SshExecOutput};
+pub use exec::{SshExec, SshExecInput, SshExecOutput, script_wrapper};
 pub use upload::{SshUpload, SshUploadInput, SshUploadOutput, UploadFile};
 
 use crate::{

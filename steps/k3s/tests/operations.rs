@@ -57,11 +57,15 @@ async fn airgap_install_registries_apply_kubeconfig_uninstall() {
 
         // Air gap: no "download" at all; the binary and the script come from here.
         h.exec_local_ok("rm -f /usr/local/lib/k3s-sim/k3s-sim").await.unwrap();
+        let images = dir.path().join("k3s-airgap-images-amd64.tar.zst");
+        let image_bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&images, &image_bytes).unwrap();
         let install = kind(&steps, "k3s.install");
         let input = json!({
             "ssh": ssh(&net),
             "install_script_file": script,
             "airgap_binary_file": k3s_sim_binary().unwrap(),
+            "airgap_images": [images],
             "write_kubeconfig_mode": "0600",
             "disable": ["traefik"],
             "extra_config": {"kube-apiserver-arg": ["audit-log-maxage=7"]},
@@ -74,6 +78,12 @@ async fn airgap_install_registries_apply_kubeconfig_uninstall() {
         )
         .unwrap();
         assert!(args.contains("--audit-log-maxage=7"), "{args}");
+        // The image tarball is where k3s imports air-gap images from, byte for byte.
+        let uploaded = h
+            .read_file("/var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst")
+            .await
+            .unwrap();
+        assert!(uploaded == image_bytes, "the air-gap image tarball differs after upload");
         let base = h.service_stats("k3s").await.unwrap();
 
         // Registries: written 0600, one restart; the same again changes nothing.

@@ -424,6 +424,11 @@ async fn execute(
     });
     let outcome = f(&runner).await?;
     report(&store, &outcome, output).await?;
+    // The WAL goes back into the database file now that the answer is out, so the next
+    // command (a resume) does not pay for this run's checkpoint.
+    if let Err(e) = store.checkpoint().await {
+        tracing::debug!(error = %e, "final checkpoint");
+    }
     Ok(match outcome.status {
         RunStatus::Succeeded => 0,
         RunStatus::Cancelled if interrupted.load(std::sync::atomic::Ordering::SeqCst) => 130,

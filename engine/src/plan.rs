@@ -45,6 +45,17 @@ impl Sources {
     }
 }
 
+/// What compiling a step adds to its spec.
+struct Parts {
+    deps: Vec<usize>,
+    reads: Vec<String>,
+    with: Value,
+    for_each: Option<Value>,
+    retry: RetryPolicy,
+    timeout: Option<Duration>,
+    has_expr: bool,
+}
+
 /// One step ready to be scheduled.
 #[derive(Debug, Clone)]
 pub struct PlannedStep {
@@ -69,7 +80,7 @@ pub struct PlannedStep {
 /// A validated workflow with resolved inputs, ready to run.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// The layered workflow.
+    /// The layered workflow; its `steps` are empty: each spec lives in [`Plan::steps`].
     pub workflow: Workflow,
     /// The site name, if a site file was given.
     pub site: Option<String>,
@@ -216,7 +227,7 @@ fn compile_layered(
     let input_names: Vec<&str> = wf.inputs.iter().map(|i| i.name.as_str()).collect();
     let secret_names: Vec<&str> = wf.secrets.iter().map(|s| s.name.as_str()).collect();
     let step_ids: Vec<&str> = wf.steps.iter().map(|s| s.id.value.as_str()).collect();
-    let mut planned = vec![];
+    let mut planned = Vec::with_capacity(wf.steps.len());
     for s in &wf.steps {
         let with = s
             .with
@@ -344,8 +355,7 @@ fn compile_layered(
             check_with(kind.as_ref(), s, &with, &mut diags);
         }
         deps.remove(&ids.get(s.id.value.as_str()).copied().unwrap_or(usize::MAX));
-        planned.push(PlannedStep {
-            spec: s.clone(),
+        planned.push(Parts {
             deps: deps.into_iter().collect(),
             reads: reads.into_iter().collect(),
             with,
@@ -355,6 +365,22 @@ fn compile_layered(
             has_expr,
         });
     }
+    // The specs move into the plan (the workflow keeps the rest), no copy of each.
+    drop(ids);
+    let planned: Vec<PlannedStep> = std::mem::take(&mut wf.steps)
+        .into_iter()
+        .zip(planned)
+        .map(|(spec, p)| PlannedStep {
+            spec,
+            deps: p.deps,
+            reads: p.reads,
+            with: p.with,
+            for_each: p.for_each,
+            retry: p.retry,
+            timeout: p.timeout,
+            has_expr: p.has_expr,
+        })
+        .collect();
 
     let layers = match layers(&planned) {
         Ok(l) => l,

@@ -197,6 +197,8 @@ pub struct Runner {
     opts: RunOptions,
     observer: Arc<dyn RunObserver>,
     control: Control,
+    /// Runs' states being freed on blocking threads (see [`Runner::settle`]).
+    teardown: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// A new run id: time-ordered (the UUIDv7 millisecond timestamp first) and unique (32 more
@@ -226,6 +228,18 @@ impl Runner {
             opts,
             observer,
             control: Control::default(),
+            teardown: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Waits until the state of the runs this runner finished has been freed (that
+    /// happens on blocking threads, after a run's answer is out). A process waits for it
+    /// when its runtime shuts down; a caller that keeps the process for more runs and wants
+    /// them measured apart calls this.
+    pub async fn settle(&self) {
+        let pending = std::mem::take(&mut *self.teardown.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in pending {
+            let _ = h.await;
         }
     }
 
@@ -357,13 +371,15 @@ impl Runner {
             // The step rows load on the store thread while the plan compiles on a blocking
             // thread. The persisted layered workflow spares a resume the YAML parse; the
             // sources give the located report if it no longer compiles (or with --reload).
-            let prior_rows = {
-                let (store, id) = (self.store.clone(), run_id.to_string());
-                tokio::spawn(async move { store.steps_for_resume(&id).await })
-            };
+            // The stored workflow first: a quick read that would otherwise queue behind
+            // the step rows on the store thread and hold up the compile.
             let effective = match reload {
                 false => self.store.run_effective(run_id).await?,
                 true => None,
+            };
+            let prior_rows = {
+                let (store, id) = (self.store.clone(), run_id.to_string());
+                tokio::spawn(async move { store.steps_for_resume(&id).await })
             };
             let registry = self.registry.clone();
             let plan = tokio::task::spawn_blocking(move || {
@@ -400,9 +416,6 @@ impl Runner {
                 return Err(e);
             }
         };
-        self.store
-            .write(run_id, vec![Write::RunStatus("Running")])
-            .await?;
         self.execute(row, plan, prior, secrets, redactor, lease, force, reload)
             .await
     }
@@ -470,6 +483,9 @@ impl Runner {
             force,
             reload,
         );
+        // `Running` goes out with the first steps' writes (one commit, still before any
+        // step's side effect).
+        sched.writes.push(Write::RunStatus("Running"));
         let status = sched.run().instrument(span.clone()).await;
         // A large run's state is freed on a blocking thread, not on the way to the answer.
         let leftovers = (
@@ -477,9 +493,16 @@ impl Runner {
             std::mem::take(&mut sched.prior),
         );
         drop(sched);
-        tokio::task::spawn_blocking(move || drop((leftovers, plan)));
+        let freeing = tokio::task::spawn_blocking(move || drop((leftovers, plan)));
+        {
+            let mut pending = self.teardown.lock().unwrap_or_else(|p| p.into_inner());
+            pending.retain(|h| !h.is_finished());
+            pending.push(freeing);
+        }
+        // The heartbeat stops at once; one in flight finds the lease released and changes
+        // nothing.
         hb_stop.cancel();
-        let _ = hb.await;
+        hb.abort();
         let status = match status {
             Ok(s) => s,
             Err(e) => {
@@ -495,10 +518,18 @@ impl Runner {
                 "ERROR"
             },
         );
+        // The final status and the lease's release: one commit.
         self.store
-            .write(&run.id, vec![Write::RunStatus(status.name())])
+            .write(
+                &run.id,
+                vec![
+                    Write::RunStatus(status.name()),
+                    Write::ReleaseLease {
+                        holder: lease.holder.clone(),
+                    },
+                ],
+            )
             .await?;
-        self.store.release_lease(&run.id, &lease.holder).await?;
         Ok(Outcome {
             run_id: run.id,
             status,
@@ -564,6 +595,7 @@ struct Scheduler<'a> {
     run_id: String,
     site: Option<String>,
     plan: &'a Plan,
+    /// The rows a resume found (moved, not copied, into a map sized up front).
     prior: HashMap<String, StepRow>,
     secrets: Map<String, Value>,
     redactor: Arc<Redactor>,
@@ -582,7 +614,7 @@ struct Scheduler<'a> {
     /// Active nodes with instances not yet started, in file order.
     startable: Vec<usize>,
     /// Step id → node index.
-    index: HashMap<String, usize>,
+    index: HashMap<&'a str, usize>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -610,7 +642,13 @@ impl<'a> Scheduler<'a> {
             run_id,
             site: plan.site.clone(),
             plan,
-            prior: prior.into_iter().map(|r| (r.key.clone(), r)).collect(),
+            prior: {
+                let mut map = HashMap::with_capacity(prior.len());
+                for mut r in prior {
+                    map.insert(std::mem::take(&mut r.key), r);
+                }
+                map
+            },
             secrets,
             redactor,
             nodes: plan.steps.iter().map(|_| Node::default()).collect(),
@@ -627,7 +665,7 @@ impl<'a> Scheduler<'a> {
                 .steps
                 .iter()
                 .enumerate()
-                .map(|(i, s)| (s.spec.id.value.clone(), i))
+                .map(|(i, s)| (s.spec.id.value.as_str(), i))
                 .collect(),
         }
     }
@@ -731,7 +769,7 @@ impl<'a> Scheduler<'a> {
     fn context(&self, step: &PlannedStep, item: Option<&Value>) -> Value {
         let mut steps = Map::new();
         for id in &step.reads {
-            if let Some(&j) = self.index.get(id) {
+            if let Some(&j) = self.index.get(id.as_str()) {
                 let n = &self.nodes[j];
                 steps.insert(
                     id.clone(),

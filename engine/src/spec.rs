@@ -721,7 +721,11 @@ pub fn parse_workflow(root: &Node, diags: &mut Diagnostics) -> Workflow {
             }
             "steps" => match &v.kind {
                 NodeKind::Seq(items) => {
-                    wf.steps = items.iter().filter_map(|s| parse_step(s, diags)).collect()
+                    // Sized up front: a step spec is large, and growing the vector by
+                    // doubling would copy 10,000 of them several times over.
+                    wf.steps = Vec::with_capacity(items.len());
+                    wf.steps
+                        .extend(items.iter().filter_map(|s| parse_step(s, diags)));
                 }
                 _ => diags.push(Diagnostic::new(
                     v.loc.clone(),

@@ -57,10 +57,18 @@ pub enum StoreError {
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
 
+/// What the store thread receives.
+enum Msg {
+    /// Work to commit (grouped with whatever else is queued).
+    Job(Job),
+    /// Copy the WAL into the database file and truncate it, between commits.
+    Checkpoint(oneshot::Sender<Result<(), StoreError>>),
+}
+
 /// Handle to the state database; cheap to clone.
 #[derive(Clone)]
 pub struct StateStore {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Msg>,
     commits: Arc<AtomicU64>,
     path: PathBuf,
 }
@@ -309,12 +317,22 @@ pub enum Write {
     },
     /// The run's status.
     RunStatus(&'static str),
+    /// Gives the lease up (if still held by `holder`), in the same commit as the writes
+    /// before it.
+    ReleaseLease {
+        /// The holder giving it up.
+        holder: String,
+    },
     /// Forget a step's result so it runs again (`rerun`, `--reload`).
     Reset {
         /// Instance key (or a step id: its instances are reset too).
         step_id: String,
     },
 }
+
+/// Clears the lease of run `?1` if `?2` holds it.
+const RELEASE_LEASE: &str = "UPDATE runs SET lease_holder = NULL, lease_host = NULL, lease_pid = NULL, \
+     lease_pid_start = NULL, lease_expires_at = NULL WHERE id = ?1 AND lease_holder = ?2";
 
 impl StateStore {
     /// Opens (creating if needed) the database at `path` and starts its thread.
@@ -338,7 +356,7 @@ impl StateStore {
             path: path.to_path_buf(),
             source,
         })?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Msg>();
         let commits = Arc::new(AtomicU64::new(0));
         let c2 = commits.clone();
         std::thread::Builder::new()
@@ -381,7 +399,20 @@ impl StateStore {
             });
             (ok, done)
         });
-        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        self.jobs
+            .send(Msg::Job(job))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Copies the WAL into the database file and truncates it (`wal_checkpoint(TRUNCATE)`,
+    /// between commits). The CLI calls it once a command is done with the store, so the
+    /// housekeeping of a large run is paid at its end, not by the next command.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Msg::Checkpoint(tx))
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -392,7 +423,7 @@ impl StateStore {
             let ok = apply_writes(conn, &run, &writes).is_ok();
             (ok, Box::new(|_| {}))
         });
-        let _ = self.jobs.send(job);
+        let _ = self.jobs.send(Msg::Job(job));
     }
 
     /// Applies writes as one durable commit (shared with whatever else is queued).
@@ -524,11 +555,7 @@ impl StateStore {
     pub async fn release_lease(&self, run_id: &str, holder: &str) -> Result<(), StoreError> {
         let (run, holder) = (run_id.to_string(), holder.to_string());
         self.call(move |c| {
-            c.execute(
-                "UPDATE runs SET lease_holder = NULL, lease_host = NULL, lease_pid = NULL, lease_pid_start = NULL,
-                   lease_expires_at = NULL WHERE id = ?1 AND lease_holder = ?2",
-                params![run, holder],
-            )?;
+            c.execute(RELEASE_LEASE, params![run, holder])?;
             Ok(())
         })
         .await
@@ -919,6 +946,10 @@ fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result
                 c.prepare_cached("UPDATE runs SET status = ?2, updated_at = ?3 WHERE id = ?1")?
                     .execute(params![run, status, now])?;
             }
+            Write::ReleaseLease { holder } => {
+                c.prepare_cached(RELEASE_LEASE)?
+                    .execute(params![run, holder])?;
+            }
             Write::Reset { step_id } => {
                 c.prepare_cached(
                     "UPDATE steps SET status = 'Pending', outputs = NULL, error = NULL, progress = NULL
@@ -945,13 +976,35 @@ fn event(
     Ok(())
 }
 
-fn store_thread(mut conn: Connection, rx: mpsc::Receiver<Job>, commits: Arc<AtomicU64>) {
+fn store_thread(mut conn: Connection, rx: mpsc::Receiver<Msg>, commits: Arc<AtomicU64>) {
     const MAX_BATCH: usize = 4096;
-    while let Ok(first) = rx.recv() {
+    let mut next: Option<Msg> = None;
+    loop {
+        let first = match next.take() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            },
+        };
+        let first = match first {
+            Msg::Job(j) => j,
+            Msg::Checkpoint(reply) => {
+                let r = conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    .map_err(StoreError::Sql);
+                let _ = reply.send(r);
+                continue;
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(j) => batch.push(j),
+                Ok(Msg::Job(j)) => batch.push(j),
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
                 Err(_) => break,
             }
         }

@@ -363,32 +363,60 @@ async fn resume_case(
         "resume: {n}-step fan-out whose step `{failing}` is `shell: test -f <marker>` (retry max_attempts 1)"
     );
 
-    // The real thing: run (fails), create the marker, resume.
-    let h = Harness::new(base, registry.clone(), args.parallel)?;
-    let marker = h.dir.path().join("marker");
-    let yaml = workflow(Shape::FanOut, n, Some((k, &marker)));
-    let (_, first) = h.start("bench-resume", yaml.clone()).await?;
-    if first.outcome.status != RunStatus::Failed {
-        bail!(
-            "the first run should fail at `{failing}` but ended {:?}",
-            first.outcome.status
-        );
+    // The real thing, `--resume-reps` times over, each in a fresh database: run (fails),
+    // end that command as the CLI does, create the marker, resume (timed, cold: the
+    // first continuation of that run).
+    let reps = args.resume_reps.max(1);
+    let (mut resumes, mut firsts, mut ends, mut attempt_ms) = (vec![], vec![], vec![], vec![]);
+    let mut resume_commits = 0;
+    let mut last = None;
+    for _ in 0..reps {
+        let h = Harness::new(base, registry.clone(), args.parallel)?;
+        let marker = h.dir.path().join("marker");
+        let yaml = workflow(Shape::FanOut, n, Some((k, &marker)));
+        let (_, first) = h.start("bench-resume", yaml).await?;
+        if first.outcome.status != RunStatus::Failed {
+            bail!(
+                "the first run should fail at `{failing}` but ended {:?}",
+                first.outcome.status
+            );
+        }
+        firsts.push(first.wall);
+        // What the CLI does once a command has printed its result (state freed, WAL
+        // checkpointed), so the resume starts like a new `siteflow resume` process.
+        ends.push(h.end_of_command().await?);
+        std::fs::write(&marker, "")?;
+        let run_id = first.outcome.run_id.clone();
+        let resumed = h.resume(&run_id).await?;
+        if resumed.outcome.status != RunStatus::Succeeded {
+            bail!("the resume ended {:?}", resumed.outcome.status);
+        }
+        resumes.push(resumed.wall);
+        resume_commits = resumed.commits;
+        // The failed step's attempt as the state database recorded it (ms resolution).
+        let attempts = h.store.attempts(&run_id).await?;
+        if let Some(ms) = attempts
+            .iter()
+            .find(|a| a.step_key == failing && a.attempt == 2)
+            .and_then(|a| a.finished_at.map(|f| f - a.started_at))
+        {
+            attempt_ms.push(ms);
+        }
+        h.end_of_command().await?;
+        last = Some((h, run_id, marker));
     }
-    std::fs::write(&marker, "")?;
-    let run_id = first.outcome.run_id.clone();
-    let resumed = h.resume(&run_id).await?;
-    if resumed.outcome.status != RunStatus::Succeeded {
-        bail!("the resume ended {:?}", resumed.outcome.status);
-    }
-    // The failed step's attempt as the state database recorded it (ms resolution).
-    let attempts = h.store.attempts(&run_id).await?;
-    let attempt_ms = attempts
-        .iter()
-        .find(|a| a.step_key == failing && a.attempt == 2)
-        .and_then(|a| a.finished_at.map(|f| f - a.started_at));
+    let Some((h, run_id, marker)) = last else {
+        bail!("no resume ran");
+    };
+    let resumed = Stats::of(resumes);
+    let firsts = Stats::of(firsts);
+    let ends = Stats::of(ends);
+    attempt_ms.sort_unstable();
+    let attempt_median = attempt_ms.get(attempt_ms.len() / 2).copied();
     // The same continuation again, warm: rerun of that (now passing) shell step.
     let mut shell = vec![];
-    for _ in 0..args.resume_reps.max(1) {
+    for _ in 0..reps {
+        h.end_of_command().await?;
         shell.push(h.rerun(&run_id, &failing).await?.wall);
     }
     let shell = Stats::of(shell);
@@ -407,7 +435,8 @@ async fn resume_case(
     }
     let mut noop = vec![];
     let mut noop_commits = 0;
-    for _ in 0..args.resume_reps.max(1) {
+    for _ in 0..reps {
+        h2.end_of_command().await?;
         let m = h2.rerun(&ok.outcome.run_id, &failing).await?;
         noop_commits = m.commits;
         noop.push(m.wall);
@@ -415,14 +444,21 @@ async fn resume_case(
     let noop = Stats::of(noop);
 
     println!(
-        "  first run: {} (Failed, as meant); resume: {}, {} commits (Succeeded)",
-        fmt_d(first.wall),
-        fmt_d(resumed.wall),
-        resumed.commits
+        "  first runs: median {} (Failed, as meant); the end of that command (state freed, WAL checkpointed): median {}",
+        fmt_d(firsts.median),
+        fmt_d(ends.median),
     );
     println!(
-        "  failed step's own execution: {} attempt row (ms resolution); a bash `test -f` alone: median {}",
-        attempt_ms.map_or("?".into(), |ms| format!("{ms} ms")),
+        "  resume (cold, each the first continuation of its run; {} runs): median {}  min {}  p95 {}; {} commits (Succeeded)",
+        resumed.n,
+        fmt_d(resumed.median),
+        fmt_d(resumed.min),
+        fmt_d(resumed.p95),
+        resume_commits
+    );
+    println!(
+        "  failed step's own execution: median {} attempt row (ms resolution); a bash `test -f` alone: median {}",
+        attempt_median.map_or("?".into(), |ms| format!("{ms} ms")),
         fmt_d(bash.median)
     );
     println!(
@@ -430,9 +466,9 @@ async fn resume_case(
         shell.n,
         fmt_d(shell.median)
     );
-    let minus_bash = resumed.wall.saturating_sub(bash.median);
+    let minus_bash = resumed.median.saturating_sub(bash.median);
     println!(
-        "  resume minus the bash process: {}   target < {} + failed step: {}",
+        "  resume (median) minus the bash process: {}   target < {} + failed step: {}",
         fmt_d(minus_bash),
         fmt_d(RESUME_TARGET),
         verdict(minus_bash < RESUME_TARGET)
@@ -451,34 +487,32 @@ async fn resume_case(
         fmt_d(noop.median)
     );
     // Where a resume's time goes: its pieces, timed apart with the same public calls.
-    let p = h.resume_pieces(&run_id, args.resume_reps.max(1)).await?;
-    let parts = p.run_row + p.sources_json + p.compile + p.load_steps;
+    let p = h.resume_pieces(&run_id, reps).await?;
+    println!("  where it goes (pieces timed apart, medians of {reps}):");
     println!(
-        "  where it goes (pieces timed apart, medians of {}):",
-        args.resume_reps.max(1)
+        "    run row + its sources, then the stored layered workflow ({} KiB)   {:>9}",
+        p.effective_bytes / 1024,
+        fmt_d(p.run_row + p.effective)
     );
     println!(
-        "    compile the stored {n}-step workflow     {:>9}  (YAML parse {}, spec parse {}, checks/plan {})",
+        "    on a blocking thread: parse that JSON {}, compile_effective {} (Node::from_json {}, parse_workflow {}, checks/plan {})",
+        fmt_d(p.effective_json),
         fmt_d(p.compile),
-        fmt_d(p.yaml_parse),
+        fmt_d(p.from_json),
         fmt_d(p.spec_parse),
-        fmt_or_noise(p.compile.saturating_sub(p.yaml_parse + p.spec_parse))
+        fmt_or_noise(p.compile.saturating_sub(p.from_json + p.spec_parse))
     );
     println!(
-        "    load {} step rows (StateStore::steps)   {:>9}",
+        "    meanwhile on the store thread: {} step rows (steps_for_resume)   {}",
         p.step_rows,
         fmt_d(p.load_steps)
     );
+    let before = p.run_row + p.effective + p.effective_json + p.compile.max(p.load_steps);
     println!(
-        "    read the run row + parse its sources     {:>9}  ({} KiB of sources JSON)",
-        fmt_d(p.run_row + p.sources_json),
-        p.sources_bytes / 1024
-    );
-    println!(
-        "    the rest: scheduler over {n} nodes, {} commits (floor {} each), teardown  ≈ {:>9}",
+        "    the rest: scheduler over {n} nodes, {} commits (floor {} each), release  ≈ {}",
         noop_commits,
         fmt_ms(floor.mean),
-        fmt_d(noop.median.saturating_sub(parts))
+        fmt_or_noise(noop.median.saturating_sub(before))
     );
     println!();
     Ok(())

@@ -3,8 +3,8 @@
 
 use crate::floor::Stats;
 use anyhow::{Context, Result, bail};
-use siteflow_engine::diag::{Diagnostics, SourceFile};
-use siteflow_engine::plan::{SourceText, Sources, compile};
+use siteflow_engine::diag::{Diagnostics, Loc};
+use siteflow_engine::plan::{SourceText, Sources, compile, compile_effective};
 use siteflow_engine::registry::Registry;
 use siteflow_engine::runner::{NoObserver, Outcome, RunOptions, Runner};
 use siteflow_engine::state::StateStore;
@@ -161,6 +161,17 @@ impl Harness {
         })
     }
 
+    /// What a CLI command does after printing its answer, before its process exits: the
+    /// finished run's state is freed (`Runner::settle`, the runtime's shutdown in the CLI)
+    /// and the WAL is checkpointed (`StateStore::checkpoint`). Run between two timed
+    /// commands, so each starts like a new `siteflow` process; returns how long it took.
+    pub async fn end_of_command(&self) -> Result<Duration> {
+        let t = Instant::now();
+        self.runner.settle().await;
+        self.store.checkpoint().await?;
+        Ok(t.elapsed())
+    }
+
     /// Times `Runner::rerun` of one step (no dependents) of a finished run.
     pub async fn rerun(&self, run_id: &str, step: &str) -> Result<Measured> {
         let c0 = self.store.commits();
@@ -174,50 +185,55 @@ impl Harness {
     }
 
     /// Times, apart and `reps` times each (medians), the pieces of work a resume of
-    /// `run_id` does before and around its scheduler.
+    /// `run_id` does before its scheduler, with the same public calls `Runner::resume` makes.
     pub async fn resume_pieces(&self, run_id: &str, reps: usize) -> Result<Pieces> {
         let mut p = Pieces::default();
-        let (mut run, mut json, mut yaml, mut spec, mut compile_t, mut steps) =
-            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut run, mut effective, mut json, mut node, mut spec, mut compile_t, mut steps) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         let mut rows = 0;
         for _ in 0..reps.max(1) {
             let t = Instant::now();
             let row = self.store.run(run_id).await?;
+            let src: Sources = serde_json::from_str(&row.sources)?;
             run.push(t.elapsed());
-            p.sources_bytes = row.sources.len();
 
             let t = Instant::now();
-            let src: Sources = serde_json::from_str(&row.sources)?;
+            let text = self
+                .store
+                .run_effective(run_id)
+                .await?
+                .context("the run has no stored layered workflow")?;
+            effective.push(t.elapsed());
+            p.effective_bytes = text.len();
+
+            let t = Instant::now();
+            let value: serde_json::Value = serde_json::from_str(&text)?;
             json.push(t.elapsed());
 
-            let file = Arc::new(SourceFile {
-                name: src.workflow.path.clone(),
-                text: src.workflow.text.clone(),
-            });
             let t = Instant::now();
-            let node = yaml::parse(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
-            yaml.push(t.elapsed());
-
+            let tree = yaml::Node::from_json(&value, &Loc::default());
+            node.push(t.elapsed());
             let t = Instant::now();
             let mut diags = Diagnostics::default();
-            let wf = spec::parse_workflow(&node, &mut diags);
+            let wf = spec::parse_workflow(&tree, &mut diags);
             spec.push(t.elapsed());
-            drop((wf, node));
+            drop((wf, tree));
 
             let t = Instant::now();
-            let plan = compile(&src, &self.registry);
+            let plan = compile_effective(value, &src, &self.registry);
             compile_t.push(t.elapsed());
             if let Err(d) = plan {
                 bail!("{d}");
             }
 
             let t = Instant::now();
-            rows = self.store.steps(run_id).await?.len();
+            rows = self.store.steps_for_resume(run_id).await?.len();
             steps.push(t.elapsed());
         }
         p.run_row = Stats::of(run).median;
-        p.sources_json = Stats::of(json).median;
-        p.yaml_parse = Stats::of(yaml).median;
+        p.effective = Stats::of(effective).median;
+        p.effective_json = Stats::of(json).median;
+        p.from_json = Stats::of(node).median;
         p.spec_parse = Stats::of(spec).median;
         p.compile = Stats::of(compile_t).median;
         p.load_steps = Stats::of(steps).median;
@@ -229,19 +245,21 @@ impl Harness {
 /// Pieces of a resume, timed apart (medians).
 #[derive(Default)]
 pub struct Pieces {
-    /// `StateStore::run`: the run row, with the stored sources.
+    /// `StateStore::run` and parsing its stored sources.
     pub run_row: Duration,
-    /// Size of the stored sources JSON.
-    pub sources_bytes: usize,
-    /// Parsing the sources JSON.
-    pub sources_json: Duration,
-    /// `yaml::parse` of the workflow text (part of compile).
-    pub yaml_parse: Duration,
-    /// `spec::parse_workflow` of the tree (part of compile).
+    /// `StateStore::run_effective`: the stored layered workflow (JSON text).
+    pub effective: Duration,
+    /// Its size.
+    pub effective_bytes: usize,
+    /// Parsing that JSON (part of the compile's thread).
+    pub effective_json: Duration,
+    /// `yaml::Node::from_json` (part of `compile_effective`).
+    pub from_json: Duration,
+    /// `spec::parse_workflow` of the tree (part of `compile_effective`).
     pub spec_parse: Duration,
-    /// `plan::compile` in all.
+    /// `plan::compile_effective` in all (JSON parse excluded).
     pub compile: Duration,
-    /// `StateStore::steps`: every step row.
+    /// `StateStore::steps_for_resume`: every step row (loads while the plan compiles).
     pub load_steps: Duration,
     /// How many rows.
     pub step_rows: usize,

@@ -941,6 +941,25 @@ impl<'a> Scheduler<'a> {
                 }
             }
         };
+        let forced = self.force.contains(&i);
+        // The common case of a resume: a single-instance step that succeeded before and is
+        // reused as it is. Nothing to render or hash; its outputs move out of the prior row.
+        if items.is_none()
+            && !forced
+            && !self.reload
+            && let Some(row) = self.prior.get_mut(&id)
+            && row.status == "Succeeded"
+            && !row.outputs.as_ref().is_some_and(has_secret_placeholder)
+        {
+            self.nodes[i].outputs = row.outputs.take().unwrap_or(Value::Null);
+            self.runner.observer.event(&RunEvent::Finished {
+                key: id,
+                status: "Succeeded",
+                note: Some("reused from an earlier invocation".into()),
+            });
+            self.set_final(i, NodeState::Succeeded);
+            return;
+        }
         let keyed: Vec<(String, Option<Value>)> = match &items {
             None => vec![(id.clone(), None)],
             Some(a) => a
@@ -950,7 +969,6 @@ impl<'a> Scheduler<'a> {
                 .collect(),
         };
         self.nodes[i].items = items.map(Value::Array).unwrap_or(Value::Null);
-        let forced = self.force.contains(&i);
         let mut instances = vec![];
         for (key, item) in keyed {
             let input = if step.has_expr {

@@ -67,9 +67,13 @@ struct EngineArgs {
         default_value = "fan-out,chain,resume"
     )]
     cases: Vec<Case>,
-    /// Times the no-op baseline of the resume case is repeated (its median is reported).
+    /// Times the resume case's cold resume and warm reruns are repeated (medians reported).
     #[arg(long, default_value_t = 3)]
     resume_reps: usize,
+    /// Times each chain runs (each with its own floor beside it; the median ratio is the
+    /// verdict, since a commit's cost swings with the disk).
+    #[arg(long, default_value_t = 3)]
+    chain_reps: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -218,7 +222,10 @@ async fn engine(args: EngineArgs) -> Result<()> {
     // Fan-out and chain per size.
     let mut rows = vec![];
     for &n in &args.sizes {
-        for (shape, case) in [(Shape::FanOut, Case::FanOut), (Shape::Chain, Case::Chain)] {
+        let chain_reps = args.chain_reps.max(1);
+        let shapes = std::iter::once((Shape::FanOut, Case::FanOut))
+            .chain(std::iter::repeat_n((Shape::Chain, Case::Chain), chain_reps));
+        for (shape, case) in shapes {
             if !args.cases.contains(&case) {
                 continue;
             }
@@ -308,6 +315,31 @@ async fn engine(args: EngineArgs) -> Result<()> {
             fmt_ms(r.cpu / r.steps.max(1) as u32),
             r.commits,
             fmt_d(r.compile),
+        );
+    }
+    for &n in &args.sizes {
+        let mut ratios: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.shape == Shape::Chain && r.steps == n)
+            .map(|r| {
+                let f = r.local_floor.unwrap_or(floor);
+                r.wall.as_secs_f64() / (f.mean * r.steps as u32).as_secs_f64()
+            })
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        println!(
+            "  chain {n}: median of {} runs {median:.2}× its floor (runs: {})   target ≤ {CHAIN_TARGET_RATIO}×: {}",
+            ratios.len(),
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}×"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            verdict(median <= CHAIN_TARGET_RATIO)
         );
     }
     for r in rows.iter().filter(|r| r.shape == Shape::Chain) {

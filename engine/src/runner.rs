@@ -487,49 +487,54 @@ impl Runner {
         // step's side effect).
         sched.writes.push(Write::RunStatus("Running"));
         let status = sched.run().instrument(span.clone()).await;
-        // A large run's state is freed on a blocking thread, not on the way to the answer.
         let leftovers = (
             std::mem::take(&mut sched.nodes),
             std::mem::take(&mut sched.prior),
         );
         drop(sched);
+        // The heartbeat stops at once; one in flight finds the lease released and changes
+        // nothing.
+        hb_stop.cancel();
+        hb.abort();
+        // The answer first: the final status and the lease's release in one commit. Only
+        // then is a large run's state freed, on a blocking thread, so that work never
+        // competes with the commit for the CPUs.
+        let finished = match status {
+            Ok(status) => {
+                span.record(
+                    "otel.status_code",
+                    if status == RunStatus::Succeeded {
+                        "OK"
+                    } else {
+                        "ERROR"
+                    },
+                );
+                self.store
+                    .write(
+                        &run.id,
+                        vec![
+                            Write::RunStatus(status.name()),
+                            Write::ReleaseLease {
+                                holder: lease.holder.clone(),
+                            },
+                        ],
+                    )
+                    .await
+                    .map(|()| status)
+                    .map_err(RunError::from)
+            }
+            Err(e) => {
+                let _ = self.store.release_lease(&run.id, &lease.holder).await;
+                Err(e)
+            }
+        };
         let freeing = tokio::task::spawn_blocking(move || drop((leftovers, plan)));
         {
             let mut pending = self.teardown.lock().unwrap_or_else(|p| p.into_inner());
             pending.retain(|h| !h.is_finished());
             pending.push(freeing);
         }
-        // The heartbeat stops at once; one in flight finds the lease released and changes
-        // nothing.
-        hb_stop.cancel();
-        hb.abort();
-        let status = match status {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = self.store.release_lease(&run.id, &lease.holder).await;
-                return Err(e);
-            }
-        };
-        span.record(
-            "otel.status_code",
-            if status == RunStatus::Succeeded {
-                "OK"
-            } else {
-                "ERROR"
-            },
-        );
-        // The final status and the lease's release: one commit.
-        self.store
-            .write(
-                &run.id,
-                vec![
-                    Write::RunStatus(status.name()),
-                    Write::ReleaseLease {
-                        holder: lease.holder.clone(),
-                    },
-                ],
-            )
-            .await?;
+        let status = finished?;
         Ok(Outcome {
             run_id: run.id,
             status,

@@ -846,6 +846,15 @@ impl<'a> Scheduler<'a> {
             if self.nodes[i].state == NodeState::Waiting
                 && let Some(deps) = self.deps_state(i)
             {
+                // Reuse without the async `activate` (its future is large, and a resume
+                // goes through here once per step) when there is nothing to evaluate.
+                if !deps.blocked
+                    && !deps.skipped
+                    && self.plan.steps[i].spec.if_.is_none()
+                    && self.reuse(i)
+                {
+                    continue;
+                }
                 self.activate(i, deps).await;
             }
         }
@@ -873,6 +882,31 @@ impl<'a> Scheduler<'a> {
             self.startable.retain(|&i| !nodes[i].queue.is_empty());
         }
         Ok(())
+    }
+
+    /// The common case of a resume: a single-instance step that succeeded in an earlier
+    /// invocation is reused as it is (not forced, not `--reload`, no secret outputs to
+    /// recover). Nothing to render or hash; its outputs move out of the prior row.
+    fn reuse(&mut self, i: usize) -> bool {
+        let step = &self.plan.steps[i];
+        if step.for_each.is_some() || self.reload || self.force.contains(&i) {
+            return false;
+        }
+        let id = step.spec.id.value.as_str();
+        let Some(row) = self.prior.get_mut(id) else {
+            return false;
+        };
+        if row.status != "Succeeded" || row.outputs.as_ref().is_some_and(has_secret_placeholder) {
+            return false;
+        }
+        self.nodes[i].outputs = row.outputs.take().unwrap_or(Value::Null);
+        self.runner.observer.event(&RunEvent::Finished {
+            key: id.to_string(),
+            status: "Succeeded",
+            note: Some("reused from an earlier invocation".into()),
+        });
+        self.set_final(i, NodeState::Succeeded);
+        true
     }
 
     /// A node whose needs are all final: skip it, reuse it, or queue its instances.
@@ -947,22 +981,7 @@ impl<'a> Scheduler<'a> {
             }
         };
         let forced = self.force.contains(&i);
-        // The common case of a resume: a single-instance step that succeeded before and is
-        // reused as it is. Nothing to render or hash; its outputs move out of the prior row.
-        if items.is_none()
-            && !forced
-            && !self.reload
-            && let Some(row) = self.prior.get_mut(&id)
-            && row.status == "Succeeded"
-            && !row.outputs.as_ref().is_some_and(has_secret_placeholder)
-        {
-            self.nodes[i].outputs = row.outputs.take().unwrap_or(Value::Null);
-            self.runner.observer.event(&RunEvent::Finished {
-                key: id,
-                status: "Succeeded",
-                note: Some("reused from an earlier invocation".into()),
-            });
-            self.set_final(i, NodeState::Succeeded);
+        if self.reuse(i) {
             return;
         }
         let keyed: Vec<(String, Option<Value>)> = match &items {

@@ -23,9 +23,48 @@ pub type LineSink<'a> = &'a (dyn Fn(LogStream, &str) + Send + Sync);
 /// remote command line, so no value (secret or not) is visible in `ps`.
 const BOOTSTRAP: &str = r#"IFS= read -r n || exit 125; LC_ALL=C IFS= read -r -N "$n" s || exit 125; eval "unset n s; $s""#;
 
-/// The bash the bootstrap runs in when the command line does not start in one (sudo,
+/// The bash a command runs in when the command line does not start in one (sudo,
 /// timeout, a login shell that is not bash): no startup files.
 const BASH: [&str; 3] = ["bash", "--noprofile", "--norc"];
+
+/// The words that run a command as root without ever prompting.
+pub(crate) const SUDO: [&str; 3] = ["sudo", "-n", "--"];
+
+/// A remote command line that runs the fixed bash text `body` behind `prefix` (sudo,
+/// timeout). Without a prefix the login shell runs `body` itself when it is bash (no
+/// extra process) and `exec`s bash otherwise. Every word is quoted.
+pub(crate) fn bash_command_line(prefix: &[String], body: &str) -> String {
+    let mut words: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    words.extend(BASH);
+    words.extend(["-c", body]);
+    let line = words
+        .iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if prefix.is_empty() {
+        format!("[ -n \"${{BASH_VERSION-}}\" ] || exec {line}; {body}")
+    } else {
+        line
+    }
+}
+
+/// Runs `writer` (a command's stdin) alongside `reader` (its output) and returns when the
+/// reader is done: a command may exit without reading all its stdin, and the writer would
+/// then wait for window space forever.
+pub(crate) async fn read_while_writing<T>(
+    writer: impl std::future::Future<Output = ()>,
+    reader: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(writer, reader);
+    let mut writer_done = false;
+    loop {
+        tokio::select! {
+            r = &mut reader => break r,
+            () = &mut writer, if !writer_done => writer_done = true,
+        }
+    }
+}
 
 /// Output captured per stream at most; further bytes are still logged but not kept.
 const CAPTURE_LIMIT: usize = 32 * 1024 * 1024;
@@ -100,7 +139,7 @@ impl ExecRequest {
     pub fn command_line(&self) -> String {
         let mut argv: Vec<String> = Vec::new();
         if self.sudo {
-            argv.extend(["sudo", "-n", "--"].map(String::from));
+            argv.extend(SUDO.map(String::from));
         }
         if let Some(t) = self.timeout {
             let grace = self.kill_grace.unwrap_or(Duration::from_secs(5));
@@ -111,24 +150,7 @@ impl ExecRequest {
                 seconds(t),
             ]);
         }
-        let quote = |argv: &[&str]| {
-            argv.iter()
-                .map(|a| shell_quote(a))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        let mut bash: Vec<&str> = BASH.to_vec();
-        bash.extend(["-c", BOOTSTRAP]);
-        if argv.is_empty() {
-            format!(
-                "[ -n \"${{BASH_VERSION-}}\" ] || exec {}; {BOOTSTRAP}",
-                quote(&bash)
-            )
-        } else {
-            let mut all: Vec<&str> = argv.iter().map(String::as_str).collect();
-            all.extend(bash);
-            quote(&all)
-        }
+        bash_command_line(&argv, BOOTSTRAP)
     }
 
     /// What the command reads on stdin: the script's length in bytes, a newline, the
@@ -418,17 +440,7 @@ pub(crate) async fn exec_on(
         Ok(out)
     };
 
-    // The reader decides when we are done: a command may exit without reading all its
-    // stdin, and the writer would then wait for window space forever.
-    tokio::pin!(writer, reader);
-    let mut writer_done = false;
-    let result = loop {
-        tokio::select! {
-            r = &mut reader => break r,
-            () = &mut writer, if !writer_done => writer_done = true,
-        }
-    };
-    let out = result?;
+    let out = read_while_writing(writer, reader).await?;
     if let Some(t) = req.timeout {
         let killed = out.signal.as_deref() == Some("KILL") || out.exit_status == Some(137);
         if out.exit_status == Some(124) || (killed && started.elapsed() >= t) {

@@ -20,9 +20,11 @@
 //! channel of its own.
 
 use crate::SshError;
-use crate::exec::{ExecOutput, ExecRequest, LineSink, LineSplitter, capture};
+use crate::exec::{
+    ExecOutput, ExecRequest, LineSink, LineSplitter, SUDO, bash_command_line, capture,
+    read_while_writing,
+};
 use crate::pool::{Acquired, Connection};
-use crate::quote::shell_quote;
 use russh::ChannelMsg;
 use russh::client::Msg;
 use russh::{ChannelReadHalf, ChannelWriteHalf};
@@ -57,24 +59,12 @@ impl Resident {
         permit: OwnedSemaphorePermit,
     ) -> Result<Self, SshError> {
         let (channel, permit) = conn.open_with(permit).await?;
-        let bash = ["bash", "--noprofile", "--norc", "-c", LOOP];
-        let line = if sudo {
-            ["sudo", "-n", "--"]
-                .iter()
-                .chain(bash.iter())
-                .map(|a| shell_quote(a))
-                .collect::<Vec<_>>()
-                .join(" ")
+        let prefix: Vec<String> = if sudo {
+            SUDO.map(String::from).to_vec()
         } else {
-            // The login shell runs the loop itself when it is bash.
-            format!(
-                "[ -n \"${{BASH_VERSION-}}\" ] || exec {}; {LOOP}",
-                bash.iter()
-                    .map(|a| shell_quote(a))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
+            vec![]
         };
+        let line = bash_command_line(&prefix, LOOP);
         channel
             .exec(true, line)
             .await
@@ -144,7 +134,6 @@ impl Resident {
         let reader = async {
             let mut out = Marked::new(LogStream::Stdout, marker);
             let mut err = Marked::new(LogStream::Stderr, marker);
-            let mut early: Vec<u8> = Vec::new();
             loop {
                 let msg = tokio::select! {
                     m = rx.wait() => m,
@@ -152,13 +141,10 @@ impl Resident {
                 };
                 match msg {
                     Some(ChannelMsg::Data { data }) => out.push(&data, sink),
-                    Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
-                        capture(&mut early, &data);
-                        err.push(&data, sink);
-                    }
+                    Some(ChannelMsg::ExtendedData { data, ext: 1 }) => err.push(&data, sink),
                     Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::Eof | ChannelMsg::Close)
                     | None => {
-                        return Err(ended(conn, self.sudo, &early));
+                        return Err(ended(conn, self.sudo, &err.captured));
                     }
                     Some(_) => {}
                 }
@@ -172,14 +158,7 @@ impl Resident {
                 }
             }
         };
-        tokio::pin!(writer, reader);
-        let mut writer_done = false;
-        loop {
-            tokio::select! {
-                r = &mut reader => break r,
-                () = &mut writer, if !writer_done => writer_done = true,
-            }
-        }
+        read_while_writing(writer, reader).await
     }
 }
 

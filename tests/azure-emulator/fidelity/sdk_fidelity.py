@@ -7,9 +7,14 @@ Run by tests/azure-emulator/tests/sdk_fidelity.rs with the interpreter of the SD
 Prints one line per step ("ok <step>") and exits non-zero on the first failure.
 """
 
+import base64
 import os
 import sys
 import time
+
+import requests
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.identity import ClientSecretCredential
@@ -169,13 +174,18 @@ nic = network.network_interfaces.get(RG, "nic1")
 check(nic.virtual_machine.id.lower() == vm.id.lower(), "nic attached to vm")
 step("vm create (LRO) + get + instance view")
 
+# The onboarding key pair, as `az connectedk8s connect` makes it (base64 DER PKCS#1 public key).
+agent_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+agent_pub = base64.b64encode(
+    agent_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+).decode()
 cc = arc.connected_cluster.begin_create_or_replace(
     RG,
     "arc1",
     ConnectedCluster(
         location=LOC,
         identity={"type": "SystemAssigned"},
-        agent_public_key_certificate="MIIBCgKCAQEA",
+        agent_public_key_certificate=agent_pub,
         distribution="k3s",
         oidc_issuer_profile={"enabled": True},
         security_profile={"workloadIdentity": {"enabled": True}},
@@ -183,15 +193,33 @@ cc = arc.connected_cluster.begin_create_or_replace(
     **POLL,
 ).result()
 check(cc.provisioning_state == "Succeeded", f"cluster state {cc.provisioning_state}")
-deadline = time.time() + 20
-while True:
-    cc = arc.connected_cluster.get(RG, "arc1")
-    if cc.connectivity_status == "Connected" and cc.oidc_issuer_profile.issuer_url:
-        break
-    check(time.time() < deadline, f"cluster never connected: {cc.connectivity_status}")
-    time.sleep(0.05)
+time.sleep(0.3)
+cc = arc.connected_cluster.get(RG, "arc1")
+check(cc.connectivity_status == "Connecting", f"connected before any agent: {cc.connectivity_status}")
+check(not cc.oidc_issuer_profile.issuer_url, "issuer URL before any agent")
+step("connected cluster create: Connecting until an agent proves the key")
+
+
+def agent_connect(key):
+    nonce = requests.post(f"{BASE}/arc-agents/v1/challenge", json={"resourceId": cc.id}, verify=CA).json()["nonce"]
+    sig = base64.b64encode(key.sign(nonce.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
+    return requests.post(
+        f"{BASE}/arc-agents/v1/connect",
+        json={"resourceId": cc.id, "nonce": nonce, "signature": sig, "kubernetesVersion": "v1.31.4+k3s1", "totalNodeCount": 2},
+        verify=CA,
+    )
+
+
+r = agent_connect(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+check(r.status_code == 403 and r.json()["error"]["code"] == "InvalidAgentSignature", f"wrong key accepted: {r.status_code} {r.text}")
+check(arc.connected_cluster.get(RG, "arc1").connectivity_status == "Connecting", "a wrong key connected the cluster")
+r = agent_connect(agent_key)
+check(r.status_code == 200 and r.json().get("agentToken"), f"agent connect: {r.status_code} {r.text}")
+cc = arc.connected_cluster.get(RG, "arc1")
+check(cc.connectivity_status == "Connected" and cc.oidc_issuer_profile.issuer_url, f"not connected: {cc.connectivity_status}")
+check(cc.total_node_count == 2 and cc.kubernetes_version == "v1.31.4+k3s1", "agent report kept")
 check(cc.oidc_issuer_profile.issuer_url.endswith("/"), "issuer URL has a trailing slash")
-step("connected cluster create + connect + issuer URL")
+step("agent proves the onboarding key: Connected + issuer URL")
 
 kv = SecretClient(vault_url=BASE, credential=cred, verify_challenge_resource=False, connection_verify=CA)
 kv.set_secret("k3s-token", "s3cr3t-value")

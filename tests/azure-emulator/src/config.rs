@@ -50,9 +50,6 @@ pub struct EmulatorConfig {
     pub provider_registration_secs: f64,
     /// Base duration of a long-running operation (seconds); each resource type scales it.
     pub lro_secs: f64,
-    /// After a connected cluster is created: how long until `connectivityStatus` becomes
-    /// `Connected` and `oidcIssuerProfile.issuerUrl` appears (seconds). `None`: never.
-    pub cluster_connect_secs: Option<f64>,
     /// A fixed `Retry-After` (seconds) for LRO responses. `None`: `retry-after-ms` with the
     /// remaining (scaled) time, plus `Retry-After` (whole seconds) when at least 1 s remains.
     pub lro_retry_after_secs: Option<u64>,
@@ -100,7 +97,6 @@ impl Default for EmulatorConfig {
             ],
             provider_registration_secs: 20.0,
             lro_secs: 4.0,
-            cluster_connect_secs: Some(10.0),
             lro_retry_after_secs: None,
             accepted_create_types: Vec::new(),
             read_limit: 12_000,

@@ -18,6 +18,7 @@
 //! ```
 
 mod acr;
+mod arcdp;
 mod arm;
 mod clock;
 mod config;

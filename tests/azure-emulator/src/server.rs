@@ -25,7 +25,7 @@ use crate::http::{Req, Resp, split_path};
 use crate::keyvault::VaultState;
 use crate::log::{LogEntry, RequestLog};
 use crate::token::TokenSigner;
-use crate::{acr, arm, control, entra, graph, keyvault, redact, tls};
+use crate::{acr, arcdp, arm, control, entra, graph, keyvault, redact, tls};
 
 /// State shared by every connection.
 pub(crate) struct Shared {
@@ -65,10 +65,6 @@ impl Shared {
 
     pub(crate) fn advance_ctx(&self) -> AdvanceCtx<'_> {
         AdvanceCtx {
-            connect_after: self
-                .config
-                .cluster_connect_secs
-                .map(|s| self.clock.scaled(s)),
             base_url: &self.base_url,
             tenant: &self.config.tenant_id,
         }
@@ -230,6 +226,7 @@ enum Service {
     Graph,
     Acr,
     Oidc,
+    ArcDataPlane,
     Unknown,
 }
 
@@ -244,6 +241,7 @@ impl Service {
             Service::Graph => "graph",
             Service::Acr => "acr",
             Service::Oidc => "oidc",
+            Service::ArcDataPlane => "arc",
             Service::Unknown => "unknown",
         }
     }
@@ -264,6 +262,7 @@ fn classify(segs: &[String]) -> Service {
         "v1.0" | "beta" => Service::Graph,
         "oauth2" | "v2" => Service::Acr,
         "oidc" => Service::Oidc,
+        _ if arcdp::is_arc_path(segs) => Service::ArcDataPlane,
         _ if entra::is_entra_path(segs) => Service::Entra,
         _ => Service::Unknown,
     }
@@ -274,7 +273,7 @@ fn log_body(service: Service, req: &Req) -> (Option<Value>, bool) {
         return (None, false);
     }
     match service {
-        Service::Entra | Service::Acr | Service::Control => (None, true),
+        Service::Entra | Service::Acr | Service::Control | Service::ArcDataPlane => (None, true),
         _ => match serde_json::from_slice::<Value>(&req.body) {
             Ok(mut v) => {
                 if service == Service::KeyVault {
@@ -324,6 +323,7 @@ async fn serve(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Full
             Some(doc) => Resp::json(StatusCode::OK, &doc),
             None => Resp::json(StatusCode::NOT_FOUND, &json!({"error": "not_found"})),
         },
+        Service::ArcDataPlane => arcdp::handle(&shared, &req),
         Service::Unknown => Resp::json(
             StatusCode::NOT_FOUND,
             &json!({"error": {"code": "NotFound", "message": format!("No emulated service at '{}'.", req.path)}}),

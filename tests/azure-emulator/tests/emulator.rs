@@ -10,7 +10,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use siteflow_azure_emulator::{Fault, FaultRule, VmBacking, VmCreated, WriteLimit, hook_fn};
 
-use common::{eventually, start};
+use common::{Client, TestResp, eventually, start};
 
 const NET: &str = "api-version=2026-03-01";
 const CMP: &str = "api-version=2026-04-01";
@@ -134,20 +134,76 @@ async fn lro_headers_and_provisioning_state_progression() {
     );
 }
 
+/// An onboarding key pair: the private key (PKCS#1 DER) and the public half as ARM wants it.
+fn agent_key() -> (Vec<u8>, String) {
+    use base64::Engine;
+    use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
+    let mut rng = rsa::rand_core::UnwrapErr(getrandom::SysRng);
+    let key = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("rsa key");
+    let private = key.to_pkcs1_der().expect("der").as_bytes().to_vec();
+    let public = key.to_public_key().to_pkcs1_der().expect("der");
+    (
+        private,
+        base64::engine::general_purpose::STANDARD.encode(public.as_bytes()),
+    )
+}
+
+/// What the Arc agent in a cluster does: asks for a nonce and signs it with `private`.
+async fn agent_connect(c: &Client, id: &str, private: &[u8]) -> TestResp {
+    use base64::Engine;
+    let r = c
+        .send(
+            Method::POST,
+            "/arc-agents/v1/challenge",
+            &[("content-type", "application/json")],
+            Some(json!({"resourceId": id}).to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let nonce = r.json()["nonce"].as_str().expect("nonce").to_string();
+    let pair = ring::signature::RsaKeyPair::from_der(private).expect("pkcs1");
+    let mut sig = vec![0u8; pair.public().modulus_len()];
+    pair.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        nonce.as_bytes(),
+        &mut sig,
+    )
+    .expect("sign");
+    let body = json!({"resourceId": id, "nonce": nonce,
+        "signature": base64::engine::general_purpose::STANDARD.encode(sig),
+        "kubernetesVersion": "v1.31.4+k3s1", "totalNodeCount": 2, "totalCoreCount": 4});
+    c.send(
+        Method::POST,
+        "/arc-agents/v1/connect",
+        &[("content-type", "application/json")],
+        Some(body.to_string().into_bytes()),
+    )
+    .await
+}
+
 #[tokio::test]
-async fn connected_cluster_states_connectivity_and_issuer() {
+async fn connected_cluster_connects_only_when_its_agent_proves_the_key() {
     let (_emu, c) = start(0.1, |cfg| {
-        cfg.registered_providers.push("Microsoft.Kubernetes".into())
+        cfg.registered_providers.push("Microsoft.Kubernetes".into());
+        cfg.registered_providers
+            .push("Microsoft.KubernetesConfiguration".into());
     })
     .await;
     let t = c.arm_token().await;
     c.create_rg(&t, "rg").await;
+    let (private, public) = agent_key();
     let cc = format!(
         "{}/providers/Microsoft.Kubernetes/connectedClusters/arc1?api-version=2026-05-01",
         c.rg_path("rg")
     );
     let body = json!({"location": "eastus", "identity": {"type": "SystemAssigned"}, "properties": {
-        "agentPublicKeyCertificate": "MIIB", "distribution": "k3s", "oidcIssuerProfile": {"enabled": true}}});
+        "agentPublicKeyCertificate": public, "distribution": "k3s", "oidcIssuerProfile": {"enabled": true}}});
     let r = c.arm_with(&t, Method::PUT, &cc, Some(body)).await;
     assert_eq!(
         r.status,
@@ -157,31 +213,71 @@ async fn connected_cluster_states_connectivity_and_issuer() {
     );
     assert_eq!(r.json()["properties"]["provisioningState"], "Accepted");
     assert_eq!(r.json()["properties"]["connectivityStatus"], "Connecting");
-    assert!(
-        r.json()["properties"]["oidcIssuerProfile"]
-            .get("issuerUrl")
-            .is_none()
-    );
-    let seen = Mutex::new(Vec::<String>::new());
+    let id = r.json()["id"].as_str().expect("id").to_string();
     assert!(
         eventually(Duration::from_secs(10), || async {
-            let j = c.arm_with(&t, Method::GET, &cc, None).await.json();
-            let s = j["properties"]["provisioningState"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let mut v = seen.lock().unwrap();
-            if v.last() != Some(&s) {
-                v.push(s);
-            }
-            drop(v);
-            j["properties"]["connectivityStatus"] == "Connected"
+            c.arm_with(&t, Method::GET, &cc, None).await.json()["properties"]["provisioningState"]
+                == "Succeeded"
         })
         .await
     );
-    let seen = seen.into_inner().unwrap();
-    assert!(seen.contains(&"Succeeded".to_string()), "{seen:?}");
+    // Time alone connects nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let j = c.arm_with(&t, Method::GET, &cc, None).await.json();
+    assert_eq!(j["properties"]["connectivityStatus"], "Connecting");
+    assert!(
+        j["properties"]["oidcIssuerProfile"]
+            .get("issuerUrl")
+            .is_none()
+    );
+
+    // The helm settings `connectedk8s connect` reads name the agents' endpoint.
+    let hs = c
+        .send(
+            Method::POST,
+            "/azure-arc-k8sagents/GetHelmSettings?api-version=2024-07-01-preview&releaseTrain=stable",
+            &[("authorization", &format!("Bearer {t}"))],
+            None,
+        )
+        .await;
+    assert_eq!(hs.status, StatusCode::OK);
+    assert!(
+        hs.json()["helmValuesContent"]["global.agentDataPlaneEndpoint"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/arc-agents/v1"))
+    );
+    let anon = c
+        .send(
+            Method::POST,
+            "/azure-arc-k8sagents/GetHelmSettings",
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+
+    // Another key is refused, and a nonce is good once.
+    let (other, _) = agent_key();
+    let r = agent_connect(&c, &id, &other).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "InvalidAgentSignature".into())
+    );
+    let j = c.arm_with(&t, Method::GET, &cc, None).await.json();
+    assert_eq!(j["properties"]["connectivityStatus"], "Connecting");
+
+    let r = agent_connect(&c, &id, &private).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let agent_token = r.json()["agentToken"].as_str().expect("token").to_string();
+    let j = c.arm_with(&t, Method::GET, &cc, None).await.json();
+    assert_eq!(j["properties"]["connectivityStatus"], "Connected");
+    assert_eq!(j["properties"]["totalNodeCount"], 2);
+    assert_eq!(j["properties"]["kubernetesVersion"], "v1.31.4+k3s1");
     let issuer = j["properties"]["oidcIssuerProfile"]["issuerUrl"]
         .as_str()
         .expect("issuer")
@@ -196,6 +292,114 @@ async fn connected_cluster_states_connectivity_and_issuer() {
         )
         .await;
     assert_eq!(doc.json()["issuer"], issuer.as_str());
+
+    // A Flux configuration stays Pending until the agent reports what it fetched.
+    let ext = format!(
+        "{}/providers/Microsoft.Kubernetes/connectedClusters/arc1/providers/Microsoft.KubernetesConfiguration/extensions/flux?api-version=2025-03-01",
+        c.rg_path("rg")
+    );
+    let r = c
+        .arm_with(
+            &t,
+            Method::PUT,
+            &ext,
+            Some(json!({"properties": {"extensionType": "microsoft.flux", "autoUpgradeMinorVersion": true}})),
+        )
+        .await;
+    assert!(
+        r.status.is_success(),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let fc = format!(
+        "{}/providers/Microsoft.Kubernetes/connectedClusters/arc1/providers/Microsoft.KubernetesConfiguration/fluxConfigurations/cluster-config?api-version=2025-04-01",
+        c.rg_path("rg")
+    );
+    let r = c
+        .arm_with(
+            &t,
+            Method::PUT,
+            &fc,
+            Some(json!({"properties": {"scope": "cluster", "namespace": "flux-system", "sourceKind": "GitRepository",
+                "gitRepository": {"url": "https://git.example/fleet", "repositoryRef": {"branch": "main"}, "httpsUser": "git"},
+                "kustomizations": {"apps": {"path": "./clusters/edge"}},
+                "configurationProtectedSettings": {"httpsKey": "c2VjcmV0LXRva2Vu"}}})),
+        )
+        .await;
+    assert!(
+        r.status.is_success(),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let fc_id = r.json()["id"].as_str().expect("id").to_string();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            c.arm_with(&t, Method::GET, &fc, None).await.json()["properties"]["provisioningState"]
+                == "Succeeded"
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let j = c.arm_with(&t, Method::GET, &fc, None).await.json();
+    assert_eq!(j["properties"]["complianceState"], "Pending");
+    assert!(
+        j["properties"]
+            .get("configurationProtectedSettings")
+            .is_none()
+    );
+
+    let bearer = format!("Bearer {agent_token}");
+    let conf = c
+        .send(
+            Method::GET,
+            "/arc-agents/v1/configurations",
+            &[("authorization", &bearer)],
+            None,
+        )
+        .await;
+    assert_eq!(conf.status, StatusCode::OK);
+    let flux = &conf.json()["fluxConfigurations"][0];
+    assert_eq!(
+        flux["properties"]["gitRepository"]["url"],
+        "https://git.example/fleet"
+    );
+    assert_eq!(
+        flux["properties"]["configurationProtectedSettings"]["httpsKey"],
+        "secret-token"
+    );
+    assert_eq!(
+        conf.json()["extensions"][0]["properties"]["extensionType"],
+        "microsoft.flux"
+    );
+    let bad = c
+        .send(
+            Method::GET,
+            "/arc-agents/v1/configurations",
+            &[("authorization", "Bearer nope")],
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+
+    let report = json!({"fluxConfigurations": [{"id": fc_id, "complianceState": "Compliant", "revision": "main@sha1:0123abcd"}]});
+    let r = c
+        .send(
+            Method::POST,
+            "/arc-agents/v1/status",
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            Some(report.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let j = c.arm_with(&t, Method::GET, &fc, None).await.json();
+    assert_eq!(j["properties"]["complianceState"], "Compliant");
+    assert_eq!(
+        j["properties"]["sourceSyncedCommitId"],
+        "main@sha1:0123abcd"
+    );
 }
 
 #[tokio::test]

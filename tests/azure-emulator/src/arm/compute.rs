@@ -325,7 +325,6 @@ fn sync_instances(ctx: &Ctx<'_>, st: &mut ArmState, rkey: &str, op_id: &str) {
             }),
             visible: true,
             op: None,
-            connect_at: None,
             power_state: "starting",
         };
         res.set_provisioning_state("Creating");

@@ -4,13 +4,13 @@
 use base64::Engine;
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use super::kinds::Kind;
 use super::path::ResPath;
 use super::rp::{base_body, not_found, system_data, visible};
 use super::state::{AdvanceCtx, ArmState, Resource};
 use super::{ArmError, Ctx};
+use crate::arcdp::AgentReport;
 use crate::clock::rfc3339_now;
 use crate::http::Resp;
 
@@ -165,13 +165,10 @@ pub(super) fn prepare_config(
     Ok(b)
 }
 
-/// Create/update finished: the agents start connecting.
-pub(super) fn on_cluster_succeeded(
-    st: &mut ArmState,
-    rkey: &str,
-    now: Instant,
-    ctx: &AdvanceCtx<'_>,
-) {
+/// Create/update finished. The agents have not proven anything yet: the cluster stays
+/// `Connecting` until one signs a challenge (see `arcdp`). A cluster that is already
+/// connected gets its issuer URL when the issuer was just enabled.
+pub(super) fn on_cluster_succeeded(st: &mut ArmState, rkey: &str, ctx: &AdvanceCtx<'_>) {
     let Some(r) = st.resources.get_mut(rkey) else {
         return;
     };
@@ -180,12 +177,7 @@ pub(super) fn on_cluster_succeeded(
         .and_then(Value::as_str)
         == Some("Connected")
     {
-        // Issuer URL for a re-enabled issuer on an already connected cluster.
         set_issuer(r, ctx);
-        return;
-    }
-    if let Some(after) = ctx.connect_after {
-        r.connect_at = Some(now + after);
     }
 }
 
@@ -207,50 +199,106 @@ fn set_issuer(r: &mut Resource, ctx: &AdvanceCtx<'_>) {
     r.body["properties"]["oidcIssuerProfile"]["issuerUrl"] = json!(url);
 }
 
-/// The agents connected: status, versions, node counts and the issuer URL.
-pub(super) fn connect(st: &mut ArmState, rkey: &str, ctx: &AdvanceCtx<'_>) {
+/// An agent proved the onboarding key: status, versions, node counts and the issuer URL.
+pub(crate) fn connect(st: &mut ArmState, rkey: &str, ctx: &AdvanceCtx<'_>, report: &AgentReport) {
     let Some(r) = st.resources.get_mut(rkey) else {
         return;
     };
-    r.connect_at = None;
     let props = r.props_mut();
     props.insert("connectivityStatus".into(), json!("Connected"));
     props.insert("lastConnectivityTime".into(), json!(rfc3339_now()));
-    props.entry("agentVersion").or_insert(json!("1.21.10"));
-    props
-        .entry("kubernetesVersion")
-        .or_insert(json!("1.31.4+k3s1"));
-    props.entry("totalNodeCount").or_insert(json!(1));
-    props.entry("totalCoreCount").or_insert(json!(2));
-    props.entry("offering").or_insert(json!("K3s"));
+    props.insert("agentVersion".into(), json!(report.agent_version));
+    if let Some(v) = &report.kubernetes_version {
+        props.insert("kubernetesVersion".into(), json!(v));
+        if v.contains("k3s") {
+            props.insert("offering".into(), json!("K3s"));
+        }
+    }
+    if let Some(n) = report.nodes {
+        props.insert("totalNodeCount".into(), json!(n));
+    }
+    if let Some(n) = report.cores {
+        props.insert("totalCoreCount".into(), json!(n));
+    }
     set_issuer(r, ctx);
 }
 
+/// A Flux configuration finished its ARM write: the cluster has not reconciled it yet.
 pub(super) fn on_config_succeeded(st: &mut ArmState, rkey: &str) {
     let Some(r) = st.resources.get_mut(rkey) else {
         return;
     };
-    let flux = r.kind.ty.ends_with("fluxConfigurations");
+    if r.kind.ty.ends_with("fluxConfigurations") {
+        return;
+    }
+    let props = r.props_mut();
+    let v = props.get("version").cloned().unwrap_or(json!("1.0.0"));
+    props.insert("currentVersion".into(), v);
+}
+
+/// The cluster's agent reports what it did with a Flux configuration: the revision it
+/// fetched and whether the kustomizations applied. Returns whether `rkey` is a Flux
+/// configuration of that cluster.
+pub(crate) fn report_flux(st: &mut ArmState, rkey: &str, report: &Value) -> bool {
+    let Some(r) = st.resources.get_mut(rkey) else {
+        return false;
+    };
+    if !r.kind.ty.ends_with("fluxConfigurations") {
+        return false;
+    }
     let name = r
         .body
         .get("name")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let props = r.props_mut();
-    if flux {
-        props.insert("complianceState".into(), json!("Compliant"));
-        props.insert("statusUpdatedAt".into(), json!(rfc3339_now()));
-        props.insert("sourceUpdatedAt".into(), json!(rfc3339_now()));
-        props.insert(
-            "statuses".into(),
-            json!([{"name": name, "kind": "GitRepository", "complianceState": "Compliant",
-                    "statusConditions": [{"type": "Ready", "status": "True", "reason": "Succeeded", "message": "stored artifact for revision", "lastTransitionTime": rfc3339_now()}]}]),
-        );
+    let compliance = report
+        .get("complianceState")
+        .and_then(Value::as_str)
+        .filter(|c| ["Compliant", "Non-Compliant", "Pending"].contains(c))
+        .unwrap_or("Non-Compliant")
+        .to_string();
+    let message = report
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let revision = report
+        .get("revision")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let ready = if compliance == "Compliant" {
+        "True"
     } else {
-        let v = props.get("version").cloned().unwrap_or(json!("1.0.0"));
-        props.insert("currentVersion".into(), v);
+        "False"
+    };
+    let now = rfc3339_now();
+    let props = r.props_mut();
+    props.insert("complianceState".into(), json!(compliance));
+    props.insert("statusUpdatedAt".into(), json!(now));
+    props.insert(
+        "errorMessage".into(),
+        json!(if ready == "True" {
+            ""
+        } else {
+            message.as_str()
+        }),
+    );
+    if !revision.is_empty() {
+        props.insert("sourceSyncedCommitId".into(), json!(revision));
+        props.insert("sourceUpdatedAt".into(), json!(now));
     }
+    props.insert(
+        "statuses".into(),
+        json!([{"name": name, "namespace": "flux-system", "kind": "GitRepository",
+                "complianceState": compliance,
+                "statusConditions": [{"type": "Ready", "status": ready,
+                    "reason": if ready == "True" { "Succeeded" } else { "ReconciliationFailed" },
+                    "message": if message.is_empty() { format!("stored artifact for revision '{revision}'") } else { message.clone() },
+                    "lastTransitionTime": now}]}]),
+    );
+    true
 }
 
 pub(super) fn render(r: &Resource) -> Value {

@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 pub(crate) use error::ArmError;
-pub(crate) use kubernetes::oidc_document;
+pub(crate) use kubernetes::{connect as connect_cluster, oidc_document, report_flux};
 use path::Route;
 pub(crate) use resources::seed;
 
@@ -115,7 +115,7 @@ fn unauthorized(shared: &Shared, code: &str, message: &str) -> Resp {
         )
 }
 
-fn authenticate(shared: &Shared, req: &Req) -> Option<Resp> {
+pub(crate) fn authenticate(shared: &Shared, req: &Req) -> Option<Resp> {
     let Some(token) = bearer(&req.headers) else {
         return Some(unauthorized(
             shared,

@@ -406,7 +406,6 @@ fn replace_children(
             body,
             visible: true,
             op: None,
-            connect_at: None,
             power_state: "",
         };
         res.set_provisioning_state("Succeeded");

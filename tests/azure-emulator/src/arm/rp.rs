@@ -368,7 +368,6 @@ fn put(
         body: prepared,
         visible: !accepted_202,
         op: Some(op.id.clone()),
-        connect_at: None,
         power_state: existing.map_or("starting", |r| r.power_state),
     };
     resource.set_provisioning_state(stages.first().copied().unwrap_or("Updating"));

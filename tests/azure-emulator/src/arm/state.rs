@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -42,8 +41,6 @@ pub(crate) struct Resource {
     pub(crate) visible: bool,
     /// The running operation, if any.
     pub(crate) op: Option<String>,
-    /// Connected clusters: when the agents "connect".
-    pub(crate) connect_at: Option<Instant>,
     /// VMs: `PowerState/...` code suffix.
     pub(crate) power_state: &'static str,
 }
@@ -79,7 +76,6 @@ pub(crate) struct HookJob {
 
 /// Values `advance` needs from the configuration.
 pub(crate) struct AdvanceCtx<'a> {
-    pub(crate) connect_after: Option<Duration>,
     pub(crate) base_url: &'a str,
     pub(crate) tenant: &'a str,
 }
@@ -95,6 +91,10 @@ pub(crate) struct ArmState {
     /// Next host number per subnet key.
     pub(crate) subnet_next: HashMap<String, u32>,
     pub(crate) next_public_ip: u32,
+    /// Arc agents: the nonce each cluster's agent must sign next, by cluster key.
+    pub(crate) agent_nonces: HashMap<String, String>,
+    /// Arc agents: the tokens connected agents call with, to their cluster key.
+    pub(crate) agent_tokens: HashMap<String, String>,
 }
 
 pub(crate) fn key(id: &str) -> String {
@@ -147,7 +147,7 @@ impl ArmState {
             .retain(|k, _| k != rkey && !k.starts_with(&prefix));
     }
 
-    /// Brings providers, operations and clusters up to `now`.
+    /// Brings providers and operations up to `now`.
     pub(crate) fn advance(&mut self, now: Instant, ctx: &AdvanceCtx<'_>) {
         for sub in self.subs.values_mut() {
             for p in sub.providers.values_mut() {
@@ -167,7 +167,7 @@ impl ArmState {
             .collect();
         due.sort();
         for (_, id) in due {
-            self.finish_op(&id, now, ctx);
+            self.finish_op(&id, ctx);
         }
         let running: Vec<(String, &'static str)> = self
             .ops
@@ -183,18 +183,9 @@ impl ArmState {
                 r.set_provisioning_state(stage);
             }
         }
-        let connecting: Vec<String> = self
-            .resources
-            .iter()
-            .filter(|(_, r)| r.connect_at.is_some_and(|t| now >= t))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in connecting {
-            super::kubernetes::connect(self, &k, ctx);
-        }
     }
 
-    fn finish_op(&mut self, id: &str, now: Instant, ctx: &AdvanceCtx<'_>) {
+    fn finish_op(&mut self, id: &str, ctx: &AdvanceCtx<'_>) {
         let Some(op) = self.ops.get(id) else {
             return;
         };
@@ -242,7 +233,7 @@ impl ArmState {
                 match family {
                     Some(Family::Compute) => super::compute::on_succeeded(self, &rkey, action),
                     Some(Family::Cluster) => {
-                        super::kubernetes::on_cluster_succeeded(self, &rkey, now, ctx)
+                        super::kubernetes::on_cluster_succeeded(self, &rkey, ctx)
                     }
                     Some(Family::K8sConfig) => super::kubernetes::on_config_succeeded(self, &rkey),
                     Some(Family::Network) | None => {}

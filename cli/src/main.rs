@@ -191,11 +191,14 @@ enum RunsCommand {
 
 /// The step kinds this binary knows.
 fn registry() -> Registry {
+    // One SSH pool for the kinds that act on k3s hosts.
+    let ssh_pool = siteflow_ssh::steps::StepPool::new();
     Registry::new()
         .with(siteflow_steps_core::steps())
         .with(siteflow_ssh::steps())
-        .with(siteflow_steps_k3s::steps())
+        .with(siteflow_steps_k3s::steps_with_pool(ssh_pool.clone()))
         .with(siteflow_steps_azure::steps())
+        .with(siteflow_steps_arc::steps(ssh_pool))
 }
 
 /// A failure with its exit code and report.

@@ -43,7 +43,7 @@ fn generate(comment: &str) -> Result<KeyPair, StepError> {
 }
 
 /// The directory of a step's keys: `.siteflow/keys/{site or run}/{step}`.
-fn dir(cx: &StepContext) -> PathBuf {
+pub fn dir(cx: &StepContext) -> PathBuf {
     let owner = cx.site.clone().unwrap_or_else(|| cx.run_id.clone());
     let safe = |s: &str| {
         s.chars()
@@ -87,11 +87,18 @@ pub fn load_or_create(cx: &StepContext, name: &str, comment: &str) -> Result<Key
     }
     let k = generate(comment)?;
     cx.add_secret(k.private.expose());
+    write_private(cx, &format!("{name}_ed25519"), k.private.expose())?;
+    Ok(k)
+}
+
+/// Writes a private key file of this step (mode 0600, atomically, synced) before the key is
+/// used anywhere, so a resumed run finds the same key.
+pub fn write_private(cx: &StepContext, file: &str, text: &str) -> Result<(), StepError> {
     let d = dir(cx);
     let io = |e: std::io::Error| StepError::permanent("KeyStore", format!("{}: {e}", d.display()));
     std::fs::create_dir_all(&d).map_err(io)?;
-    let path = d.join(format!("{name}_ed25519"));
-    let tmp = d.join(format!(".{name}_ed25519.tmp"));
+    let path = d.join(file);
+    let tmp = d.join(format!(".{file}.tmp"));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -100,10 +107,10 @@ pub fn load_or_create(cx: &StepContext, name: &str, comment: &str) -> Result<Key
         opts.mode(0o600);
     }
     let mut f = opts.open(&tmp).map_err(io)?;
-    f.write_all(k.private.expose().as_bytes()).map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
-    Ok(k)
+    Ok(())
 }
 
 #[cfg(test)]

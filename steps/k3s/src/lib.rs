@@ -31,7 +31,11 @@ use std::sync::Arc;
 
 /// The k3s step kinds, sharing one SSH connection pool.
 pub fn steps() -> Vec<Arc<dyn DynStep>> {
-    let pool = StepPool::new();
+    steps_with_pool(StepPool::new())
+}
+
+/// The k3s step kinds over `pool` (shared with other kinds that reach the same hosts).
+pub fn steps_with_pool(pool: StepPool) -> Vec<Arc<dyn DynStep>> {
     vec![
         Arc::new(K3sInstall::new(pool.clone())),
         Arc::new(K3sNodeToken::new(pool.clone())),

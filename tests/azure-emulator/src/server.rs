@@ -107,6 +107,7 @@ impl Emulator {
             config: EmulatorConfig::default(),
             time_scale: 1.0,
             port: 0,
+            ip: None,
             hook: None,
         }
     }
@@ -117,6 +118,7 @@ pub struct EmulatorBuilder {
     config: EmulatorConfig,
     time_scale: f64,
     port: u16,
+    ip: Option<std::net::IpAddr>,
     hook: Option<Arc<dyn VmBackingHook>>,
 }
 
@@ -139,6 +141,13 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Listens on this address instead of 127.0.0.1 (the sandbox: an address its test hosts
+    /// reach); the base URL and the certificate name it.
+    pub fn listen_ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
     /// Installs a VM backing hook from the start.
     pub fn vm_backing_hook(mut self, hook: Arc<dyn VmBackingHook>) -> Self {
         self.hook = Some(hook);
@@ -147,11 +156,12 @@ impl EmulatorBuilder {
 
     /// Generates the CA, binds, and starts serving.
     pub async fn start(self) -> std::io::Result<EmulatorHandle> {
-        let material = tls::generate()?;
+        let material = tls::generate(self.ip)?;
         let ca_pem_path = tls::write_ca(&material.ca_pem, self.config.ca_pem_path.as_deref())?;
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], self.port))).await?;
+        let ip = self.ip.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let listener = TcpListener::bind(SocketAddr::from((ip, self.port))).await?;
         let addr = listener.local_addr()?;
-        let base_url = format!("https://127.0.0.1:{}", addr.port());
+        let base_url = format!("https://{}", addr);
         let mut arm_state = ArmState::default();
         arm::seed(&mut arm_state, &self.config);
         let faults = FaultControl {

@@ -20,8 +20,8 @@ fn tls_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("tls setup: {e}"))
 }
 
-/// Generates a fresh CA and a leaf for `127.0.0.1`, `::1` and `localhost`.
-pub(crate) fn generate() -> io::Result<TlsMaterial> {
+/// Generates a fresh CA and a leaf for `127.0.0.1`, `::1`, `localhost` and `extra_ip`.
+pub(crate) fn generate(extra_ip: Option<std::net::IpAddr>) -> io::Result<TlsMaterial> {
     let now = time::OffsetDateTime::now_utc();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
     let mut dn = DistinguishedName::new();
@@ -39,12 +39,13 @@ pub(crate) fn generate() -> io::Result<TlsMaterial> {
     let ca_key = KeyPair::generate().map_err(tls_err)?;
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(tls_err)?;
 
-    let mut leaf_params = CertificateParams::new(vec![
+    let mut names = vec![
         "127.0.0.1".to_string(),
         "::1".to_string(),
         "localhost".to_string(),
-    ])
-    .map_err(tls_err)?;
+    ];
+    names.extend(extra_ip.map(|ip| ip.to_string()));
+    let mut leaf_params = CertificateParams::new(names).map_err(tls_err)?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "localhost");
     leaf_params.distinguished_name = dn;

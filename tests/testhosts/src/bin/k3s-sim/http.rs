@@ -108,7 +108,7 @@ fn handle(mut stream: TcpStream, handler: &Handler) -> Result<()> {
     Ok(())
 }
 
-fn read_head(reader: &mut BufReader<&mut TcpStream>) -> Result<(String, Vec<(String, String)>)> {
+pub fn read_head(reader: &mut impl BufRead) -> Result<(String, Vec<(String, String)>)> {
     let mut first = String::new();
     reader.read_line(&mut first)?;
     let mut headers = Vec::new();
@@ -128,14 +128,34 @@ fn read_head(reader: &mut BufReader<&mut TcpStream>) -> Result<(String, Vec<(Str
     Ok((first.trim_end().to_owned(), headers))
 }
 
-fn read_body(
-    reader: &mut BufReader<&mut TcpStream>,
-    headers: &[(String, String)],
-) -> Result<Vec<u8>> {
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse().ok())
+pub fn read_body(reader: &mut impl BufRead, headers: &[(String, String)]) -> Result<Vec<u8>> {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let mut body = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16)
+                .context("bad chunk size")?;
+            if size == 0 {
+                let mut end = String::new();
+                reader.read_line(&mut end)?;
+                return Ok(body);
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            reader.read_exact(&mut body[start..])?;
+            let mut crlf = String::new();
+            reader.read_line(&mut crlf)?;
+        }
+    }
+    let len: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let mut body = vec![0; len];
     reader.read_exact(&mut body)?;
@@ -192,14 +212,27 @@ pub fn call(
                 .context("no address")
         })
         .with_context(|| format!("cannot resolve {addr}"))?;
-    let mut stream = TcpStream::connect_timeout(&sock, Duration::from_secs(5))
+    let stream = TcpStream::connect_timeout(&sock, Duration::from_secs(5))
         .with_context(|| format!("dial tcp {addr}: connection refused or unreachable"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    exchange(stream, method, &addr, path, auth.as_deref(), body)
+}
+
+/// Writes one request (JSON body, `Connection: close`) on `stream` and reads the response:
+/// (status, body).
+pub fn exchange(
+    mut stream: impl Read + Write,
+    method: &str,
+    host: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> Result<(u16, Vec<u8>)> {
     let body = body
         .map(|b| serde_json::to_vec(b).unwrap_or_default())
         .unwrap_or_default();
     let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
     if let Some(a) = auth {
@@ -208,7 +241,8 @@ pub fn call(
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
     stream.write_all(&body)?;
-    let mut reader = BufReader::new(&mut stream);
+    stream.flush()?;
+    let mut reader = BufReader::new(stream);
     let (status_line, headers) = read_head(&mut reader)?;
     let status: u16 = status_line
         .split_whitespace()

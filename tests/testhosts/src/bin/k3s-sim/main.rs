@@ -2,9 +2,12 @@
 //! here). Answers as `k3s` (`--version`, `server`, `agent`, `kubectl`), as `kubectl` and as
 //! `systemctl` depending on the name it is run by. See the crate README for what it models.
 
+mod addons;
 mod agent;
+mod arc;
 mod config;
 mod http;
+mod https;
 mod jwt;
 mod kubectl;
 mod server;

@@ -22,7 +22,7 @@ pub const DATA_DIR: &str = "/var/lib/rancher/k3s";
 /// Default kubeconfig.
 pub const KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
 
-struct Server {
+pub struct Server {
     dir: PathBuf,
     ca_pem: String,
     ca_hash: String,
@@ -128,6 +128,11 @@ pub fn run(args: &[String]) -> Result<()> {
         apiserver_args,
         state: Mutex::new(state),
     });
+    {
+        let server = server.clone();
+        let manifests = data_dir.join("server/manifests");
+        std::thread::spawn(move || crate::addons::run(server, manifests));
+    }
     eprintln!("level=info msg=\"k3s is up and running\"");
     crate::notify_ready();
     let handler = {
@@ -250,6 +255,59 @@ fn record(dir: &Path, opts: &Options, apiserver: &[(String, Vec<String>)]) -> Re
 }
 
 impl Server {
+    /// Server-side applies objects (those without a kind or name are skipped) and returns
+    /// one result per object applied.
+    pub fn apply_objects(&self, objects: Vec<Value>) -> Vec<Value> {
+        let mut state = self.state.lock().expect("state");
+        let results = objects
+            .into_iter()
+            .filter_map(|obj| state.upsert(obj))
+            .collect();
+        let _ = state.save(&self.dir);
+        results
+    }
+
+    /// Creates or replaces one object.
+    pub fn put_object(&self, obj: Value) {
+        self.apply_objects(vec![obj]);
+    }
+
+    /// The object with this `Kind/namespace/name` key.
+    pub fn object(&self, key: &str) -> Option<Value> {
+        self.state.lock().expect("state").objects.get(key).cloned()
+    }
+
+    /// Every object of a kind, with its key.
+    pub fn objects_of_kind(&self, kind: &str) -> Vec<(String, Value)> {
+        let prefix = format!("{kind}/");
+        self.state
+            .lock()
+            .expect("state")
+            .objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Sets an object's `status` (saved only when it changed).
+    pub fn set_status(&self, key: &str, status: Value) {
+        let mut state = self.state.lock().expect("state");
+        let Some(obj) = state.objects.get_mut(key) else {
+            return;
+        };
+        if obj.get("status") == Some(&status) {
+            return;
+        }
+        obj["status"] = status;
+        let _ = state.save(&self.dir);
+    }
+
+    /// How many nodes the cluster has.
+    pub fn node_count(&self) -> usize {
+        self.state.lock().expect("state").nodes.len()
+    }
+
     fn handle(&self, req: Request) -> Response {
         let path = req.path.split('?').next().unwrap_or("").to_owned();
         match (req.method.as_str(), path.as_str()) {
@@ -354,35 +412,12 @@ impl Server {
         let Ok(Value::Array(objects)) = serde_json::from_slice::<Value>(body) else {
             return Response::status(400, "BadRequest", "expected a JSON array of objects");
         };
-        let mut state = self.state.lock().expect("state");
-        let mut results = Vec::new();
-        for mut obj in objects {
-            let Some(key) = State::object_key(&obj) else {
+        for obj in &objects {
+            if State::object_key(obj).is_none() {
                 return Response::status(400, "BadRequest", "object has no kind or metadata.name");
-            };
-            let kind = obj["kind"].as_str().unwrap_or("").to_owned();
-            if !crate::state::cluster_scoped(&kind) && obj.pointer("/metadata/namespace").is_none()
-            {
-                obj["metadata"]["namespace"] = json!("default");
             }
-            let (action, uid) = match state.objects.get(&key) {
-                Some(old)
-                    if *old.get("spec").unwrap_or(&Value::Null)
-                        == *obj.get("spec").unwrap_or(&Value::Null)
-                        && old.get("data") == obj.get("data")
-                        && old.pointer("/metadata/labels") == obj.pointer("/metadata/labels") =>
-                {
-                    ("unchanged", old.pointer("/metadata/uid").cloned())
-                }
-                Some(old) => ("serverside-applied", old.pointer("/metadata/uid").cloned()),
-                None => ("serverside-applied", None),
-            };
-            obj["metadata"]["uid"] =
-                uid.unwrap_or_else(|| json!(crate::state::uuidish(&format!("{key}{}", now()))));
-            results.push(json!({"key": key, "kind": kind, "name": obj["metadata"]["name"], "action": action}));
-            state.objects.insert(key, obj);
         }
-        let _ = state.save(&self.dir);
+        let results = self.apply_objects(objects);
         Response::json(200, &json!(results))
     }
 

@@ -161,6 +161,45 @@ impl State {
         Ok(())
     }
 
+    /// Server-side apply of one object (namespaced kinds default to `default`); returns
+    /// `{key, kind, name, action}`, or `None` for an object without a kind or name.
+    pub fn upsert(&mut self, mut obj: Value) -> Option<Value> {
+        let key = State::object_key(&obj)?;
+        let kind = obj["kind"].as_str().unwrap_or("").to_owned();
+        if !cluster_scoped(&kind) && obj.pointer("/metadata/namespace").is_none() {
+            obj["metadata"]["namespace"] = json!("default");
+        }
+        let (action, uid, status) = match self.objects.get(&key) {
+            Some(old)
+                if *old.get("spec").unwrap_or(&Value::Null)
+                    == *obj.get("spec").unwrap_or(&Value::Null)
+                    && old.get("data") == obj.get("data")
+                    && old.get("stringData") == obj.get("stringData")
+                    && old.pointer("/metadata/labels") == obj.pointer("/metadata/labels") =>
+            {
+                (
+                    "unchanged",
+                    old.pointer("/metadata/uid").cloned(),
+                    old.get("status").cloned(),
+                )
+            }
+            Some(old) => (
+                "serverside-applied",
+                old.pointer("/metadata/uid").cloned(),
+                None,
+            ),
+            None => ("serverside-applied", None, None),
+        };
+        obj["metadata"]["uid"] = uid.unwrap_or_else(|| json!(uuidish(&format!("{key}{}", now()))));
+        if let Some(st) = status.filter(|_| obj.get("status").is_none()) {
+            obj["status"] = st;
+        }
+        let result =
+            json!({"key": key, "kind": kind, "name": obj["metadata"]["name"], "action": action});
+        self.objects.insert(key, obj);
+        Some(result)
+    }
+
     /// Key of an object: `Kind/namespace/name` (namespace empty for cluster-scoped kinds).
     pub fn object_key(obj: &Value) -> Option<String> {
         let kind = obj.get("kind")?.as_str()?;

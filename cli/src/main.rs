@@ -1,6 +1,7 @@
 //! The `siteflow` command line: thin over the engine; maps outcomes to documented exit codes.
 
 mod progress;
+mod sandbox;
 mod telemetry;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
@@ -164,10 +165,32 @@ enum Command {
     },
     /// Print the JSON Schema of workflow and site files.
     Schema,
+    /// The local sandbox (Azure emulator + test hosts) used when no subscription is set.
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
     /// Print shell completions.
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Start it (if it is not running) and print where things are.
+    Up,
+    /// Print where things are.
+    Status,
+    /// Stop it and remove its hosts.
+    Down,
+    /// The daemon itself (started by `up`).
+    #[command(hide = true)]
+    Serve {
+        /// Its directory.
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -187,6 +210,34 @@ enum RunsCommand {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+}
+
+/// When the workflow talks to Azure (it declares an `azure` input) and no subscription is
+/// configured (`AZURE_SUBSCRIPTION_ID`, or `azure.subscription` from the site or `--set`),
+/// starts the local sandbox and returns the `--set` values that point the workflow at it.
+async fn sandbox_sets(plan: &Plan) -> Result<Option<Vec<String>>, Failure> {
+    let declared: Vec<String> = plan
+        .workflow
+        .inputs
+        .iter()
+        .map(|i| i.name.clone())
+        .collect();
+    if !declared.iter().any(|n| n == "azure") {
+        return Ok(None);
+    }
+    let configured = std::env::var("AZURE_SUBSCRIPTION_ID").is_ok_and(|s| !s.is_empty())
+        || plan
+            .inputs
+            .get("azure")
+            .and_then(|a| a.get("subscription"))
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty());
+    if configured {
+        return Ok(None);
+    }
+    let info = sandbox::up(&sandbox::dir()).await?;
+    eprint!("{}", sandbox::describe(&info));
+    Ok(Some(sandbox::sets(&info, &declared)))
 }
 
 /// The step kinds this binary knows.
@@ -256,6 +307,14 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // Installed on a sandbox host as k3s (and kubectl, systemctl), this binary is the
+    // k3s simulator.
+    if std::env::args()
+        .next()
+        .is_some_and(|a| siteflow_testhosts::sim::is_sim_name(&a))
+    {
+        siteflow_testhosts::sim::main();
+    }
     let cli = Cli::parse();
     // HTTP clients (OTLP export, ARM) use rustls without choosing a crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -647,8 +706,12 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             grace,
             output,
         } => {
-            let src = sources(&cli, target)?;
-            let plan = plan::compile(&src, &reg)?;
+            let mut src = sources(&cli, target)?;
+            let mut plan = plan::compile(&src, &reg)?;
+            if let Some(extra) = sandbox_sets(&plan).await? {
+                src.sets.splice(0..0, extra);
+                plan = plan::compile(&src, &reg)?;
+            }
             execute(&cli, *output, *parallel, *grace, async |r| {
                 r.start(plan, src).await
             })
@@ -677,6 +740,35 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             })
             .await
         }
+        Command::Sandbox { command } => match command {
+            SandboxCommand::Up => {
+                let info = sandbox::up(&sandbox::dir()).await?;
+                print!("{}", sandbox::describe(&info));
+                Ok(0)
+            }
+            SandboxCommand::Status => match sandbox::running(&sandbox::dir()) {
+                Some(info) => {
+                    print!("{}", sandbox::describe(&info));
+                    Ok(0)
+                }
+                None => {
+                    println!("no sandbox is running here (`siteflow sandbox up` starts one)");
+                    Ok(1)
+                }
+            },
+            SandboxCommand::Down => {
+                if sandbox::down(&sandbox::dir()).await? {
+                    println!("sandbox stopped; its hosts are gone");
+                } else {
+                    println!("no sandbox was running here");
+                }
+                Ok(0)
+            }
+            SandboxCommand::Serve { dir } => {
+                sandbox::serve(dir).await?;
+                Ok(0)
+            }
+        },
         Command::Plan { target, output } => {
             let src = sources(&cli, target)?;
             let p = plan::compile(&src, &reg)?;

@@ -42,9 +42,11 @@ fn generate(comment: &str) -> Result<KeyPair, StepError> {
     parse(&private)
 }
 
-/// The directory of a step's keys: `.siteflow/keys/{site or run}/{step}`.
+/// The directory of a step's keys: `.siteflow/keys/{site}/{step}` (`_nosite` for runs without
+/// a site file), the same for every run of the site, so a later run finds the keys of the
+/// resources an earlier run created.
 pub fn dir(cx: &StepContext) -> PathBuf {
-    let owner = cx.site.clone().unwrap_or_else(|| cx.run_id.clone());
+    let owner = cx.site.clone().unwrap_or_else(|| "_nosite".to_string());
     let safe = |s: &str| {
         s.chars()
             .map(|c| {

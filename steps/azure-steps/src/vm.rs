@@ -131,6 +131,9 @@ pub struct VmOutput {
     pub ssh_public_key: String,
     /// The generated admin private key (absent when a public key was given).
     pub ssh_private_key: Option<Secret<String>>,
+    /// The 0600 file holding the generated admin private key (for SSH steps'
+    /// `private_key_file`; absent when a public key was given).
+    pub ssh_private_key_file: Option<String>,
     /// The VM's SSH host key fingerprint (`SHA256:…`), to pin.
     pub host_key_fingerprint: String,
     /// The managed identity's principal id.
@@ -315,6 +318,10 @@ async fn outputs(
         public_ip,
         admin_username: input.admin_username.clone(),
         ssh_public_key: admin.0,
+        ssh_private_key_file: admin
+            .1
+            .as_ref()
+            .map(|_| keys::dir(cx).join("admin_ed25519").display().to_string()),
         ssh_private_key: admin.1,
         host_key_fingerprint: vm
             .tags

@@ -55,6 +55,9 @@ pub struct CredentialConfig {
     pub client_id: Option<String>,
     /// Client secret (else `AZURE_CLIENT_SECRET`); pass it from a workflow secret.
     pub client_secret: Option<Secret<String>>,
+    /// A file holding the client secret (read when the client is built; the path, not the
+    /// secret, is what the run stores). Used when `client_secret` is absent.
+    pub client_secret_file: Option<String>,
     /// Federated token file (else `AZURE_FEDERATED_TOKEN_FILE`).
     pub federated_token_file: Option<String>,
     /// How long one source may take to answer before the chain moves on (seconds).
@@ -194,6 +197,13 @@ fn client_secret_source(
         .client_secret
         .as_ref()
         .map(|s| s.expose().clone())
+        .or_else(|| {
+            config
+                .client_secret_file
+                .as_ref()
+                .and_then(|f| std::fs::read_to_string(f).ok())
+                .map(|s| s.trim().to_string())
+        })
         .or_else(|| env.get("AZURE_CLIENT_SECRET").cloned())
         .filter(|v| !v.is_empty());
     let credential = match (tenant, client, secret) {

@@ -24,6 +24,8 @@ pub struct VmCreated {
     pub ssh_public_keys: Vec<String>,
     /// `osProfile.customData`, base64-decoded (lossy UTF-8).
     pub custom_data: Option<String>,
+    /// The private address the VNet gave the VM's primary NIC (a backing host should take it).
+    pub private_ip: Option<IpAddr>,
 }
 
 /// The addresses to report for a backed VM.

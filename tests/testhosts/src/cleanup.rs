@@ -37,8 +37,9 @@ pub fn cleanup_slot(slot: u8) {
     }
     let veth_prefix = layout::veth_prefix(slot);
     let bridge = layout::bridge(slot);
+    let vnet = layout::vnet_bridge(slot);
     for link in list_dir("/sys/class/net") {
-        if link.starts_with(&veth_prefix) || link == bridge {
+        if link.starts_with(&veth_prefix) || link == bridge || link == vnet {
             run_quiet("ip", ["link", "del", &link]);
         }
     }

@@ -53,6 +53,37 @@ pub fn generate(path: &Path, comment: &str) -> Result<KeyPair> {
     })
 }
 
+/// Installs a given ed25519 private key (OpenSSH format) at `path` (mode 0600) and derives
+/// its public half, as cloud-init's `ssh_keys` does on a VM.
+pub fn install(path: &Path, private_key: &str, comment: &str) -> Result<KeyPair> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut text = private_key.trim_end().to_string();
+    text.push('\n');
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let out = crate::command::run_output(
+        "ssh-keygen",
+        ["-y".as_ref(), "-f".as_ref(), path.as_os_str()],
+    )?;
+    if !out.status.success() {
+        bail!(
+            "not an OpenSSH private key: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let public = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let public_key = format!("{public} {comment}");
+    std::fs::write(public_key_path(path), format!("{public_key}\n"))?;
+    Ok(KeyPair {
+        private_key_path: path.to_owned(),
+        fingerprint: fingerprint(&public_key)?,
+        public_key,
+    })
+}
+
 /// `<path>.pub`.
 pub fn public_key_path(private: &Path) -> PathBuf {
     let mut s = private.as_os_str().to_owned();

@@ -69,6 +69,19 @@ pub fn bridge(slot: u8) -> String {
     format!("{NAME_PREFIX}br{slot}")
 }
 
+/// Bridge in the root namespace for a slot's "virtual network" (the hosts' second
+/// interface, with the addresses an emulated VNet gave them). It has no address of its own,
+/// so several slots can use the same private range.
+pub fn vnet_bridge(slot: u8) -> String {
+    format!("{NAME_PREFIX}vn{slot}")
+}
+
+/// Root-namespace end of a host's veth pair on the slot's virtual network (it shares the
+/// prefix of [`veth`], so cleanup finds it).
+pub fn vnet_veth(slot: u8, index: usize) -> String {
+    format!("{NAME_PREFIX}{slot}v{index}p")
+}
+
 /// Root-namespace end of a host's veth pair.
 pub fn veth(slot: u8, index: usize) -> String {
     format!("{NAME_PREFIX}{slot}v{index}")

@@ -20,6 +20,7 @@ mod hostfs;
 mod keys;
 pub mod layout;
 mod net;
+pub mod sim;
 mod sim_install;
 mod slot;
 
@@ -28,5 +29,7 @@ pub use command::shell_quote;
 pub use host::TestHost;
 pub use hostfs::{USER_NOPASSWD, USER_PASSWD, USER_PASSWORD};
 pub use keys::fingerprint;
-pub use net::TestNet;
-pub use sim_install::{INSTALL_SCRIPT, STATS_DIR, ServiceStats, k3s_sim_binary};
+pub use net::{TestNet, VmHostSpec};
+pub use sim_install::{
+    INSTALL_SCRIPT, STATS_DIR, ServiceStats, k3s_sim_binary, set_simulator_embedded,
+};

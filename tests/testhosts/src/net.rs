@@ -44,13 +44,42 @@ impl TestNet {
         if n == 0 || n > layout::MAX_HOSTS {
             bail!("a test net has 1..={} hosts, not {n}", layout::MAX_HOSTS);
         }
+        let mut net = TestNet::empty()?;
+        let client_public = net.client_public_key.clone();
+        let peers: Vec<(String, Ipv4Addr)> = (0..n)
+            .map(|i| (layout::host_name(i), layout::host_ip(net.slot, i)))
+            .collect();
+        let mut known_hosts = String::new();
+        for i in 0..n {
+            let plan = HostPlan {
+                name: layout::host_name(i),
+                peers: &peers,
+                authorized_keys: std::slice::from_ref(&client_public),
+                host_key: None,
+                private_ip: None,
+            };
+            let host = net
+                .create_host(i, &plan)
+                .with_context(|| format!("cannot create test host {i}"))?;
+            known_hosts.push_str(&format!("{} {}\n", host.ip, host.host_key_public));
+            net.hosts.push(host);
+        }
+        std::fs::write(&net.known_hosts_path, known_hosts)?;
+        for host in &net.hosts {
+            host.start().await?;
+        }
+        Ok(net)
+    }
+
+    /// A net with no hosts yet (see [`TestNet::add_vm_host`]).
+    pub fn empty() -> Result<TestNet> {
         preflight()?;
         let lock = SlotLock::acquire()?;
         let slot = lock.slot();
         let dir = layout::slot_dir(slot);
         std::fs::create_dir_all(&dir)?;
         let client = keys::generate(&dir.join("client_key"), "siteflow-testhosts")?;
-        let mut net = TestNet {
+        let net = TestNet {
             subnet: layout::subnet(slot),
             gateway_ip: layout::gateway_ip(slot),
             client_key_path: client.private_key_path.clone(),
@@ -61,22 +90,36 @@ impl TestNet {
             lock: Some(lock),
         };
         net.create_bridge()?;
-        let peers: Vec<(String, Ipv4Addr)> = (0..n)
-            .map(|i| (layout::host_name(i), layout::host_ip(slot, i)))
-            .collect();
-        let mut known_hosts = String::new();
-        for i in 0..n {
-            let host = net
-                .create_host(i, &peers, &client.public_key)
-                .with_context(|| format!("cannot create test host {i}"))?;
-            known_hosts.push_str(&format!("{} {}\n", host.ip, host.host_key_public));
-            net.hosts.push(host);
-        }
-        std::fs::write(&net.known_hosts_path, known_hosts)?;
-        for host in &net.hosts {
-            host.start().await?;
-        }
+        std::fs::write(&net.known_hosts_path, "")?;
         Ok(net)
+    }
+
+    /// Adds and boots a host standing in for an emulated VM: its host name, the admin's
+    /// authorized keys, the host key its cloud-init carries (else a generated one) and, on the
+    /// net's virtual network, the private address the VNet gave the VM (the host's `eth1`).
+    pub async fn add_vm_host(&mut self, spec: VmHostSpec) -> Result<&TestHost> {
+        let index = self.hosts.len();
+        if index >= layout::MAX_HOSTS {
+            bail!("a test net has at most {} hosts", layout::MAX_HOSTS);
+        }
+        let peers = vec![(spec.name.clone(), layout::host_ip(self.slot, index))];
+        let plan = HostPlan {
+            name: spec.name.clone(),
+            peers: &peers,
+            authorized_keys: &spec.authorized_keys,
+            host_key: spec.host_key_private.as_deref(),
+            private_ip: spec.private_ip,
+        };
+        let host = self
+            .create_host(index, &plan)
+            .with_context(|| format!("cannot create the host of VM {}", spec.name))?;
+        let mut known = std::fs::read_to_string(&self.known_hosts_path).unwrap_or_default();
+        known.push_str(&format!("{} {}\n", host.ip, host.host_key_public));
+        std::fs::write(&self.known_hosts_path, known)?;
+        self.hosts.push(host);
+        let host = &self.hosts[index];
+        host.start().await?;
+        Ok(host)
     }
 
     /// The slot number (third octet of the subnet; prefix of the names of its resources).
@@ -115,6 +158,40 @@ impl TestNet {
         self.lock = None;
     }
 
+    /// Gives the host an `eth1` with `private` (/24) on the slot's virtual network.
+    fn attach_vnet(&self, index: usize, ns: &str, private: Ipv4Addr) -> Result<()> {
+        let br = layout::vnet_bridge(self.slot);
+        if !Path::new(&format!("/sys/class/net/{br}")).exists() {
+            run("ip", ["link", "add", &br, "type", "bridge"])?;
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{br}/disable_ipv6"), "1");
+            run("ip", ["link", "set", &br, "up"])?;
+        }
+        let veth = layout::vnet_veth(self.slot, index);
+        run(
+            "ip",
+            [
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth1", "netns", ns,
+            ],
+        )?;
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{veth}/disable_ipv6"), "1");
+        run("ip", ["link", "set", &veth, "master", &br])?;
+        run("ip", ["link", "set", &veth, "up"])?;
+        run(
+            "ip",
+            [
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{private}/24"),
+                "dev",
+                "eth1",
+            ],
+        )?;
+        run("ip", ["-n", ns, "link", "set", "eth1", "up"])?;
+        Ok(())
+    }
+
     fn create_bridge(&self) -> Result<()> {
         let br = layout::bridge(self.slot);
         run("ip", ["link", "add", &br, "type", "bridge"])?;
@@ -133,28 +210,27 @@ impl TestNet {
         Ok(())
     }
 
-    fn create_host(
-        &self,
-        index: usize,
-        peers: &[(String, Ipv4Addr)],
-        authorized_key: &str,
-    ) -> Result<TestHost> {
+    fn create_host(&self, index: usize, plan: &HostPlan<'_>) -> Result<TestHost> {
         let slot = self.slot;
-        let name = layout::host_name(index);
+        let name = plan.name.clone();
         let ip = layout::host_ip(slot, index);
         let dir = layout::host_dir(slot, index);
+        let authorized_key = plan.authorized_keys.join("\n");
         let files = HostFiles {
             host_dir: &dir,
             name: &name,
-            peers,
-            authorized_key,
+            peers: plan.peers,
+            authorized_key: &authorized_key,
         };
         files.prepare()?;
         let host_key_path =
             hostfs::private_location(&dir, Path::new("/etc/ssh/ssh_host_ed25519_key"))
                 .expect("/etc is private")
                 .0;
-        let host_key = keys::generate(&host_key_path, &format!("root@{name}"))?;
+        let host_key = match plan.host_key {
+            Some(private) => keys::install(&host_key_path, private, &format!("root@{name}"))?,
+            None => keys::generate(&host_key_path, &format!("root@{name}"))?,
+        };
 
         let ns = layout::netns(slot, index);
         let veth = layout::veth(slot, index);
@@ -177,6 +253,9 @@ impl TestNet {
         )?;
         run("ip", ["-n", &ns, "link", "set", "eth0", "up"])?;
         run("ip", ["-n", &ns, "link", "set", "lo", "up"])?;
+        if let Some(private) = plan.private_ip {
+            self.attach_vnet(index, &ns, private)?;
+        }
 
         let mnt = layout::mnt_pin(slot, index);
         let uts = layout::uts_pin(slot, index);
@@ -222,6 +301,28 @@ impl TestNet {
             sshd: Mutex::new(None),
         })
     }
+}
+
+/// What [`TestNet::add_vm_host`] needs to know about the VM a host stands in for.
+#[derive(Debug, Clone, Default)]
+pub struct VmHostSpec {
+    /// Host name (the VM's computer name; k3s's node name).
+    pub name: String,
+    /// Public keys the admin (`azureuser`) and root accept.
+    pub authorized_keys: Vec<String>,
+    /// The ed25519 host key (OpenSSH private key) from the VM's cloud-init, if any.
+    pub host_key_private: Option<String>,
+    /// The VM's private address on the virtual network.
+    pub private_ip: Option<Ipv4Addr>,
+}
+
+/// How to lay out one host.
+struct HostPlan<'a> {
+    name: String,
+    peers: &'a [(String, Ipv4Addr)],
+    authorized_keys: &'a [String],
+    host_key: Option<&'a str>,
+    private_ip: Option<Ipv4Addr>,
 }
 
 impl Drop for TestNet {

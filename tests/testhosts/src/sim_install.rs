@@ -19,8 +19,17 @@ pub const STATS_DIR: &str = "/var/lib/systemd-sim";
 
 const INSTALL_SH: &str = include_str!("../assets/k3s-install.sh");
 
-/// Where the `k3s-sim` executable is: `$SITEFLOW_K3S_SIM`, or next to the running executable
-/// (`target/<profile>/k3s-sim`, built by `cargo build/test -p siteflow-testhosts`).
+static EMBEDDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says that the running executable embeds the simulator (it calls [`crate::sim::main`] when
+/// started under one of [`crate::sim::NAMES`]), so it can be installed as k3s itself.
+pub fn set_simulator_embedded() {
+    EMBEDDED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Where the `k3s-sim` executable is: `$SITEFLOW_K3S_SIM`, next to the running executable
+/// (`target/<profile>/k3s-sim`, built by `cargo build/test -p siteflow-testhosts`), or the
+/// running executable itself when it embeds the simulator.
 pub fn k3s_sim_binary() -> Result<PathBuf> {
     if let Ok(p) = std::env::var("SITEFLOW_K3S_SIM") {
         return Ok(PathBuf::from(p));
@@ -31,6 +40,9 @@ pub fn k3s_sim_binary() -> Result<PathBuf> {
         if candidate.is_file() {
             return Ok(candidate);
         }
+    }
+    if EMBEDDED.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(exe);
     }
     bail!(
         "k3s-sim not found next to {}: run `cargo build -p siteflow-testhosts --bin k3s-sim` or set SITEFLOW_K3S_SIM",

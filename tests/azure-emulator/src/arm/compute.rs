@@ -186,6 +186,16 @@ pub(super) fn after_put(ctx: &Ctx<'_>, st: &mut ArmState, rkey: &str, op_id: &st
             }
         }
         if is_new && ctx.hook_set {
+            let private_ip = body
+                .pointer("/properties/networkProfile/networkInterfaces/0/id")
+                .and_then(Value::as_str)
+                .and_then(|nid| st.resources.get(&key(nid)))
+                .and_then(|n| {
+                    n.body
+                        .pointer("/properties/ipConfigurations/0/properties/privateIPAddress")
+                        .and_then(Value::as_str)
+                })
+                .and_then(|ip| ip.parse().ok());
             let os = body.pointer("/properties/osProfile");
             let name = body
                 .get("name")
@@ -208,6 +218,7 @@ pub(super) fn after_put(ctx: &Ctx<'_>, st: &mut ArmState, rkey: &str, op_id: &st
                     .map(str::to_string),
                 ssh_public_keys: ssh_keys(os),
                 custom_data: decode_custom_data(&body),
+                private_ip,
             };
             queue_hook(st, op_id, rkey, vm);
         }
@@ -329,6 +340,7 @@ fn sync_instances(ctx: &Ctx<'_>, st: &mut ArmState, rkey: &str, op_id: &str) {
         };
         res.set_provisioning_state("Creating");
         st.resources.insert(ikey.clone(), res);
+        let mut instance_ip = None;
         if let Some(subnet) = &subnet_id {
             let prefix_cidr = st
                 .resources
@@ -341,6 +353,7 @@ fn sync_instances(ctx: &Ctx<'_>, st: &mut ArmState, rkey: &str, op_id: &str) {
                 })
                 .unwrap_or_else(|| "10.0.0.0/24".into());
             let ip = st.allocate_private_ip(&key(subnet), &prefix_cidr);
+            instance_ip = ip.parse().ok();
             if let Ok(addr) = ip.parse() {
                 st.backings.insert(
                     ikey.clone(),
@@ -373,6 +386,7 @@ fn sync_instances(ctx: &Ctx<'_>, st: &mut ArmState, rkey: &str, op_id: &str) {
                             .ok()
                     })
                     .map(|b| String::from_utf8_lossy(&b).into_owned()),
+                private_ip: instance_ip,
             };
             queue_hook(st, op_id, &ikey, vm);
         }

@@ -12,10 +12,10 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::config::{self, Options};
-use crate::http::{Request, Response};
-use crate::state::{NodeRecord, State, now};
-use crate::token::{self, Token};
+use crate::sim::config::{self, Options};
+use crate::sim::http::{Request, Response};
+use crate::sim::state::{NodeRecord, State, now};
+use crate::sim::token::{self, Token};
 
 /// Default data dir.
 pub const DATA_DIR: &str = "/var/lib/rancher/k3s";
@@ -131,15 +131,15 @@ pub fn run(args: &[String]) -> Result<()> {
     {
         let server = server.clone();
         let manifests = data_dir.join("server/manifests");
-        std::thread::spawn(move || crate::addons::run(server, manifests));
+        std::thread::spawn(move || crate::sim::addons::run(server, manifests));
     }
     eprintln!("level=info msg=\"k3s is up and running\"");
-    crate::notify_ready();
+    crate::sim::notify_ready();
     let handler = {
         let server = server.clone();
         Arc::new(move |req: Request| server.handle(req))
     };
-    crate::http::serve(listener, handler);
+    crate::sim::http::serve(listener, handler);
     Ok(())
 }
 
@@ -207,7 +207,7 @@ fn own_node(opts: &Options, ip: &str) -> NodeRecord {
         hostname: name.clone(),
         created: now(),
         last_heartbeat: now(),
-        version: crate::version::version(),
+        version: crate::sim::version::version(),
         is_server: true,
         name,
     }
@@ -363,8 +363,8 @@ impl Server {
                 Response::text(200, "ok")
             }
             ("GET", ["version"]) => {
-                let v = crate::version::version();
-                let (major, minor) = crate::version::major_minor(&v);
+                let v = crate::sim::version::version();
+                let (major, minor) = crate::sim::version::major_minor(&v);
                 Response::json(
                     200,
                     &json!({"major": major, "minor": minor, "gitVersion": v, "platform": "linux/amd64"}),
@@ -475,15 +475,16 @@ impl Server {
         let claims = json!({
             "aud": audiences, "exp": iat + ttl, "iat": iat, "nbf": iat, "iss": iss,
             "sub": format!("system:serviceaccount:{ns}:{sa}"),
-            "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": sa, "uid": crate::state::uuidish(&format!("{ns}/{sa}"))}},
+            "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": sa, "uid": crate::sim::state::uuidish(&format!("{ns}/{sa}"))}},
         });
         let key = hex::decode(&state.sa_key).unwrap_or_default();
-        let token = crate::jwt::sign(&key, &state.sa_key[..16.min(state.sa_key.len())], &claims);
+        let token =
+            crate::sim::jwt::sign(&key, &state.sa_key[..16.min(state.sa_key.len())], &claims);
         Response::json(
             201,
             &json!({"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
                 "metadata": {"name": sa, "namespace": ns},
-                "status": {"token": token, "expirationTimestamp": crate::state::rfc3339(iat + ttl)}}),
+                "status": {"token": token, "expirationTimestamp": crate::sim::state::rfc3339(iat + ttl)}}),
         )
     }
 }

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::server::Server;
+use crate::sim::server::Server;
 
 const POLL: Duration = Duration::from_secs(2);
 const FLUX_DIR: &str = "/var/lib/rancher/k3s/sim/flux";
@@ -104,7 +104,7 @@ impl Agent {
         let url = format!("{}/{path}", self.endpoint.trim_end_matches('/'));
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let (status, bytes) =
-            crate::https::request(&url, method, auth.as_deref(), body, self.ca.as_deref())?;
+            crate::sim::https::request(&url, method, auth.as_deref(), body, self.ca.as_deref())?;
         Ok((
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -136,7 +136,7 @@ impl Agent {
             "nonce": nonce,
             "signature": base64::engine::general_purpose::STANDARD.encode(sig),
             "agentVersion": "1.21.10",
-            "kubernetesVersion": crate::version::version(),
+            "kubernetesVersion": crate::sim::version::version(),
             "totalNodeCount": nodes,
             "totalCoreCount": nodes * 2,
         });
@@ -311,7 +311,7 @@ fn collect_manifests(dir: &Path, out: &mut Vec<Value>) -> Result<()> {
             }
             let text = std::fs::read_to_string(&p)?;
             out.extend(
-                crate::kubectl::parse_manifests(&text)
+                crate::sim::kubectl::parse_manifests(&text)
                     .with_context(|| format!("{}", p.display()))?,
             );
         }

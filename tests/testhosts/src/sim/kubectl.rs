@@ -6,7 +6,7 @@ use std::io::Read;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::http::call;
+use crate::sim::http::call;
 
 struct Client {
     server: String,
@@ -16,7 +16,7 @@ struct Client {
 fn client(kubeconfig: Option<String>) -> Result<Client> {
     let path = kubeconfig
         .or_else(|| std::env::var("KUBECONFIG").ok().filter(|k| !k.is_empty()))
-        .unwrap_or_else(|| crate::server::KUBECONFIG.to_owned());
+        .unwrap_or_else(|| crate::sim::server::KUBECONFIG.to_owned());
     let text = std::fs::read_to_string(&path).map_err(|e| {
         anyhow::anyhow!(
             "error loading config file \"{path}\": open {path}: {}",
@@ -99,7 +99,7 @@ pub fn main(args: &[String]) -> Result<i32> {
     let words: Vec<&str> = positional.iter().map(String::as_str).collect();
     match words.as_slice() {
         ["version", ..] => {
-            let v = crate::version::version();
+            let v = crate::sim::version::version();
             println!("Client Version: {v}\nKustomize Version: v5.4.2");
             if let Ok(c) = client(kubeconfig)
                 && let Ok(sv) = c.send("GET", "/version", None)
@@ -186,7 +186,7 @@ pub fn main(args: &[String]) -> Result<i32> {
                 .filter(|o| {
                     let k = o["kind"].as_str().unwrap_or("").to_lowercase();
                     (k == kind_l || format!("{k}s") == kind_l || kind_l.starts_with(&k))
-                        && (crate::state::cluster_scoped(o["kind"].as_str().unwrap_or(""))
+                        && (crate::sim::state::cluster_scoped(o["kind"].as_str().unwrap_or(""))
                             || o["metadata"]["namespace"] == json!(namespace))
                         && (rest.is_empty()
                             || rest.contains(&o["metadata"]["name"].as_str().unwrap_or("")))
@@ -233,7 +233,7 @@ pub fn main(args: &[String]) -> Result<i32> {
             }
             for o in objects.iter_mut() {
                 if o.pointer("/metadata/namespace").is_none()
-                    && !crate::state::cluster_scoped(o["kind"].as_str().unwrap_or(""))
+                    && !crate::sim::state::cluster_scoped(o["kind"].as_str().unwrap_or(""))
                 {
                     o["metadata"]["namespace"] = json!(namespace);
                 }
@@ -254,7 +254,7 @@ pub fn main(args: &[String]) -> Result<i32> {
             let c = client(kubeconfig)?;
             let mut spec = json!({});
             if let Some(d) = &duration {
-                let secs = crate::server::parse_duration(d).context("invalid --duration")?;
+                let secs = crate::sim::server::parse_duration(d).context("invalid --duration")?;
                 spec["expirationSeconds"] = json!(secs);
             }
             let resp = c.send(

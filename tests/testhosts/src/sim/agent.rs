@@ -6,11 +6,11 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use sha2::Digest;
 
-use crate::config;
-use crate::http::{basic, call};
-use crate::server::{node_labels, node_name, primary_ip};
-use crate::state::{NodeRecord, now};
-use crate::token::{self, Token};
+use crate::sim::config;
+use crate::sim::http::{basic, call};
+use crate::sim::server::{node_labels, node_name, primary_ip};
+use crate::sim::state::{NodeRecord, now};
+use crate::sim::token::{self, Token};
 
 /// Runs `k3s agent <args>` until killed.
 pub fn run(args: &[String]) -> Result<()> {
@@ -34,7 +34,7 @@ pub fn run(args: &[String]) -> Result<()> {
         hostname: name.clone(),
         created: now(),
         last_heartbeat: now(),
-        version: crate::version::version(),
+        version: crate::sim::version::version(),
         is_server: false,
         name,
     };
@@ -46,7 +46,7 @@ pub fn run(args: &[String]) -> Result<()> {
             Ok(()) => {
                 if !joined {
                     eprintln!("level=info msg=\"k3s agent is up and running\" server={url}");
-                    crate::notify_ready();
+                    crate::sim::notify_ready();
                     joined = true;
                 }
             }

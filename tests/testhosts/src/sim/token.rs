@@ -40,7 +40,7 @@ impl Token {
 }
 
 /// The token given by `token` or read from `token-file`.
-pub fn from_options(opts: &crate::config::Options) -> Result<Option<String>> {
+pub fn from_options(opts: &crate::sim::config::Options) -> Result<Option<String>> {
     if let Some(t) = opts.get("token").filter(|t| !t.is_empty()) {
         return Ok(Some(t));
     }

@@ -1,6 +1,8 @@
 //! `k3s-sim`: a pure-Rust stand-in for the k3s binary on test hosts (k3s cannot be downloaded
 //! here). Answers as `k3s` (`--version`, `server`, `agent`, `kubectl`), as `kubectl` and as
 //! `systemctl` depending on the name it is run by. See the crate README for what it models.
+//! The `k3s-sim` binary runs [`main`]; so does any binary that embeds the simulator (the
+//! `siteflow` CLI's sandbox) when it is started under one of the simulator's names.
 
 mod addons;
 mod agent;
@@ -23,14 +25,27 @@ pub fn notify_ready() {
     }
 }
 
-fn main() {
+/// The names the simulator answers to (as the file name of `argv[0]`).
+pub const NAMES: &[&str] = &["k3s", "k3s-sim", "kubectl", "systemctl"];
+
+/// Whether a program started as `argv0` is the simulator.
+pub fn is_sim_name(argv0: &str) -> bool {
+    let name = std::path::Path::new(argv0)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or("");
+    NAMES.contains(&name)
+}
+
+/// Runs the simulator with the process's arguments and exits.
+pub fn main() -> ! {
     let args: Vec<String> = std::env::args().collect();
-    let argv0 = std::path::Path::new(&args[0])
+    let argv0 = std::path::Path::new(args.first().map(String::as_str).unwrap_or("k3s"))
         .file_name()
         .and_then(|f| f.to_str())
         .unwrap_or("k3s")
         .to_owned();
-    let rest = &args[1..];
+    let rest = args.get(1..).unwrap_or(&[]);
     let result = match argv0.as_str() {
         "systemctl" => systemctl::main(rest),
         "kubectl" => kubectl::main(rest),

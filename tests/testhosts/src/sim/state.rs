@@ -146,7 +146,7 @@ impl State {
         match std::fs::read(Self::path(server_dir)) {
             Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
             Err(_) => Ok(State {
-                sa_key: crate::token::random_hex(32),
+                sa_key: crate::sim::token::random_hex(32),
                 ..State::default()
             }),
         }

@@ -64,5 +64,5 @@ pub fn request(
     let name = ServerName::try_from(host.to_string()).context("bad server name")?;
     let conn = rustls::ClientConnection::new(config(ca_pem)?, name)?;
     let tls = rustls::StreamOwned::new(conn, tcp);
-    crate::http::exchange(tls, method, authority, path, auth, body)
+    crate::sim::http::exchange(tls, method, authority, path, auth, body)
 }

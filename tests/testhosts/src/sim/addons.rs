@@ -14,7 +14,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::server::Server;
+use crate::sim::server::Server;
 
 /// How often the controllers look for changes.
 const RESYNC: Duration = Duration::from_millis(500);
@@ -51,7 +51,7 @@ fn deploy(server: &Server, dir: &Path, seen: &mut HashMap<PathBuf, Vec<u8>>) -> 
         if seen.get(&file) == Some(&bytes) {
             continue;
         }
-        let objects = crate::kubectl::parse_manifests(&String::from_utf8_lossy(&bytes))
+        let objects = crate::sim::kubectl::parse_manifests(&String::from_utf8_lossy(&bytes))
             .with_context(|| format!("{}", file.display()))?;
         server.apply_objects(objects);
         eprintln!("level=info msg=\"applied manifest {}\"", file.display());
@@ -157,7 +157,7 @@ fn helm(server: &Arc<Server>, agents: &mut HashMap<String, (String, Arc<AtomicBo
         }
         let stop = Arc::new(AtomicBool::new(false));
         let (srv, flag) = (Arc::clone(server), Arc::clone(&stop));
-        std::thread::spawn(move || crate::arc::agent(srv, values, flag));
+        std::thread::spawn(move || crate::sim::arc::agent(srv, values, flag));
         agents.insert(key, (hash, stop));
     }
     agents.retain(|k, (_, stop)| {

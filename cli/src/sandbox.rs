@@ -1,0 +1,465 @@
+//! The local sandbox: an offline Azure for workflows when no subscription is configured.
+//!
+//! `siteflow sandbox up` starts a daemon (`siteflow sandbox serve`, detached, logging to
+//! `.siteflow/sandbox/sandbox.log`) holding the Azure emulator, a network of test hosts and
+//! a git daemon. Every VM the emulator creates is backed by a real OpenSSH host in its own
+//! network and mount namespace, with the VM's host key from its cloud-init, its admin key,
+//! its private address on a virtual network and the k3s simulator ready to install. The
+//! daemon outlives the command that started it, so a crashed run can be resumed against the
+//! same Azure; `siteflow sandbox down` removes everything. Needs root (namespaces).
+
+use std::net::IpAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use siteflow_azure_emulator::{Emulator, EmulatorConfig, VmBacking, VmCreated, hook_fn};
+use siteflow_testhosts::{TestNet, VmHostSpec};
+
+use crate::Failure;
+
+/// Where a running sandbox is, as `sandbox.json` records it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxInfo {
+    /// The daemon's process id.
+    pub pid: u32,
+    /// The emulator (ARM, Entra, Key Vault, Graph, Arc data plane).
+    pub base_url: String,
+    /// The emulator's CA certificate.
+    pub ca_pem_path: String,
+    /// Entra tenant.
+    pub tenant_id: String,
+    /// Subscription.
+    pub subscription_id: String,
+    /// The service principal siteflow logs in as.
+    pub client_id: String,
+    /// A 0600 file with its secret.
+    pub client_secret_file: String,
+    /// The git repository Flux configurations can point at.
+    pub git_url: String,
+    /// The test net's subnet (the VMs' public addresses).
+    pub public_subnet: String,
+    /// Where the daemon lists the VMs' hosts.
+    pub hosts_file: String,
+}
+
+/// The sandbox directory of a working directory.
+pub fn dir() -> PathBuf {
+    PathBuf::from(".siteflow/sandbox")
+}
+
+fn info_path(dir: &Path) -> PathBuf {
+    dir.join("sandbox.json")
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The running sandbox of `dir`, if any.
+pub fn running(dir: &Path) -> Option<SandboxInfo> {
+    let text = std::fs::read_to_string(info_path(dir)).ok()?;
+    let info: SandboxInfo = serde_json::from_str(&text).ok()?;
+    alive(info.pid).then_some(info)
+}
+
+fn fail(msg: impl Into<String>) -> Failure {
+    Failure::new(1, msg)
+}
+
+/// Starts the sandbox daemon unless one runs; returns where it is.
+pub async fn up(dir: &Path) -> Result<SandboxInfo, Failure> {
+    if let Some(info) = running(dir) {
+        return Ok(info);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("error: {}: {e}", dir.display())))?;
+    let _ = std::fs::remove_file(info_path(dir));
+    let log_path = dir.join("sandbox.log");
+    let log = std::fs::File::create(&log_path)
+        .map_err(|e| fail(format!("error: {}: {e}", log_path.display())))?;
+    let exe = std::env::current_exe().map_err(|e| fail(format!("error: {e}")))?;
+    let mut child = std::process::Command::new(exe)
+        .args(["sandbox", "serve", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| fail(e.to_string()))?)
+        .stderr(log)
+        // Its own process group: Ctrl-C in the terminal stops the run, not the sandbox.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| fail(format!("error: start the sandbox: {e}")))?;
+    eprintln!(
+        "starting the local sandbox (Azure emulator + test hosts; log: {})",
+        log_path.display()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(info) = running(dir)
+            && info.pid == child.id()
+        {
+            return Ok(info);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(fail(format!(
+                "error: the sandbox exited ({status}):\n{}",
+                tail.lines()
+                    .rev()
+                    .take(15)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )));
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(fail("error: the sandbox did not start within 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stops the sandbox of `dir` (its hosts, emulator and git daemon); returns whether one ran.
+pub async fn down(dir: &Path) -> Result<bool, Failure> {
+    let Some(info) = running(dir) else {
+        let _ = std::fs::remove_file(info_path(dir));
+        return Ok(false);
+    };
+    let pid = nix::unistd::Pid::from_raw(info.pid as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+        .map_err(|e| fail(format!("error: stop the sandbox (pid {}): {e}", info.pid)))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while alive(info.pid) {
+        if tokio::time::Instant::now() > deadline {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_file(info_path(dir));
+    Ok(true)
+}
+
+/// Prints where things are.
+pub fn describe(info: &SandboxInfo) -> String {
+    let hosts = std::fs::read_to_string(&info.hosts_file).unwrap_or_else(|_| "[]".into());
+    let hosts: Vec<serde_json::Value> = serde_json::from_str(&hosts).unwrap_or_default();
+    let mut s = format!(
+        "sandbox (pid {})\n  Azure emulator  {}  (CA {})\n  subscription    {}\n  git             {}\n  hosts           {} (VMs' public addresses on {})\n",
+        info.pid,
+        info.base_url,
+        info.ca_pem_path,
+        info.subscription_id,
+        info.git_url,
+        hosts.len(),
+        info.public_subnet
+    );
+    for h in hosts {
+        s.push_str(&format!(
+            "    {:<20} public {:<15} private {}\n",
+            h["name"].as_str().unwrap_or(""),
+            h["publicIp"].as_str().unwrap_or(""),
+            h["privateIp"].as_str().unwrap_or("")
+        ));
+    }
+    s.push_str("  tear down       siteflow sandbox down\n");
+    s
+}
+
+/// `--set` values pointing a workflow's `azure`, `key_vault_url`, `git_url`, `admin_cidr`
+/// and `install_script_path` inputs at the sandbox (only those the workflow declares).
+pub fn sets(info: &SandboxInfo, declared: &[String]) -> Vec<String> {
+    let has = |n: &str| declared.iter().any(|d| d == n);
+    let mut out = Vec::new();
+    if has("azure") {
+        out.extend([
+            format!("azure.subscription={}", info.subscription_id),
+            "azure.cloud.name=custom".to_string(),
+            format!("azure.cloud.arm_url={}", info.base_url),
+            format!("azure.cloud.authority_host={}", info.base_url),
+            format!("azure.cloud.graph_url={}", info.base_url),
+            format!("azure.cloud.ca_pem_file={}", info.ca_pem_path),
+            "azure.credential.kind=client_secret".to_string(),
+            format!("azure.credential.tenant_id={}", info.tenant_id),
+            format!("azure.credential.client_id={}", info.client_id),
+            format!(
+                "azure.credential.client_secret_file={}",
+                info.client_secret_file
+            ),
+        ]);
+    }
+    if has("key_vault_url") {
+        out.push(format!("key_vault_url={}", info.base_url));
+    }
+    if has("git_url") {
+        out.push(format!("git_url={}", info.git_url));
+    }
+    if has("admin_cidr") {
+        out.push(format!("admin_cidr={}", info.public_subnet));
+    }
+    // The sandbox's VM image is air-gapped: k3s and its install script are on it.
+    if has("install_script_path") {
+        out.push(format!(
+            "install_script_path={}",
+            siteflow_testhosts::INSTALL_SCRIPT
+        ));
+    }
+    out
+}
+
+/// The ed25519 host key a VM's cloud-init installs (`ssh_keys: ed25519_private: |`).
+fn cloud_init_host_key(user_data: &str) -> Option<String> {
+    let mut lines = user_data.lines();
+    let start = lines.position(|l| l.trim() == "ed25519_private: |")?;
+    let _ = start;
+    let mut key = String::new();
+    for l in lines {
+        if !l.starts_with("    ") {
+            break;
+        }
+        key.push_str(l.trim());
+        key.push('\n');
+    }
+    key.contains("PRIVATE KEY").then_some(key)
+}
+
+/// A bare repository with a first commit under `clusters/edge`, for Flux configurations.
+fn seed_git(dir: &Path) -> Result<(), String> {
+    let bare = dir.join("fleet.git");
+    if bare.exists() {
+        return Ok(());
+    }
+    let work = dir.join("fleet-work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("clusters/edge")).map_err(|e| e.to_string())?;
+    std::fs::write(
+        work.join("clusters/edge/hello.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: hello\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello\n  namespace: hello\ndata:\n  message: reconciled by Flux from the sandbox's git repository\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let git = |cwd: &Path, args: &[&str]| -> Result<(), String> {
+        let out = std::process::Command::new("git")
+            .current_dir(cwd)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "siteflow sandbox")
+            .env("GIT_AUTHOR_EMAIL", "sandbox@siteflow.invalid")
+            .env("GIT_COMMITTER_NAME", "siteflow sandbox")
+            .env("GIT_COMMITTER_EMAIL", "sandbox@siteflow.invalid")
+            .output()
+            .map_err(|e| format!("git: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    git(&work, &["init", "-q", "-b", "main"])?;
+    git(&work, &["add", "."])?;
+    git(&work, &["commit", "-q", "-m", "sandbox fleet"])?;
+    git(dir, &["clone", "-q", "--bare", "fleet-work", "fleet.git"])?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HostEntry {
+    name: String,
+    vm_id: String,
+    public_ip: String,
+    private_ip: String,
+    host_key_fingerprint: String,
+}
+
+/// The daemon: runs until SIGTERM or SIGINT.
+pub async fn serve(dir: &Path) -> Result<(), Failure> {
+    let dir = std::path::absolute(dir).map_err(|e| fail(e.to_string()))?;
+    std::fs::create_dir_all(&dir).map_err(|e| fail(e.to_string()))?;
+    siteflow_testhosts::set_simulator_embedded();
+    let _ = siteflow_testhosts::cleanup_stale();
+    let net =
+        TestNet::empty().map_err(|e| fail(format!("error: the sandbox's test net: {e:#}")))?;
+    let gateway = net.gateway_ip;
+    let public_subnet = net.subnet.clone();
+    let net = Arc::new(tokio::sync::Mutex::new(net));
+    let hosts_file = dir.join("hosts.json");
+    let hosts: Arc<std::sync::Mutex<Vec<HostEntry>>> = Arc::default();
+    std::fs::write(&hosts_file, "[]").map_err(|e| fail(e.to_string()))?;
+
+    let hook = {
+        let (net, hosts, hosts_file) = (net.clone(), hosts.clone(), hosts_file.clone());
+        hook_fn(move |vm: VmCreated| {
+            let (net, hosts, hosts_file) = (net.clone(), hosts.clone(), hosts_file.clone());
+            async move {
+                if vm
+                    .admin_username
+                    .as_deref()
+                    .is_some_and(|u| u != "azureuser")
+                {
+                    return Err(format!(
+                        "the sandbox backs VMs whose admin user is azureuser, not {:?}",
+                        vm.admin_username
+                    ));
+                }
+                let private = match vm.private_ip {
+                    Some(IpAddr::V4(ip)) => Some(ip),
+                    _ => None,
+                };
+                let spec = VmHostSpec {
+                    name: vm.computer_name.clone(),
+                    authorized_keys: vm.ssh_public_keys.clone(),
+                    host_key_private: vm.custom_data.as_deref().and_then(cloud_init_host_key),
+                    private_ip: private,
+                };
+                let mut n = net.lock().await;
+                let host = n.add_vm_host(spec).await.map_err(|e| format!("{e:#}"))?;
+                host.install_k3s_simulator()
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                let entry = HostEntry {
+                    name: vm.computer_name.clone(),
+                    vm_id: vm.resource_id.clone(),
+                    public_ip: host.ip.to_string(),
+                    private_ip: private.map(|p| p.to_string()).unwrap_or_default(),
+                    host_key_fingerprint: host.host_key_fingerprint.clone(),
+                };
+                let public = IpAddr::V4(host.ip);
+                drop(n);
+                {
+                    let mut h = hosts.lock().unwrap_or_else(|p| p.into_inner());
+                    h.push(entry);
+                    let _ = std::fs::write(
+                        &hosts_file,
+                        serde_json::to_string_pretty(&*h).unwrap_or_default(),
+                    );
+                }
+                eprintln!(
+                    "backed VM {} with a test host at {public}",
+                    vm.computer_name
+                );
+                Ok(VmBacking {
+                    private_ip: vm.private_ip.unwrap_or(public),
+                    public_ip: Some(public),
+                })
+            }
+        })
+    };
+
+    let scale: f64 = std::env::var("SITEFLOW_SANDBOX_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.05);
+    let config = EmulatorConfig {
+        ca_pem_path: Some(dir.join("ca.pem")),
+        ..EmulatorConfig::default()
+    };
+    let emu = Emulator::builder()
+        .config(config)
+        .time_scale(scale)
+        .listen_ip(gateway.into())
+        .vm_backing_hook(hook)
+        .start()
+        .await
+        .map_err(|e| fail(format!("error: the Azure emulator: {e}")))?;
+
+    let git_dir = dir.join("git");
+    std::fs::create_dir_all(&git_dir).map_err(|e| fail(e.to_string()))?;
+    seed_git(&git_dir).map_err(|e| fail(format!("error: the sandbox's git repository: {e}")))?;
+    let port = std::net::TcpListener::bind((gateway, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| fail(e.to_string()))?
+        .port();
+    let mut git_daemon = tokio::process::Command::new("git")
+        .args([
+            "daemon".to_string(),
+            "--reuseaddr".into(),
+            "--export-all".into(),
+            format!("--base-path={}", git_dir.display()),
+            format!("--listen={gateway}"),
+            format!("--port={port}"),
+        ])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| fail(format!("error: git daemon: {e}")))?;
+
+    let principal = emu
+        .config()
+        .principals
+        .first()
+        .cloned()
+        .ok_or_else(|| fail("no principal"))?;
+    let secret_file = dir.join("client-secret");
+    write_private(&secret_file, &principal.client_secret).map_err(|e| fail(e.to_string()))?;
+    let info = SandboxInfo {
+        pid: std::process::id(),
+        base_url: emu.base_url().to_string(),
+        ca_pem_path: emu.ca_pem_path().display().to_string(),
+        tenant_id: emu.tenant_id().to_string(),
+        subscription_id: emu.subscription_id().to_string(),
+        client_id: principal.client_id.clone(),
+        client_secret_file: secret_file.display().to_string(),
+        git_url: format!("git://{gateway}:{port}/fleet.git"),
+        public_subnet,
+        hosts_file: hosts_file.display().to_string(),
+    };
+    let tmp = dir.join("sandbox.json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_string_pretty(&info).unwrap_or_default(),
+    )
+    .and_then(|_| std::fs::rename(&tmp, info_path(&dir)))
+    .map_err(|e| fail(e.to_string()))?;
+    eprintln!("sandbox ready:\n{}", describe(&info));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| fail(e.to_string()))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!("sandbox stopping");
+    let _ = git_daemon.kill().await;
+    emu.shutdown().await;
+    let net = Arc::try_unwrap(net).map(|m| m.into_inner());
+    drop(net);
+    let _ = std::fs::remove_file(info_path(&dir));
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_key_from_cloud_init() {
+        let ud = "#cloud-config\nssh_deletekeys: true\nssh_keys:\n  ed25519_private: |\n    -----BEGIN OPENSSH PRIVATE KEY-----\n    abc\n    -----END OPENSSH PRIVATE KEY-----\n  ed25519_public: ssh-ed25519 AAAA\n";
+        let k = cloud_init_host_key(ud).unwrap();
+        assert_eq!(
+            k,
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
+        );
+        assert!(cloud_init_host_key("#cloud-config\n").is_none());
+    }
+}

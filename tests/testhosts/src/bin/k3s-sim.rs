@@ -1,0 +1,5 @@
+//! The `k3s-sim` binary: see [`siteflow_testhosts::sim`].
+
+fn main() {
+    siteflow_testhosts::sim::main()
+}

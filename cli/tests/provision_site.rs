@@ -1,0 +1,337 @@
+//! The main job end to end: `siteflow run provision-site` with no subscription configured
+//! starts the local sandbox (Azure emulator + a real OpenSSH test host per VM) and provisions
+//! the whole site: VMs, k3s, agents joined over a jump host, kubeconfig, providers, Arc (the
+//! simulated agent proves the onboarding key), the issuer, Flux (the simulated cluster fetches
+//! the sandbox's git repository). Then: a second run writes nothing to ARM and restarts
+//! nothing; SIGKILLed runs resume to completion without creating anything twice. Needs root.
+//!
+//! Crash trials: `SITEFLOW_PROVISION_CRASH_TRIALS` (default 10).
+
+mod support;
+
+use rand::Rng;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use support::Sandbox;
+
+fn workflows() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../workflows")
+        .display()
+        .to_string()
+}
+
+/// Stops the sandbox daemon when the test ends, passing or not.
+struct Down<'a>(&'a Sandbox);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.command(&["sandbox", "down"]).output();
+    }
+}
+
+fn siteflow(sb: &Sandbox, args: &[&str]) -> (i32, String) {
+    let out = sb
+        .command(args)
+        .env("SITEFLOW_WORKFLOWS", workflows())
+        .env_remove("AZURE_SUBSCRIPTION_ID")
+        .output()
+        .expect("siteflow runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn info(sb: &Sandbox) -> Value {
+    serde_json::from_str(&sb.read(".siteflow/sandbox/sandbox.json")).expect("sandbox.json")
+}
+
+/// The emulator's request log.
+fn requests(sb: &Sandbox) -> Vec<Value> {
+    let i = info(sb);
+    let out = Command::new("curl")
+        .args(["-sf", "--cacert", i["caPemPath"].as_str().unwrap()])
+        .arg(format!(
+            "{}/_emulator/requests",
+            i["baseUrl"].as_str().unwrap()
+        ))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["value"].as_array().cloned().unwrap_or_default()
+}
+
+fn arm_writes(log: &[Value]) -> Vec<String> {
+    log.iter()
+        .filter(|e| e["service"] == "arm" && e["method"] != "GET")
+        .map(|e| {
+            format!(
+                "{} {} -> {}",
+                e["method"].as_str().unwrap_or(""),
+                e["path"].as_str().unwrap_or(""),
+                e["status"]
+            )
+        })
+        .collect()
+}
+
+/// Runs `cmd` on a VM's host over SSH (the system client, with the admin key siteflow made).
+fn on_vm(sb: &Sandbox, site: &str, vm_step: &str, ip: &str, cmd: &str) -> String {
+    let key = sb.path(&format!(".siteflow/keys/{site}/{vm_step}/admin_ed25519"));
+    let out = Command::new("ssh")
+        .args(["-F", "none", "-i"])
+        .arg(&key)
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg(format!("azureuser@{ip}"))
+        .arg(cmd)
+        .output()
+        .expect("ssh");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn hosts(sb: &Sandbox) -> Vec<Value> {
+    serde_json::from_str(&sb.read(".siteflow/sandbox/hosts.json")).unwrap_or_default()
+}
+
+fn host_of(sb: &Sandbox, vm_name: &str) -> Value {
+    hosts(sb)
+        .into_iter()
+        .find(|h| h["name"] == vm_name)
+        .unwrap_or_else(|| panic!("no host for VM {vm_name}: {:?}", hosts(sb)))
+}
+
+fn db_text(sb: &Sandbox) -> String {
+    let mut bytes = Vec::new();
+    for f in ["state.db", "state.db-wal"] {
+        bytes.extend(std::fs::read(sb.path(&format!(".siteflow/{f}"))).unwrap_or_default());
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[test]
+fn provision_site_runs_end_to_end_in_the_sandbox_and_again_changes_nothing() {
+    let sb = Sandbox::new();
+    let _down = Down(&sb);
+    let (code, out) = siteflow(&sb, &["run", "provision-site"]);
+    assert_eq!(code, 0, "{out}");
+    for step in ["arc", "issuer", "flux", "k3s-agents[0]", "kubeconfig"] {
+        assert!(out.contains(step), "{step} missing from: {out}");
+    }
+    assert!(
+        out.contains("Azure emulator") && out.contains("siteflow sandbox down"),
+        "{out}"
+    );
+    let (_, show) = siteflow(&sb, &["runs", "list"]);
+    let run_id = show
+        .split_whitespace()
+        .find(|w| w.starts_with('r') && w.len() > 12)
+        .unwrap_or_else(|| panic!("{show}"))
+        .to_string();
+    let (_, doc) = siteflow(&sb, &["runs", "show", &run_id, "--output", "json"]);
+    let doc: Value = serde_json::from_str(&doc).unwrap_or_else(|e| panic!("{e}: {doc}"));
+    let outputs = |id: &str| -> Value {
+        doc["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["outputs"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let arc = outputs("arc");
+    assert_eq!(arc["connectivity_status"], "Connected");
+    let issuer_url = arc["issuer_url"].as_str().unwrap().to_string();
+    assert_eq!(outputs("issuer")["issuer"], issuer_url.as_str());
+    assert_eq!(outputs("flux")["compliance_state"], "Compliant");
+
+    // The cluster really is one: the agent joined the server, the server's tokens carry
+    // Arc's issuer, Flux applied the repository's objects.
+    let server = host_of(&sb, "edge-sandbox-server");
+    let ip = server["publicIp"].as_str().unwrap();
+    let nodes = on_vm(
+        &sb,
+        "_nosite",
+        "server",
+        ip,
+        "sudo k3s kubectl get nodes -o json",
+    );
+    let nodes: Value = serde_json::from_str(&nodes).unwrap_or_else(|e| panic!("{e}: {nodes}"));
+    let names: Vec<&str> = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"edge-sandbox-server") && names.contains(&"edge-sandbox-agent-0"),
+        "{names:?}"
+    );
+    let args = on_vm(
+        &sb,
+        "_nosite",
+        "server",
+        ip,
+        "sudo cat /var/lib/rancher/k3s/server/sim/kube-apiserver-args",
+    );
+    assert!(
+        args.contains(&format!("--service-account-issuer={issuer_url}")),
+        "{args}"
+    );
+    let cm = on_vm(
+        &sb,
+        "_nosite",
+        "server",
+        ip,
+        "sudo k3s kubectl get configmap hello -n hello -o json",
+    );
+    assert!(cm.contains("reconciled by Flux"), "{cm}");
+    let kubeconfig = sb.read(".siteflow/kubeconfig");
+    assert!(kubeconfig.contains(ip), "{kubeconfig}");
+
+    // Secrets: the node token (Key Vault), the onboarding key and the client secret are in no
+    // persisted byte and not in the emulator's log.
+    let log = requests(&sb);
+    let log_text = serde_json::to_string(&log).unwrap();
+    let db = db_text(&sb);
+    let token = on_vm(
+        &sb,
+        "_nosite",
+        "server",
+        ip,
+        "sudo cat /var/lib/rancher/k3s/server/token",
+    );
+    let secret_part = token.trim().rsplit(':').next().unwrap().to_string();
+    assert!(secret_part.len() >= 16, "{token}");
+    let onboarding = sb.read(".siteflow/keys/_nosite/arc/arc-onboarding_rsa.pem");
+    let key_line = onboarding
+        .lines()
+        .nth(1)
+        .expect("onboarding key")
+        .to_string();
+    let client_secret =
+        std::fs::read_to_string(info(&sb)["clientSecretFile"].as_str().unwrap()).unwrap();
+    for (what, s) in [
+        ("node token", &secret_part),
+        ("onboarding key", &key_line),
+        ("client secret", &client_secret),
+    ] {
+        assert!(!db.contains(s.as_str()), "{what} in the state db");
+        assert!(
+            !log_text.contains(s.as_str()),
+            "{what} in the emulator's log"
+        );
+    }
+
+    // Again: everything is observed in place; no ARM write, no k3s restart.
+    let writes_before = arm_writes(&log);
+    let stats_before = on_vm(
+        &sb,
+        "_nosite",
+        "server",
+        ip,
+        "cat /var/lib/systemd-sim/k3s.service.json",
+    );
+    let (code, out) = siteflow(&sb, &["run", "provision-site"]);
+    assert_eq!(code, 0, "{out}");
+    let writes_after = arm_writes(&requests(&sb));
+    assert_eq!(writes_after, writes_before, "the second run wrote to ARM");
+    let stats_after = on_vm(
+        &sb,
+        "_nosite",
+        "server",
+        ip,
+        "cat /var/lib/systemd-sim/k3s.service.json",
+    );
+    assert_eq!(stats_after, stats_before, "the second run restarted k3s");
+}
+
+#[test]
+fn provision_site_resumes_after_sigkill_without_creating_anything_twice() {
+    let trials: usize = std::env::var("SITEFLOW_PROVISION_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let sb = Sandbox::new();
+    let _down = Down(&sb);
+    let (code, out) = siteflow(&sb, &["sandbox", "up"]);
+    assert_eq!(code, 0, "{out}");
+    let mut rng = rand::rng();
+    for trial in 0..trials {
+        let site = format!("crash-{trial}");
+        let name = format!("name={site}");
+        let mut child = sb
+            .command(&["run", "provision-site", "--set", &name, "--set", "git_url="])
+            .env("SITEFLOW_WORKFLOWS", workflows())
+            .env_remove("AZURE_SUBSCRIPTION_ID")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..16000)));
+        let _ = child.kill();
+        let _ = child.wait();
+        let (_, list) = siteflow(&sb, &["runs", "list"]);
+        let run = list
+            .lines()
+            .find(|l| l.contains("provision-site"))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find(|w| w.starts_with('r') && w.len() > 12)
+            })
+            .map(str::to_string);
+        let Some(run) = run else {
+            continue; // killed before the run was stored
+        };
+        // (The newest run is an earlier trial's when this one died before storing it: its
+        // resume finds nothing to do.)
+        let (code, out) = siteflow(&sb, &["resume", &run]);
+        assert_eq!(code, 0, "trial {trial}: {out}");
+        // Each resource of this site was created once, and no accepted PUT was sent again.
+        let log = requests(&sb);
+        let mut creates: BTreeMap<String, usize> = BTreeMap::new();
+        let mut puts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for e in &log {
+            let path = e["path"].as_str().unwrap_or("").to_ascii_lowercase();
+            if e["service"] != "arm" || e["method"] != "PUT" || !path.contains(&site) {
+                continue;
+            }
+            let status = e["status"].as_u64().unwrap_or(0);
+            if status == 201 {
+                *creates.entry(path.clone()).or_default() += 1;
+            }
+            puts.entry(path).or_default().push(status);
+        }
+        for (path, n) in &creates {
+            assert_eq!(*n, 1, "trial {trial}: {path} created {n} times");
+        }
+        for (path, statuses) in &puts {
+            let accepted = statuses.iter().filter(|s| (200..300).contains(*s)).count();
+            assert!(
+                accepted <= 1,
+                "trial {trial}: PUT {path} accepted {accepted} times: {statuses:?}"
+            );
+        }
+    }
+}

@@ -131,10 +131,12 @@ fn db_text(sb: &Sandbox) -> String {
 }
 
 #[test]
-fn provision_site_runs_end_to_end_in_the_sandbox_and_again_changes_nothing() {
+fn seed_001_provisions_end_to_end_in_the_sandbox_and_again_changes_nothing() {
     let sb = Sandbox::new();
     let _down = Down(&sb);
-    let (code, out) = siteflow(&sb, &["run", "provision-site"]);
+    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/sites/seed-001.yaml");
+    let site = site.to_str().unwrap();
+    let (code, out) = siteflow(&sb, &["run", "--site", site]);
     assert_eq!(code, 0, "{out}");
     for step in ["arc", "issuer", "flux", "k3s-agents[0]", "kubeconfig"] {
         assert!(out.contains(step), "{step} missing from: {out}");
@@ -168,29 +170,43 @@ fn provision_site_runs_end_to_end_in_the_sandbox_and_again_changes_nothing() {
 
     // The cluster really is one: the agent joined the server, the server's tokens carry
     // Arc's issuer, Flux applied the repository's objects.
-    let server = host_of(&sb, "edge-sandbox-server");
+    let server = host_of(&sb, "seed-001-server");
     let ip = server["publicIp"].as_str().unwrap();
     let nodes = on_vm(
         &sb,
-        "_nosite",
+        "seed-001",
         "server",
         ip,
         "sudo k3s kubectl get nodes -o json",
     );
     let nodes: Value = serde_json::from_str(&nodes).unwrap_or_else(|e| panic!("{e}: {nodes}"));
-    let names: Vec<&str> = nodes["items"]
-        .as_array()
-        .unwrap()
+    let items = nodes["items"].as_array().unwrap();
+    let names: Vec<&str> = items
         .iter()
         .filter_map(|n| n["metadata"]["name"].as_str())
         .collect();
     assert!(
-        names.contains(&"edge-sandbox-server") && names.contains(&"edge-sandbox-agent-0"),
+        names.contains(&"seed-001-server") && names.contains(&"seed-001-agent-0"),
         "{names:?}"
+    );
+    // Seed 001's observability node: labelled and tainted.
+    let agent = items
+        .iter()
+        .find(|n| n["metadata"]["name"] == "seed-001-agent-0")
+        .unwrap();
+    assert_eq!(
+        agent["metadata"]["labels"]["role"], "observability",
+        "{agent}"
+    );
+    assert!(
+        agent["spec"]["taints"]
+            .to_string()
+            .contains("observability"),
+        "{agent}"
     );
     let args = on_vm(
         &sb,
-        "_nosite",
+        "seed-001",
         "server",
         ip,
         "sudo cat /var/lib/rancher/k3s/server/sim/kube-apiserver-args",
@@ -201,7 +217,7 @@ fn provision_site_runs_end_to_end_in_the_sandbox_and_again_changes_nothing() {
     );
     let cm = on_vm(
         &sb,
-        "_nosite",
+        "seed-001",
         "server",
         ip,
         "sudo k3s kubectl get configmap hello -n hello -o json",
@@ -217,14 +233,14 @@ fn provision_site_runs_end_to_end_in_the_sandbox_and_again_changes_nothing() {
     let db = db_text(&sb);
     let token = on_vm(
         &sb,
-        "_nosite",
+        "seed-001",
         "server",
         ip,
         "sudo cat /var/lib/rancher/k3s/server/token",
     );
     let secret_part = token.trim().rsplit(':').next().unwrap().to_string();
     assert!(secret_part.len() >= 16, "{token}");
-    let onboarding = sb.read(".siteflow/keys/_nosite/arc/arc-onboarding_rsa.pem");
+    let onboarding = sb.read(".siteflow/keys/seed-001/arc/arc-onboarding_rsa.pem");
     let key_line = onboarding
         .lines()
         .nth(1)
@@ -248,18 +264,18 @@ fn provision_site_runs_end_to_end_in_the_sandbox_and_again_changes_nothing() {
     let writes_before = arm_writes(&log);
     let stats_before = on_vm(
         &sb,
-        "_nosite",
+        "seed-001",
         "server",
         ip,
         "cat /var/lib/systemd-sim/k3s.service.json",
     );
-    let (code, out) = siteflow(&sb, &["run", "provision-site"]);
+    let (code, out) = siteflow(&sb, &["run", "--site", site]);
     assert_eq!(code, 0, "{out}");
     let writes_after = arm_writes(&requests(&sb));
     assert_eq!(writes_after, writes_before, "the second run wrote to ARM");
     let stats_after = on_vm(
         &sb,
-        "_nosite",
+        "seed-001",
         "server",
         ip,
         "cat /var/lib/systemd-sim/k3s.service.json",

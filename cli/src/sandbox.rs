@@ -278,6 +278,9 @@ struct HostEntry {
     public_ip: String,
     private_ip: String,
     host_key_fingerprint: String,
+    /// The root-namespace ends of its links (public, and virtual network), for fault tests.
+    veth: String,
+    vnet_veth: String,
 }
 
 /// The daemon: runs until SIGTERM or SIGINT.
@@ -331,6 +334,8 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
                     public_ip: host.ip.to_string(),
                     private_ip: private.map(|p| p.to_string()).unwrap_or_default(),
                     host_key_fingerprint: host.host_key_fingerprint.clone(),
+                    veth: host.veth(),
+                    vnet_veth: host.vnet_veth(),
                 };
                 let public = IpAddr::V4(host.ip);
                 drop(n);

@@ -351,3 +351,171 @@ fn provision_site_resumes_after_sigkill_without_creating_anything_twice() {
         }
     }
 }
+
+fn control(sb: &Sandbox, method: &str, path: &str, body: &str) {
+    let i = info(sb);
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            method,
+            "-H",
+            "content-type: application/json",
+            "-d",
+            body,
+        ])
+        .args(["--cacert", i["caPemPath"].as_str().unwrap()])
+        .arg(format!(
+            "{}/_emulator/{path}",
+            i["baseUrl"].as_str().unwrap()
+        ))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{method} {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn step_status(sb: &Sandbox, run: &str, id: &str) -> (String, u64) {
+    let (_, doc) = siteflow(sb, &["runs", "show", run, "--output", "json"]);
+    let doc: Value = serde_json::from_str(&doc).unwrap_or(Value::Null);
+    doc["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == id).cloned())
+        .map(|s| {
+            (
+                s["status"].as_str().unwrap_or("").to_string(),
+                s["attempts"].as_u64().unwrap_or(0),
+            )
+        })
+        .unwrap_or_default()
+}
+
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+#[test]
+fn faults_mid_run_are_absorbed_by_retries_and_waits() {
+    let sb = Sandbox::new();
+    let _down = Down(&sb);
+    let (code, out) = siteflow(&sb, &["sandbox", "up"]);
+    assert_eq!(code, 0, "{out}");
+    // A 429 storm on networks, 503s anywhere in ARM, and Arc agents refused for a while.
+    control(
+        &sb,
+        "POST",
+        "faults",
+        r#"{"resourceType": "Microsoft.Network/virtualNetworks", "fault": {"kind": "throttle", "count": 4, "retryAfterSecs": 1}}"#,
+    );
+    control(
+        &sb,
+        "POST",
+        "faults",
+        r#"{"fault": {"kind": "serverError", "rate": 0.2, "status": 503, "count": 8}}"#,
+    );
+    control(&sb, "PUT", "arc-agents", r#"{"refuse": true}"#);
+    let child = sb
+        .command(&[
+            "run",
+            "provision-site",
+            "--set",
+            "name=faulty",
+            "--set",
+            "git_url=",
+            "--output",
+            "json",
+        ])
+        .env("SITEFLOW_WORKFLOWS", workflows())
+        .env_remove("AZURE_SUBSCRIPTION_ID")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = {
+        let mut id = None;
+        assert!(wait_for(Duration::from_secs(30), || {
+            let (_, list) = siteflow(&sb, &["runs", "list"]);
+            id = list
+                .lines()
+                .find(|l| l.contains("provision-site"))
+                .and_then(|l| l.split_whitespace().next())
+                .map(str::to_string);
+            id.is_some()
+        }));
+        id.unwrap()
+    };
+    // The SSH cut: the agent's link to the virtual network is down while the server installs
+    // and for a while after, so the join (over the server as jump host) first fails.
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            hosts(&sb).iter().any(|h| h["name"] == "faulty-agent-0")
+                && step_status(&sb, &run, "k3s-server").0 == "Running"
+        }),
+        "k3s-server never started"
+    );
+    let agent = host_of(&sb, "faulty-agent-0");
+    let vnet = agent["vnetVeth"].as_str().unwrap().to_string();
+    let ip = |args: &[&str]| {
+        assert!(
+            Command::new("ip").args(args).status().unwrap().success(),
+            "ip {args:?}"
+        );
+    };
+    ip(&["link", "set", &vnet, "down"]);
+    let restored = wait_for(Duration::from_secs(60), || {
+        step_status(&sb, &run, "k3s-server").0 == "Succeeded"
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    ip(&["link", "set", &vnet, "up"]);
+    assert!(restored, "k3s-server never succeeded");
+    // The Arc agent connects late: the cluster waits, Connecting, until it does.
+    assert!(
+        wait_for(Duration::from_secs(120), || step_status(&sb, &run, "arc").0
+            == "Running"),
+        "arc never started"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        step_status(&sb, &run, "arc").0,
+        "Running",
+        "arc finished while agents were refused"
+    );
+    control(&sb, "PUT", "arc-agents", r#"{"refuse": false}"#);
+
+    let out = child.wait_with_output().unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(doc["status"], "Succeeded", "{doc:#}");
+    let log = requests(&sb);
+    let statuses = |pred: &dyn Fn(&Value) -> bool| -> Vec<u64> {
+        log.iter()
+            .filter(|e| pred(e))
+            .filter_map(|e| e["status"].as_u64())
+            .collect()
+    };
+    let arm = statuses(&|e| e["service"] == "arm");
+    assert!(arm.contains(&429), "no 429 was served");
+    assert!(arm.contains(&503), "no 503 was served");
+    let challenges = statuses(&|e| e["path"] == "/arc-agents/v1/challenge");
+    assert!(
+        challenges.contains(&503) && challenges.contains(&200),
+        "{challenges:?}"
+    );
+    // The cut shows in the run: the join took more than one attempt, each recorded.
+    let (status, attempts) = step_status(&sb, &run, "k3s-agents[0]");
+    assert_eq!(status, "Succeeded");
+    assert!(
+        attempts >= 2,
+        "the SSH cut did not show: {attempts} attempt(s)"
+    );
+}

@@ -45,6 +45,15 @@ pub(crate) fn is_arc_path(segs: &[String]) -> bool {
 pub(crate) fn handle(shared: &Arc<Shared>, req: &Req) -> Resp {
     let segs: Vec<String> = req.segs.iter().map(|s| s.to_ascii_lowercase()).collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let agent_call = segs.first() == Some(&"arc-agents");
+    if agent_call && shared.arc_refuse.load(std::sync::atomic::Ordering::SeqCst) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "The Arc data plane is not accepting agents right now (injected fault).",
+        )
+        .with_header("Retry-After", "2");
+    }
     match (req.method.clone(), segs.as_slice()) {
         (Method::POST, ["azure-arc-k8sagents", "gethelmsettings"]) => helm_settings(shared, req),
         (Method::POST, ["arc-agents", "v1", "challenge"]) => challenge(shared, req),

@@ -1,5 +1,5 @@
 //! `/_emulator/*`: the unauthenticated control endpoints (request log, faults, Graph mode,
-//! health) for tests written in other languages.
+//! Arc agents refused, health) for tests written in other languages.
 
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -81,6 +81,20 @@ pub(crate) fn handle(shared: &Shared, req: &Req) -> Resp {
                     Resp::json(StatusCode::OK, &json!({"seed": seed}))
                 }
                 None => bad("expected {\"seed\": <u64>}".into()),
+            }
+        }
+        (Method::PUT, ["arc-agents"]) => {
+            match serde_json::from_slice::<Value>(&req.body)
+                .ok()
+                .and_then(|v| v.get("refuse").and_then(Value::as_bool))
+            {
+                Some(f) => {
+                    shared
+                        .arc_refuse
+                        .store(f, std::sync::atomic::Ordering::SeqCst);
+                    Resp::json(StatusCode::OK, &json!({"refuse": f}))
+                }
+                None => bad("expected {\"refuse\": <bool>}".into()),
             }
         }
         (Method::PUT, ["graph"]) => {

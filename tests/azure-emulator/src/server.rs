@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     vault: Mutex<VaultState>,
     hook: RwLock<Option<Arc<dyn VmBackingHook>>>,
     graph_forbidden: AtomicBool,
+    /// The Arc data plane refuses agents (503) while set: an agent that connects late.
+    pub(crate) arc_refuse: AtomicBool,
 }
 
 impl Shared {
@@ -174,6 +176,7 @@ impl EmulatorBuilder {
         };
         let shared = Arc::new(Shared {
             graph_forbidden: AtomicBool::new(self.config.graph_forbidden),
+            arc_refuse: AtomicBool::new(false),
             clock: Clock::new(self.time_scale),
             config: self.config,
             base_url,

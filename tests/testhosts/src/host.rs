@@ -66,6 +66,12 @@ impl TestHost {
         layout::veth(self.slot, self.index)
     }
 
+    /// Root-namespace end of the host's link to the net's virtual network (its `eth1`, when
+    /// it has a private address).
+    pub fn vnet_veth(&self) -> String {
+        layout::vnet_veth(self.slot, self.index)
+    }
+
     /// Directory on the machine with this host's private state (overlay upper dirs, /run, logs).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -519,3 +519,67 @@ fn faults_mid_run_are_absorbed_by_retries_and_waits() {
         "the SSH cut did not show: {attempts} attempt(s)"
     );
 }
+
+#[test]
+fn seed_000_rbac_custom_locations_and_the_graph_error_then_resume() {
+    let sb = Sandbox::new();
+    let _down = Down(&sb);
+    let (code, out) = siteflow(&sb, &["sandbox", "up"]);
+    assert_eq!(code, 0, "{out}");
+    // Logged in as a service principal that may not read Graph: the clear error, then resume.
+    control(&sb, "PUT", "graph", r#"{"forbidden": true}"#);
+    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/sites/seed-000.yaml");
+    let site = site.to_str().unwrap();
+    let (code, out) = siteflow(&sb, &["run", "--site", site]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("Microsoft Entra user"), "{out}");
+    let (_, list) = siteflow(&sb, &["runs", "list"]);
+    let run = list
+        .lines()
+        .find(|l| l.contains("provision-site"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    control(&sb, "PUT", "graph", r#"{"forbidden": false}"#);
+    let (code, out) = siteflow(&sb, &["resume", &run]);
+    assert_eq!(code, 0, "{out}");
+
+    let server = host_of(&sb, "seed-000-server");
+    let ip = server["publicIp"].as_str().unwrap();
+    let sh = |cmd: &str| on_vm(&sb, "seed-000", "server", ip, cmd);
+    let args = sh("sudo cat /var/lib/rancher/k3s/server/sim/kube-apiserver-args");
+    for flag in [
+        "--oidc-issuer-url=https://sts.windows.net/00000000-0000-0000-0000-0000000000aa/",
+        "--oidc-client-id=6dae42f8-4368-4678-94ff-3960e28e3630",
+        "--oidc-groups-prefix=azure:",
+        "--service-account-issuer=",
+    ] {
+        assert!(args.contains(flag), "{flag} missing from {args}");
+    }
+    let crb = sh("sudo k3s kubectl get clusterrolebinding siteflow-aad-admins -o json");
+    assert!(
+        crb.contains("azure:3f1d6a2e-9c1b-4d7a-8a55-2b7c0e9f4d11") && crb.contains("cluster-admin"),
+        "{crb}"
+    );
+    let chart = sh("sudo cat /var/lib/rancher/k3s/server/manifests/azure-arc.yaml");
+    let chart: Value = serde_json::from_str(&chart).unwrap_or_else(|e| panic!("{e}: {chart}"));
+    let values: Value =
+        serde_json::from_str(chart["spec"]["valuesContent"].as_str().unwrap()).unwrap();
+    // The object id the emulator's Graph has for the Custom Locations RP.
+    assert_eq!(
+        values["systemDefaultValues"]["customLocations"]["oid"],
+        "51dfe1e8-70c6-4de5-a08e-e18aff23d815"
+    );
+    assert_eq!(
+        values["systemDefaultValues"]["clusterconnect-agent"]["enabled"],
+        true
+    );
+    let kubeconfig = sb.read(".siteflow/kubeconfig");
+    assert!(
+        kubeconfig.contains("seed-000-oidc") && kubeconfig.contains("kubelogin"),
+        "{kubeconfig}"
+    );
+    // The agents rolled with the new values and connected again.
+    let (_, doc) = siteflow(&sb, &["runs", "show", &run, "--output", "json"]);
+    assert!(doc.contains("\"Connected\""), "{doc}");
+}

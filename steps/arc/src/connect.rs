@@ -24,7 +24,8 @@ pub const API: &str = "2026-05-01";
 pub const HELM_SETTINGS_API: &str = "2024-07-01-preview";
 /// Where k3s's deploy controller picks up manifests.
 pub const MANIFESTS_DIR: &str = "/var/lib/rancher/k3s/server/manifests";
-const CHART_FILE: &str = "/var/lib/rancher/k3s/server/manifests/azure-arc.yaml";
+/// The agents' `HelmChart` (JSON, which is YAML) in k3s's auto-deploy folder.
+pub const CHART_FILE: &str = "/var/lib/rancher/k3s/server/manifests/azure-arc.yaml";
 const VALUES_SECRET: &str = "azure-arc-onboarding";
 const KUBECONFIG: &str = "/etc/rancher/k3s/k3s.yaml";
 

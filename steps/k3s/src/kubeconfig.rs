@@ -34,6 +34,47 @@ pub struct K3sKubeconfigInput {
     /// The kubeconfig to merge into.
     #[serde(default)]
     pub merge_into: Option<String>,
+    /// Also add a user and context `{name}-oidc` that log in through an OIDC provider
+    /// (Microsoft Entra ID) with `kubelogin`, for API servers set up with `--oidc-*` flags.
+    #[serde(default)]
+    pub oidc_login: Option<OidcLogin>,
+}
+
+/// A `kubelogin get-token` exec user.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OidcLogin {
+    /// The issuer (`https://sts.windows.net/<tenant>/` for Entra ID).
+    pub issuer_url: String,
+    /// The client (application) id the API server trusts.
+    pub client_id: String,
+    /// More `kubelogin get-token` arguments.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+/// The `{name}-oidc` user and context for `login`, added to a renamed kubeconfig.
+fn add_oidc_user(cfg: &mut Value, name: &str, login: &OidcLogin) {
+    let user = format!("{name}-oidc");
+    let mut args = vec![
+        json!("get-token"),
+        json!(format!("--oidc-issuer-url={}", login.issuer_url)),
+        json!(format!("--oidc-client-id={}", login.client_id)),
+    ];
+    args.extend(login.extra_args.iter().map(|a| json!(a)));
+    let exec = json!({
+        "apiVersion": "client.authentication.k8s.io/v1beta1",
+        "command": "kubelogin",
+        "args": args,
+        "interactiveMode": "IfAvailable",
+        "provideClusterInfo": false
+    });
+    if let Some(users) = cfg["users"].as_array_mut() {
+        users.push(json!({"name": user, "user": {"exec": exec}}));
+    }
+    if let Some(contexts) = cfg["contexts"].as_array_mut() {
+        contexts.push(json!({"name": user, "context": {"cluster": name, "user": user}}));
+    }
 }
 
 fn default_port() -> u16 {
@@ -230,8 +271,12 @@ impl K3sKubeconfig {
             addr
         };
         let server = format!("https://{host}:{}", input.port);
+        let mut config = rename(cfg, &name, &server)?;
+        if let Some(login) = &input.oidc_login {
+            add_oidc_user(&mut config, &name, login);
+        }
         Ok(Plan {
-            config: rename(cfg, &name, &server)?,
+            config,
             name,
             server,
             path: input.path.as_deref().map(|p| cx.resolve_path(p)),

@@ -19,7 +19,9 @@ mod uninstall;
 pub use apply::{K3sApply, K3sApplyInput, K3sApplyOutput};
 pub use install::{K3sInstall, K3sInstallInput, K3sInstallOutput, Role};
 pub use issuer::{IssuerMode, K3sIssuer, K3sIssuerInput, K3sIssuerOutput};
-pub use kubeconfig::{K3sKubeconfig, K3sKubeconfigInput, K3sKubeconfigOutput, merge_kubeconfig};
+pub use kubeconfig::{
+    K3sKubeconfig, K3sKubeconfigInput, K3sKubeconfigOutput, OidcLogin, merge_kubeconfig,
+};
 pub use ready::{K3sReady, K3sReadyInput, K3sReadyOutput};
 pub use registries::{K3sRegistries, K3sRegistriesInput, K3sRegistriesOutput};
 pub use token::{K3sNodeToken, K3sNodeTokenInput, K3sNodeTokenOutput};

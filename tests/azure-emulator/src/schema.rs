@@ -1,7 +1,8 @@
 //! Request-body validation against the SDK-derived wire schemas in `schemas/`.
 //!
 //! Checks JSON types, `required` properties and `enum` values (case-insensitively, as ARM
-//! does); read-only properties are ignored, unknown properties are allowed.
+//! does); read-only properties are ignored. Unknown properties are allowed, except by
+//! Compute, which (like the real service) refuses a member its types do not have.
 
 use std::sync::OnceLock;
 
@@ -67,12 +68,19 @@ pub(crate) enum Violation {
     },
     /// A value has the wrong JSON type.
     BadType { path: String, expected: String },
+    /// A member the object's type does not have (Compute only).
+    UnknownMember {
+        path: String,
+        member: String,
+        type_name: String,
+    },
 }
 
 /// Validates `body` against definition `root` of `file`.
 pub(crate) fn validate(file: SchemaFile, root: &str, body: &Value) -> Result<(), Violation> {
     let defs = &file.parsed()["definitions"];
-    check_def(defs, root, body, "", 0)
+    let strict = file == SchemaFile::Compute;
+    check_def(defs, root, body, "", 0, strict)
 }
 
 fn join(path: &str, name: &str) -> String {
@@ -93,6 +101,7 @@ fn check_def(
     v: &Value,
     path: &str,
     depth: usize,
+    strict: bool,
 ) -> Result<(), Violation> {
     if depth > 40 {
         return Ok(());
@@ -116,6 +125,13 @@ fn check_def(
     let Some(props) = def.get("properties").and_then(Value::as_object) else {
         return Ok(());
     };
+    if strict && let Some(unknown) = obj.keys().find(|k| !props.contains_key(*k)) {
+        return Err(Violation::UnknownMember {
+            path: join(path, unknown),
+            member: unknown.clone(),
+            type_name: name.to_string(),
+        });
+    }
     for (pname, pschema) in props {
         if pschema.get("readOnly").and_then(Value::as_bool) == Some(true) {
             continue;
@@ -127,7 +143,7 @@ fn check_def(
                     return Err(Violation::Missing { path: ppath });
                 }
             }
-            Some(val) => check_prop(defs, pschema, val, &ppath, depth)?,
+            Some(val) => check_prop(defs, pschema, val, &ppath, depth, strict)?,
         }
     }
     Ok(())
@@ -139,12 +155,13 @@ fn check_prop(
     v: &Value,
     path: &str,
     depth: usize,
+    strict: bool,
 ) -> Result<(), Violation> {
     if v.is_null() {
         return Ok(());
     }
     if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-        return check_def(defs, ref_name(r), v, path, depth + 1);
+        return check_def(defs, ref_name(r), v, path, depth + 1, strict);
     }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
         let allowed: Vec<String> = allowed
@@ -184,14 +201,21 @@ fn check_prop(
     }
     if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
         for (i, item) in arr.iter().enumerate() {
-            check_prop(defs, items, item, &format!("{path}[{i}]"), depth + 1)?;
+            check_prop(
+                defs,
+                items,
+                item,
+                &format!("{path}[{i}]"),
+                depth + 1,
+                strict,
+            )?;
         }
     }
     if let (Some(ap), Some(map)) = (schema.get("additionalProperties"), v.as_object())
         && ap.is_object()
     {
         for (k, item) in map {
-            check_prop(defs, ap, item, &join(path, k), depth + 1)?;
+            check_prop(defs, ap, item, &join(path, k), depth + 1, strict)?;
         }
     }
     Ok(())
@@ -234,6 +258,28 @@ mod tests {
             Err(Violation::Missing {
                 path: "identity".into()
             })
+        );
+    }
+
+    #[test]
+    fn compute_refuses_unknown_members_network_does_not() {
+        let vm = json!({"location":"eastus","properties":{"hardwareProfile":{"vmSize":"Standard_B2s"},
+            "osProfile":{"computerName":"a","adminUsername":"u","linuxConfiguration":{"disablePasswordAuthentication":true}}}});
+        assert_eq!(validate(SchemaFile::Compute, "VirtualMachine", &vm), Ok(()));
+        let mut typo = vm.clone();
+        typo["properties"]["osProfile"]["adminUserName2"] = json!("u");
+        assert_eq!(
+            validate(SchemaFile::Compute, "VirtualMachine", &typo),
+            Err(Violation::UnknownMember {
+                path: "properties.osProfile.adminUserName2".into(),
+                member: "adminUserName2".into(),
+                type_name: "OSProfile".into()
+            })
+        );
+        let nsg = json!({"location":"eastus","properties":{"whatever": 1}});
+        assert_eq!(
+            validate(SchemaFile::Network, "NetworkSecurityGroup", &nsg),
+            Ok(())
         );
     }
 

@@ -1306,3 +1306,157 @@ async fn retry_after_seconds_for_long_operations() {
     assert!((1..=4).contains(&secs), "{secs}");
     assert!(r.header("retry-after-ms").is_some());
 }
+
+#[tokio::test]
+async fn network_resources_in_use_cannot_be_deleted_or_dropped() {
+    let (_emu, c) = start(0.02, |_| {}).await;
+    let t = c.arm_token().await;
+    c.create_rg(&t, "rg").await;
+    let rg = c.rg_path("rg");
+    let url = |p: &str, v: &str| format!("{rg}/providers/{p}?{v}");
+    let put = |p: String, b: Value| {
+        let c = &c;
+        let t = &t;
+        async move {
+            let r = c.arm_with(t, Method::PUT, &p, Some(b)).await;
+            assert!(
+                r.status.is_success(),
+                "{p}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            r.json()
+        }
+    };
+    let nsg = put(
+        url("Microsoft.Network/networkSecurityGroups/nsg", NET),
+        json!({"location": "eastus"}),
+    )
+    .await;
+    let mut vnet = vnet_body();
+    vnet["properties"]["subnets"][0]["properties"]["networkSecurityGroup"] =
+        json!({"id": nsg["id"]});
+    put(
+        url("Microsoft.Network/virtualNetworks/v", NET),
+        vnet.clone(),
+    )
+    .await;
+    let subnet = format!("{rg}/providers/Microsoft.Network/virtualNetworks/v/subnets/default");
+    let pip = put(
+        url("Microsoft.Network/publicIPAddresses/p", NET),
+        json!({"location": "eastus"}),
+    )
+    .await;
+    let nic = put(
+        url("Microsoft.Network/networkInterfaces/n", NET),
+        json!({"location": "eastus", "properties": {"ipConfigurations": [{"name": "ip", "properties": {"subnet": {"id": subnet}, "publicIPAddress": {"id": pip["id"]}}}]}}),
+    )
+    .await;
+    let vm_url = url("Microsoft.Compute/virtualMachines/vm1", CMP);
+    put(
+        vm_url.clone(),
+        json!({"location": "eastus", "properties": {"osProfile": {"computerName": "vm1", "adminUsername": "azureuser"},
+            "storageProfile": {"osDisk": {"createOption": "FromImage"}}, "networkProfile": {"networkInterfaces": [{"id": nic["id"]}]}}}),
+    )
+    .await;
+
+    for p in [
+        vm_url.clone(),
+        url("Microsoft.Network/networkInterfaces/n", NET),
+        url("Microsoft.Network/publicIPAddresses/p", NET),
+        url("Microsoft.Network/networkSecurityGroups/nsg", NET),
+        url("Microsoft.Network/virtualNetworks/v", NET),
+    ] {
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                c.arm_with(&t, Method::GET, &p, None).await.json()["properties"]
+                    ["provisioningState"]
+                    == "Succeeded"
+            })
+            .await,
+            "{p}"
+        );
+    }
+    let del = |p: String| {
+        let c = &c;
+        let t = &t;
+        async move { c.arm_with(t, Method::DELETE, &p, None).await }
+    };
+    for (path, code) in [
+        (
+            url("Microsoft.Network/networkInterfaces/n", NET),
+            "NicInUse",
+        ),
+        (
+            url("Microsoft.Network/publicIPAddresses/p", NET),
+            "PublicIPAddressInUse",
+        ),
+        (
+            url("Microsoft.Network/networkSecurityGroups/nsg", NET),
+            "InUseNetworkSecurityGroupCannotBeDeleted",
+        ),
+        (
+            url("Microsoft.Network/virtualNetworks/v/subnets/default", NET),
+            "InUseSubnetCannotBeDeleted",
+        ),
+        (
+            url("Microsoft.Network/virtualNetworks/v", NET),
+            "InUseSubnetCannotBeDeleted",
+        ),
+    ] {
+        let r = del(path.clone()).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, code.to_string()),
+            "{path}"
+        );
+    }
+    // A VNet PUT without the subnet in use is refused, and the subnet stays.
+    let mut no_subnets = vnet.clone();
+    no_subnets["properties"]["subnets"] = json!([]);
+    let r = c
+        .arm_with(
+            &t,
+            Method::PUT,
+            &url("Microsoft.Network/virtualNetworks/v", NET),
+            Some(no_subnets),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "InUseSubnetCannotBeDeleted".into())
+    );
+    let sub = c
+        .arm_with(&t, Method::GET, &format!("{subnet}?{NET}"), None)
+        .await;
+    assert_eq!(sub.status, StatusCode::OK);
+
+    // Compute refuses a member its types do not have.
+    let r = c
+        .arm_with(
+            &t,
+            Method::PUT,
+            &url("Microsoft.Compute/virtualMachines/vm2", CMP),
+            Some(json!({"location": "eastus", "properties": {"osProfile": {"computerName": "vm2", "adminUsername": "azureuser", "adminUserName2": "x"},
+                "networkProfile": {"networkInterfaces": []}}})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "InvalidRequestContent".into())
+    );
+
+    // Once the VM is gone, the NIC can go.
+    assert!(del(vm_url.clone()).await.status.is_success());
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            c.arm_with(&t, Method::GET, &vm_url, None).await.status == StatusCode::NOT_FOUND
+        })
+        .await
+    );
+    let r = del(url("Microsoft.Network/networkInterfaces/n", NET)).await;
+    assert!(
+        r.status.is_success(),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+}

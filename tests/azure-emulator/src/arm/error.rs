@@ -152,6 +152,17 @@ impl From<crate::schema::Violation> for ArmError {
                 ),
             )
             .target(path),
+            Violation::UnknownMember {
+                path,
+                member,
+                type_name,
+            } => Self::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestContent",
+                format!(
+                    "The request content was invalid and could not be deserialized: 'Could not find member '{member}' on object of type '{type_name}'. Path '{path}', line 1, position 1.'."
+                ),
+            ),
         }
     }
 }

@@ -60,6 +60,10 @@ pub(super) fn prepare(
         }
         _ => {}
     }
+    if kind.ty == VNETS && existing.is_some() {
+        check_vnet_subnets(st, &key(id), &b)?;
+    }
+    let props = b["properties"].as_object_mut().expect("object");
     match kind.ty {
         VNETS => {
             props.entry("virtualNetworkPeerings").or_insert(json!([]));
@@ -459,4 +463,139 @@ pub(super) fn render(st: &ArmState, r: &Resource) -> Value {
         _ => {}
     }
     b
+}
+
+/// Whether `v` holds a string that is `target` (or, with `prefix`, starts with `target/`).
+fn mentions(v: &Value, target: &str, prefix: bool) -> bool {
+    match v {
+        Value::String(s) => {
+            let s = s.to_ascii_lowercase();
+            s == target || (prefix && s.starts_with(&format!("{target}/")))
+        }
+        Value::Array(a) => a.iter().any(|x| mentions(x, target, prefix)),
+        Value::Object(o) => o.values().any(|x| mentions(x, target, prefix)),
+        _ => false,
+    }
+}
+
+/// Whether a resource body refers to `target` (its own `id` aside).
+fn body_mentions(body: &Value, target: &str, prefix: bool) -> bool {
+    body.as_object()
+        .is_some_and(|o| o.iter().any(|(k, x)| k != "id" && mentions(x, target, prefix)))
+}
+
+/// Ids of the visible resources of `types` (outside `target`'s own tree) that refer to it.
+fn referrers(st: &ArmState, target: &str, types: &[&str], prefix: bool) -> Vec<String> {
+    let t = key(target);
+    st.resources
+        .iter()
+        .filter(|(k, r)| {
+            r.visible
+                && !k.starts_with(&t)
+                && types.iter().any(|ty| r.kind.ty.eq_ignore_ascii_case(ty))
+                && body_mentions(&r.body, &t, prefix)
+        })
+        .map(|(_, r)| r.id.clone())
+        .collect()
+}
+
+const VMS: &str = "Microsoft.Compute/virtualMachines";
+const VMSS: &str = "Microsoft.Compute/virtualMachineScaleSets";
+
+fn in_use_subnet(subnet_id: &str, by: &[String]) -> ArmError {
+    let name = subnet_id.rsplit('/').next().unwrap_or(subnet_id);
+    ArmError::new(
+        StatusCode::BAD_REQUEST,
+        "InUseSubnetCannotBeDeleted",
+        format!(
+            "Subnet {name} is in use by {} and cannot be deleted. In order to delete the subnet, delete all the resources within the subnet. See aka.ms/deletesubnet.",
+            by.join(", ")
+        ),
+    )
+}
+
+/// Refuses to delete a network resource something still uses, with ARM's codes.
+pub(super) fn check_delete(st: &ArmState, kind: &Kind, rkey: &str) -> Result<(), ArmError> {
+    let Some(r) = st.resources.get(rkey) else {
+        return Ok(());
+    };
+    let id = r.id.clone();
+    match kind.ty {
+        NICS => {
+            let vms = referrers(st, &id, &[VMS], false);
+            if let Some(vm) = vms.first() {
+                return Err(ArmError::new(
+                    StatusCode::BAD_REQUEST,
+                    "NicInUse",
+                    format!(
+                        "Network Interface {id} is used by existing resource {vm}. In order to delete the network interface, it must be dissociated from the resource. To learn more, see aka.ms/deletenic."
+                    ),
+                ));
+            }
+        }
+        PIPS => {
+            let nics = referrers(st, &id, &[NICS], false);
+            if let Some(nic) = nics.first() {
+                return Err(ArmError::new(
+                    StatusCode::BAD_REQUEST,
+                    "PublicIPAddressInUse",
+                    format!(
+                        "Public IP address {id} can not be deleted since it is still allocated to resource {nic}/ipConfigurations. In order to delete the public IP, disassociate/detach the Public IP address from the resource."
+                    ),
+                ));
+            }
+        }
+        NSGS => {
+            let users = referrers(st, &id, &[NICS, SUBNETS], false);
+            if !users.is_empty() {
+                return Err(ArmError::new(
+                    StatusCode::BAD_REQUEST,
+                    "InUseNetworkSecurityGroupCannotBeDeleted",
+                    format!(
+                        "Network security group {id} cannot be deleted because it is in use by the following resources: {}. In order to delete the Network security group, remove the association with the resource(s).",
+                        users.join(", ")
+                    ),
+                ));
+            }
+        }
+        SUBNETS => {
+            let users = referrers(st, &id, &[NICS, VMSS], false);
+            if !users.is_empty() {
+                return Err(in_use_subnet(&id, &users));
+            }
+        }
+        VNETS => {
+            let users = referrers(st, &format!("{id}/subnets"), &[NICS, VMSS], true);
+            if !users.is_empty() {
+                return Err(in_use_subnet(&format!("{id}/subnets"), &users));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A virtual network PUT must not drop a subnet that is in use (ARM refuses it).
+pub(super) fn check_vnet_subnets(st: &ArmState, rkey: &str, body: &Value) -> Result<(), ArmError> {
+    let keep: Vec<String> = body
+        .pointer("/properties/subnets")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.get("name").and_then(Value::as_str))
+                .map(str::to_ascii_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
+    for sub in st.children_of(rkey, SUBNETS) {
+        let name = sub.id.rsplit('/').next().unwrap_or("").to_ascii_lowercase();
+        if keep.contains(&name) {
+            continue;
+        }
+        let users = referrers(st, &sub.id, &[NICS, VMSS], false);
+        if !users.is_empty() {
+            return Err(in_use_subnet(&sub.id, &users));
+        }
+    }
+    Ok(())
 }

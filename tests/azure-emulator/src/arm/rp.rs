@@ -549,6 +549,9 @@ fn delete(
         }
         return Err(ArmError::another_operation(&r.id));
     }
+    if kind.family == Family::Network {
+        super::network::check_delete(st, kind, rkey)?;
+    }
     let (id, sub, location) = (
         r.id.clone(),
         r.id.split('/').nth(2).unwrap_or_default().to_string(),

@@ -78,6 +78,9 @@ const TRANSIENT_CODES: &[&str] = &[
     "OperationPreempted",
     "ResourceGroupBeingDeleted",
     "Conflict",
+    // Right after a registration completes, the RP's front end may not know it yet; a
+    // namespace that was never registered keeps failing and the engine's retries run out.
+    "MissingSubscriptionRegistration",
 ];
 
 impl AzureError {
@@ -181,6 +184,8 @@ mod tests {
         let e: StepError = service(409, "QuotaExceeded", None).into();
         assert_eq!(e.class, ErrorClass::Permanent);
         let e: StepError = service(409, "AnotherOperationInProgress", None).into();
+        assert!(e.class.is_retryable());
+        let e: StepError = service(409, "MissingSubscriptionRegistration", None).into();
         assert!(e.class.is_retryable());
     }
 }

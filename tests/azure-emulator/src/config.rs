@@ -48,6 +48,9 @@ pub struct EmulatorConfig {
     pub registered_providers: Vec<String>,
     /// How long `Registering` / `Unregistering` last (seconds).
     pub provider_registration_secs: f64,
+    /// After a registration completes, how long the provider's own front end still answers
+    /// `MissingSubscriptionRegistration` (seconds), as real ARM does for a short while.
+    pub registration_propagation_secs: f64,
     /// Base duration of a long-running operation (seconds); each resource type scales it.
     pub lro_secs: f64,
     /// A fixed `Retry-After` (seconds) for LRO responses. `None`: `retry-after-ms` with the
@@ -96,6 +99,7 @@ impl Default for EmulatorConfig {
                 "Microsoft.Compute".into(),
             ],
             provider_registration_secs: 20.0,
+            registration_propagation_secs: 10.0,
             lro_secs: 4.0,
             lro_retry_after_secs: None,
             accepted_create_types: Vec::new(),

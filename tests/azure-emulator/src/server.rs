@@ -67,6 +67,7 @@ impl Shared {
 
     pub(crate) fn advance_ctx(&self) -> AdvanceCtx<'_> {
         AdvanceCtx {
+            registration_propagation: self.clock.scaled(self.config.registration_propagation_secs),
             base_url: &self.base_url,
             tenant: &self.config.tenant_id,
         }

@@ -1460,3 +1460,49 @@ async fn network_resources_in_use_cannot_be_deleted_or_dropped() {
         String::from_utf8_lossy(&r.body)
     );
 }
+
+#[tokio::test]
+async fn a_provider_refuses_requests_briefly_after_registration() {
+    // 20 s registration, 10 s propagation, at 0.02: 0.4 s then 0.2 s.
+    let (_emu, c) = start(0.02, |_| {}).await;
+    let t = c.arm_token().await;
+    c.create_rg(&t, "rg").await;
+    let sub = c.rg_path("rg");
+    let sub = sub.split("/resourceGroups").next().unwrap().to_string();
+    let reg = c
+        .arm_with(
+            &t,
+            Method::POST,
+            &format!("{sub}/providers/Microsoft.Kubernetes/register?api-version=2025-04-01"),
+            None,
+        )
+        .await;
+    assert!(reg.status.is_success());
+    let state_url = format!("{sub}/providers/Microsoft.Kubernetes?api-version=2025-04-01");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            c.arm_with(&t, Method::GET, &state_url, None).await.json()["registrationState"]
+                == "Registered"
+        })
+        .await
+    );
+    let cc = format!(
+        "{}/providers/Microsoft.Kubernetes/connectedClusters/arc1?api-version=2026-05-01",
+        c.rg_path("rg")
+    );
+    let r = c.arm_with(&t, Method::GET, &cc, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (
+            StatusCode::CONFLICT,
+            "MissingSubscriptionRegistration".into()
+        ),
+        "right after Registered the RP does not know it yet"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            c.arm_with(&t, Method::GET, &cc, None).await.status == StatusCode::NOT_FOUND
+        })
+        .await
+    );
+}

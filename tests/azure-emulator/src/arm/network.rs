@@ -480,8 +480,10 @@ fn mentions(v: &Value, target: &str, prefix: bool) -> bool {
 
 /// Whether a resource body refers to `target` (its own `id` aside).
 fn body_mentions(body: &Value, target: &str, prefix: bool) -> bool {
-    body.as_object()
-        .is_some_and(|o| o.iter().any(|(k, x)| k != "id" && mentions(x, target, prefix)))
+    body.as_object().is_some_and(|o| {
+        o.iter()
+            .any(|(k, x)| k != "id" && mentions(x, target, prefix))
+    })
 }
 
 /// Ids of the visible resources of `types` (outside `target`'s own tree) that refer to it.

@@ -337,6 +337,7 @@ pub(super) fn provider(
             namespace: canonical.to_string(),
             state: "NotRegistered",
             pending: None,
+            propagating_until: None,
         });
     match (ctx.req.method.clone(), action.map(String::as_str)) {
         (Method::GET, None) => {}
@@ -477,6 +478,7 @@ pub(crate) fn seed(st: &mut ArmState, config: &crate::config::EmulatorConfig) {
                         "NotRegistered"
                     },
                     pending: None,
+                    propagating_until: None,
                 },
             );
         }

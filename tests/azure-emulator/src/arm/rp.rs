@@ -117,7 +117,9 @@ pub(super) fn handle(ctx: &Ctx<'_>, st: &mut ArmState, p: &ResPath) -> Result<Re
         .sub(&p.sub)
         .map(|s| s.id.clone())
         .ok_or_else(|| ArmError::subscription_not_found(&p.sub))?;
-    if !st.provider_registered(&sub, kind.namespace()) {
+    if !st.provider_registered(&sub, kind.namespace())
+        || st.provider_propagating(&sub, kind.namespace(), ctx.now)
+    {
         return Err(ArmError::missing_registration(kind.namespace()));
     }
     if let Some(rg) = &p.rg

@@ -16,6 +16,10 @@ pub(crate) struct ProviderReg {
     pub(crate) state: &'static str,
     /// A pending transition: (when, to).
     pub(crate) pending: Option<(Instant, &'static str)>,
+    /// Until when the resource provider's own front end still answers
+    /// `MissingSubscriptionRegistration` after the registration completed (ARM's registration
+    /// propagates to the RP a little later).
+    pub(crate) propagating_until: Option<Instant>,
 }
 
 pub(crate) struct Group {
@@ -76,6 +80,7 @@ pub(crate) struct HookJob {
 
 /// Values `advance` needs from the configuration.
 pub(crate) struct AdvanceCtx<'a> {
+    pub(crate) registration_propagation: std::time::Duration,
     pub(crate) base_url: &'a str,
     pub(crate) tenant: &'a str,
 }
@@ -112,6 +117,14 @@ impl ArmState {
 
     pub(crate) fn group(&self, sub: &str, rg: &str) -> Option<&Group> {
         self.sub(sub)?.groups.get(&key(rg))
+    }
+
+    /// Whether the RP of `ns` still refuses requests at `now`: registered a moment ago.
+    pub(crate) fn provider_propagating(&self, sub: &str, ns: &str, now: Instant) -> bool {
+        self.sub(sub)
+            .and_then(|s| s.providers.get(&key(ns)))
+            .and_then(|p| p.propagating_until)
+            .is_some_and(|until| now < until)
     }
 
     pub(crate) fn provider_registered(&self, sub: &str, ns: &str) -> bool {
@@ -156,6 +169,9 @@ impl ArmState {
                 {
                     p.state = to;
                     p.pending = None;
+                    p.propagating_until = (to == "Registered")
+                        .then(|| at + ctx.registration_propagation)
+                        .filter(|until| *until > at);
                 }
             }
         }

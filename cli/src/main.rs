@@ -165,6 +165,11 @@ enum Command {
     },
     /// Print the JSON Schema of workflow and site files.
     Schema,
+    /// SSH host keys learned by `accept-new`, shared by every run of the state database.
+    Hosts {
+        #[command(subcommand)]
+        command: HostsCommand,
+    },
     /// The local sandbox (Azure emulator + test hosts) used when no subscription is set.
     Sandbox {
         #[command(subcommand)]
@@ -174,6 +179,22 @@ enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum HostsCommand {
+    /// Every host and the key(s) trusted for it.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Forget the keys of a host (`HOST`, `HOST:PORT` or `[IPV6]:PORT`), so the next
+    /// connection learns its key again.
+    Forget {
+        /// The host.
+        host: String,
     },
 }
 
@@ -238,6 +259,101 @@ async fn sandbox_sets(plan: &Plan) -> Result<Option<Vec<String>>, Failure> {
     let info = sandbox::up(&sandbox::dir()).await?;
     eprint!("{}", sandbox::describe(&info));
     Ok(Some(sandbox::sets(&info, &declared)))
+}
+
+/// `HOST`, `HOST:PORT` or `[IPV6]:PORT` as the host-key store names it.
+fn host_store_key(host: &str) -> String {
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((h, port)) = rest.split_once("]:")
+    {
+        return siteflow_ssh::store_key(h, port.parse().unwrap_or(22));
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.parse::<u16>().is_ok() => {
+            siteflow_ssh::store_key(h, port.parse().unwrap_or(22))
+        }
+        _ => siteflow_ssh::store_key(host, 22),
+    }
+}
+
+async fn hosts(cli: &Cli, command: &HostsCommand) -> Result<u8, Failure> {
+    const NS: &str = siteflow_ssh::RunStateHostKeyStore::NAMESPACE;
+    let path = state_path(cli);
+    // Reading never creates a database.
+    if !path.exists() {
+        match command {
+            HostsCommand::List {
+                output: Output::Json,
+            } => println!("[]"),
+            HostsCommand::List { .. } => {
+                println!("no host keys learned ({} does not exist)", path.display())
+            }
+            HostsCommand::Forget { host } => {
+                println!("no key is known for {}", host_store_key(host));
+                return Ok(1);
+            }
+        }
+        return Ok(0);
+    }
+    let store = StateStore::open(&path)?;
+    match command {
+        HostsCommand::List { output } => {
+            let rows = store.shared_values(NS).await?;
+            let docs: Vec<Value> = rows
+                .iter()
+                .map(|(host, keys, at, run)| {
+                    let keys: Vec<Value> = keys
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(|k| {
+                            json!({
+                                "fingerprint": siteflow_ssh::line_fingerprint(k),
+                                "type": k.split_whitespace().next(),
+                            })
+                        })
+                        .collect();
+                    json!({"host": host, "keys": keys, "learned_at": ts(*at), "run": run})
+                })
+                .collect();
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&docs).unwrap_or_default()
+                ),
+                Output::Text => {
+                    if docs.is_empty() {
+                        println!("no host keys learned");
+                    }
+                    for d in &docs {
+                        for k in d["keys"].as_array().into_iter().flatten() {
+                            println!(
+                                "{:<24} {:<12} {}  (learned {} by run {})",
+                                d["host"].as_str().unwrap_or(""),
+                                k["type"].as_str().unwrap_or(""),
+                                k["fingerprint"].as_str().unwrap_or("?"),
+                                d["learned_at"].as_str().unwrap_or(""),
+                                d["run"].as_str().unwrap_or("-")
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(0)
+        }
+        HostsCommand::Forget { host } => {
+            let key = host_store_key(host);
+            if store.delete_shared_value(NS, &key).await? {
+                println!("forgot the key(s) of {key}: the next connection learns its key again");
+                Ok(0)
+            } else {
+                println!("no key is known for {key}");
+                Ok(1)
+            }
+        }
+    }
 }
 
 /// The step kinds this binary knows.
@@ -740,6 +856,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             })
             .await
         }
+        Command::Hosts { command } => hosts(&cli, command).await,
         Command::Sandbox { command } => match command {
             SandboxCommand::Up => {
                 let info = sandbox::up(&sandbox::dir()).await?;
@@ -802,7 +919,12 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     },
                 };
                 match plan::compile(&src, &reg) {
-                    Ok(p) => println!("ok: {} ({} steps)", f.display(), p.steps.len()),
+                    Ok(p) => {
+                        for w in plan::unquoted_interpolations(&p) {
+                            eprintln!("{w}");
+                        }
+                        println!("ok: {} ({} steps)", f.display(), p.steps.len())
+                    }
                     Err(d) => {
                         failed = true;
                         eprintln!("{d}");

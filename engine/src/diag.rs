@@ -55,9 +55,21 @@ impl fmt::Display for Loc {
     }
 }
 
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Severity {
+    /// The input is invalid: nothing runs.
+    #[default]
+    Error,
+    /// The input is valid but likely wrong or unsafe.
+    Warning,
+}
+
 /// One problem found in user input.
 #[derive(Debug, Clone)]
 pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
     /// Where.
     pub loc: Loc,
     /// What is wrong.
@@ -70,9 +82,18 @@ impl Diagnostic {
     /// A diagnostic without help.
     pub fn new(loc: Loc, message: impl Into<String>) -> Self {
         Diagnostic {
+            severity: Severity::Error,
             loc,
             message: message.into(),
             help: None,
+        }
+    }
+
+    /// A warning without help.
+    pub fn warning(loc: Loc, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::new(loc, message)
         }
     }
 
@@ -85,7 +106,11 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error: {}", self.message)?;
+        let label = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        writeln!(f, "{label}: {}", self.message)?;
         writeln!(f, "  --> {}", self.loc)?;
         if let Some(file) = &self.loc.file
             && self.loc.line > 0

@@ -30,6 +30,14 @@ fn env() -> &'static Environment<'static> {
         env.set_syntax(syntax);
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
+        // The project's one quoting function: `${{ inputs.x | shell_quote }}` in a script is
+        // one shell word, whatever the value holds.
+        env.add_filter("shell_quote", |v: minijinja::Value| -> String {
+            match v.as_str() {
+                Some(s) => siteflow_step::shell_quote(s),
+                None => siteflow_step::shell_quote(&v.to_string()),
+            }
+        });
         env
     })
 }

@@ -150,6 +150,87 @@ fn site_parts(
     Ok(Some(site))
 }
 
+/// Whether expression `e` renders outside text (an input or secret) that could change a
+/// script: not quoted with `shell_quote`, not a number or boolean.
+fn unsafe_in_script(plan: &Plan, e: &str) -> bool {
+    let compact = e.replace(' ', "");
+    if compact.contains("|shell_quote") {
+        return false;
+    }
+    if ["|length", "|int", "|float", "|count"]
+        .iter()
+        .any(|f| compact.ends_with(f))
+    {
+        return false;
+    }
+    if compact.contains("secrets.") {
+        return true;
+    }
+    let mut inputs = Vec::new();
+    let mut rest = compact.as_str();
+    while let Some(i) = rest.find("inputs.") {
+        let name: String = rest[i + 7..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect();
+        rest = &rest[i + 7..];
+        inputs.push(name);
+    }
+    inputs.iter().any(|name| {
+        !plan.workflow.inputs.iter().any(|d| {
+            d.name == *name
+                && matches!(
+                    d.ty,
+                    crate::spec::InputType::Integer
+                        | crate::spec::InputType::Number
+                        | crate::spec::InputType::Boolean
+                )
+        })
+    })
+}
+
+/// Warnings about values rendered into scripts without quoting: an input or secret in a
+/// `run:` or `check:` that does not go through `| shell_quote` (pass it through `env:`, or
+/// quote it). Inputs and secrets come from outside the workflow, so a quote, `$` or backtick
+/// in them would change the script.
+pub fn unquoted_interpolations(plan: &Plan) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for step in &plan.steps {
+        let Some(with) = &step.spec.with else {
+            continue;
+        };
+        let Some(map) = with.as_map() else { continue };
+        for (key, node) in map {
+            if key.name != "run" && key.name != "check" {
+                continue;
+            }
+            let Some(text) = node.as_str() else { continue };
+            let mut seen = BTreeSet::new();
+            for e in crate::expr::expressions(text) {
+                let e = e.trim();
+                if !seen.insert(e) || !unsafe_in_script(plan, e) {
+                    continue;
+                }
+                {
+                    out.push(
+                        Diagnostic::warning(
+                            node.loc.clone(),
+                            format!(
+                                "step `{}`: `${{{{ {e} }}}}` is rendered into `{}:` unquoted",
+                                step.spec.id.value, key.name
+                            ),
+                        )
+                        .help(format!(
+                            "pass it through `env:` and use \"$VAR\", or write `${{{{ {e} | shell_quote }}}}`"
+                        )),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Compiles sources into a plan, or every problem found.
 pub fn compile(sources: &Sources, registry: &Registry) -> Result<Plan, Diagnostics> {
     let mut diags = Diagnostics::default();

@@ -1635,6 +1635,26 @@ impl StepHost for EngineHost {
             .map_err(|e| StepError::retryable("StateStore", e.to_string()))
     }
 
+    async fn shared_value(&self, namespace: &str, key: &str) -> Result<Option<Value>, StepError> {
+        self.store
+            .shared_value(namespace, key)
+            .await
+            .map_err(|e| StepError::retryable("StateStore", e.to_string()))
+    }
+
+    async fn set_shared_value(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+    ) -> Result<(), StepError> {
+        let value = self.redactor.redact_json(&value);
+        self.store
+            .set_shared_value(namespace, key, value, Some(&self.run_id))
+            .await
+            .map_err(|e| StepError::retryable("StateStore", e.to_string()))
+    }
+
     fn add_secret(&self, value: &str) {
         self.redactor.add(value);
     }

@@ -73,6 +73,17 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 2: the layered workflow, so a resume need not parse YAML again.
     "ALTER TABLE runs ADD COLUMN effective TEXT;",
+    // 3: values every run of this database shares (SSH host keys learned by accept-new).
+    r#"
+    CREATE TABLE shared_values (
+        namespace  TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        run_id     TEXT,
+        PRIMARY KEY (namespace, key)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Brings the database to the newest schema, each migration in its own transaction.

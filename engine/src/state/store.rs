@@ -775,6 +775,80 @@ impl StateStore {
         .await
     }
 
+    /// A value every run of this database shares.
+    pub async fn shared_value(&self, ns: &str, key: &str) -> Result<Option<Value>, StoreError> {
+        let (ns, key) = (ns.to_string(), key.to_string());
+        self.call(move |c| {
+            c.query_row(
+                "SELECT value FROM shared_values WHERE namespace = ?1 AND key = ?2",
+                params![ns, key],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|v| v.and_then(|s| serde_json::from_str(&s).ok()))
+        })
+        .await
+    }
+
+    /// Saves a shared value durably, noting the run that saved it.
+    pub async fn set_shared_value(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Value,
+        run_id: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (ns, key, run) = (ns.to_string(), key.to_string(), run_id.map(str::to_string));
+        let now = now_ms();
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO shared_values (namespace, key, value, updated_at, run_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
+                 updated_at = excluded.updated_at, run_id = excluded.run_id",
+                params![ns, key, value.to_string(), now, run],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Every shared value of a namespace: (key, value, updated_at ms, run id), by key.
+    pub async fn shared_values(
+        &self,
+        ns: &str,
+    ) -> Result<Vec<(String, Value, i64, Option<String>)>, StoreError> {
+        let ns = ns.to_string();
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT key, value, updated_at, run_id FROM shared_values WHERE namespace = ?1 ORDER BY key",
+            )?;
+            st.query_map(params![ns], |r| {
+                let v: String = r.get(1)?;
+                Ok((
+                    r.get(0)?,
+                    serde_json::from_str(&v).unwrap_or(Value::Null),
+                    r.get(2)?,
+                    r.get(3)?,
+                ))
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    /// Removes a shared value; whether it existed.
+    pub async fn delete_shared_value(&self, ns: &str, key: &str) -> Result<bool, StoreError> {
+        let (ns, key) = (ns.to_string(), key.to_string());
+        self.call(move |c| {
+            Ok(c.execute(
+                "DELETE FROM shared_values WHERE namespace = ?1 AND key = ?2",
+                params![ns, key],
+            )? > 0)
+        })
+        .await
+    }
+
     /// Runs `PRAGMA integrity_check`; `ok` when the file is sound.
     pub async fn integrity_check(&self) -> Result<String, StoreError> {
         self.call(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get(0)))

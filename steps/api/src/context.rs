@@ -47,6 +47,20 @@ pub trait StepHost: Send + Sync {
         key: &str,
         value: Value,
     ) -> Result<(), StepError>;
+    /// Reads a value every run of the state database shares (e.g. SSH host keys learned by
+    /// `accept-new`, like a known_hosts file). Hosts without such storage fall back to the run.
+    async fn shared_value(&self, namespace: &str, key: &str) -> Result<Option<Value>, StepError> {
+        self.run_value(namespace, key).await
+    }
+    /// Durably saves a shared value.
+    async fn set_shared_value(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+    ) -> Result<(), StepError> {
+        self.set_run_value(namespace, key, value).await
+    }
     /// Registers a value discovered at run time as secret, so the engine redacts it.
     fn add_secret(&self, value: &str);
 }
@@ -132,6 +146,25 @@ impl StepContext {
         value: Value,
     ) -> Result<(), StepError> {
         self.host.set_run_value(namespace, key, value).await
+    }
+
+    /// Reads a value shared by every run of the state database.
+    pub async fn shared_value(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<Value>, StepError> {
+        self.host.shared_value(namespace, key).await
+    }
+
+    /// Durably saves a value shared by every run of the state database.
+    pub async fn set_shared_value(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: Value,
+    ) -> Result<(), StepError> {
+        self.host.set_shared_value(namespace, key, value).await
     }
 
     /// Registers a run-time secret value for redaction.

@@ -9,12 +9,14 @@
 mod context;
 mod dyn_step;
 mod error;
+pub mod quote;
 pub mod script;
 mod secret;
 
 pub use context::{LogStream, StepContext, StepHost};
 pub use dyn_step::{DynStep, InputError};
 pub use error::{ErrorClass, StepError};
+pub use quote::shell_quote;
 pub use secret::{SECRET_MARKER, Secret, reveal_secrets};
 
 pub use async_trait::async_trait;

@@ -20,7 +20,7 @@ pub enum HostKeyPolicy {
     /// Trust on first use: an unknown host's key is learned into the store; afterwards
     /// only that exact key is accepted, whatever algorithm another key would have.
     AcceptNew {
-        /// Where learned keys live (the run's state, in the engine).
+        /// Where learned keys live (the state database, shared by its runs, in the engine).
         store: Arc<dyn HostKeyStore>,
     },
     /// Only the key with this SHA-256 fingerprint (`SHA256:…`, as `ssh-keygen -lf` prints).
@@ -131,8 +131,10 @@ impl HostKeyStore for MemoryHostKeyStore {
     }
 }
 
-/// A [`HostKeyStore`] in the run's state (namespace `ssh.host_keys`), so every step of
-/// a run, and a resumed run, trusts the key the first connection learned.
+/// A [`HostKeyStore`] in the state database (namespace `ssh.host_keys`), shared by every run
+/// of that database like a known_hosts file: a key learned by one run is the only key a later
+/// run accepts (`siteflow hosts forget HOST` removes it). Keys a run learned before this store
+/// existed (in that run's own values) are still honoured.
 #[derive(Clone)]
 pub struct RunStateHostKeyStore {
     cx: StepContext,
@@ -142,34 +144,46 @@ impl RunStateHostKeyStore {
     /// The namespace the keys are saved under.
     pub const NAMESPACE: &'static str = "ssh.host_keys";
 
-    /// A store over the run the context belongs to.
+    /// A store over the state database of the run the context belongs to.
     pub fn new(cx: StepContext) -> Self {
         Self { cx }
+    }
+}
+
+fn key_list(value: Option<serde_json::Value>) -> Vec<String> {
+    match value {
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
 #[async_trait::async_trait]
 impl HostKeyStore for RunStateHostKeyStore {
     async fn load(&self, host: &str, port: u16) -> Result<Vec<String>, SshError> {
-        let value = self
-            .cx
-            .run_value(Self::NAMESPACE, &store_key(host, port))
-            .await
-            .map_err(|e| SshError::HostKeyStore(e.to_string()))?;
-        Ok(match value {
-            Some(serde_json::Value::Array(items)) => items
-                .into_iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        })
+        let k = store_key(host, port);
+        let err = |e: siteflow_step::StepError| SshError::HostKeyStore(e.to_string());
+        let mut keys = key_list(
+            self.cx
+                .shared_value(Self::NAMESPACE, &k)
+                .await
+                .map_err(err)?,
+        );
+        for legacy in key_list(self.cx.run_value(Self::NAMESPACE, &k).await.map_err(err)?) {
+            if !keys.contains(&legacy) {
+                keys.push(legacy);
+            }
+        }
+        Ok(keys)
     }
 
     async fn save(&self, host: &str, port: u16, key: &str) -> Result<(), SshError> {
         let mut keys = self.load(host, port).await?;
         keys.push(key.to_string());
         self.cx
-            .set_run_value(
+            .set_shared_value(
                 Self::NAMESPACE,
                 &store_key(host, port),
                 serde_json::json!(keys),
@@ -180,12 +194,17 @@ impl HostKeyStore for RunStateHostKeyStore {
 }
 
 /// `host:port` with brackets for IPv6 literals, as known_hosts writes it.
-fn store_key(host: &str, port: u16) -> String {
+pub fn store_key(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
     }
+}
+
+/// The `SHA256:…` fingerprint of an OpenSSH public-key line, if it parses.
+pub fn line_fingerprint(line: &str) -> Option<String> {
+    parse_key_line(line).ok().map(|k| fingerprint(&k))
 }
 
 /// The `SHA256:…` fingerprint OpenSSH shows for a key.
@@ -337,7 +356,10 @@ pub(crate) async fn verify(
                     host: label,
                     presented: presented_fp,
                     expected: join_fingerprints(&known),
-                    source_hint: "it is in the run's state under `ssh.host_keys`".into(),
+                    source_hint: format!(
+                        "an earlier run learned it (accept-new); if the host was re-keyed on purpose, `siteflow hosts forget {}`",
+                        crate::shell_quote(&store_key(host, port))
+                    ),
                 })
             }
         }

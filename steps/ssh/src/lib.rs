@@ -23,6 +23,7 @@ pub use error::SshError;
 pub use exec::{ExecOutput, ExecRequest, LineSink};
 pub use hostkey::{
     HostKeyPolicy, HostKeyStore, MemoryHostKeyStore, RunStateHostKeyStore, fingerprint,
+    line_fingerprint, store_key,
 };
 pub use pool::{PoolOptions, SshPool};
 pub use quote::shell_quote;

@@ -33,7 +33,8 @@ pub struct ProvidersInput {
     /// Namespaces (default: Kubernetes, KubernetesConfiguration, ExtendedLocation).
     #[serde(default = "default_namespaces")]
     pub namespaces: Vec<String>,
-    /// Seconds between registration checks.
+    /// The longest wait between registration checks (seconds): checks start 0.5 s apart and
+    /// the gap doubles up to this.
     #[serde(default = "default_poll")]
     pub poll_interval_secs: f64,
 }
@@ -172,8 +173,17 @@ impl Step for RegisterProvidersStep {
         {
             return Ok(Progress::Done(ProvidersOutput { states }));
         }
+        // A registration takes from seconds to minutes: check early, then back off.
+        let polls = cx
+            .progress()
+            .and_then(|p| p.get("polls").and_then(serde_json::Value::as_u64))
+            .unwrap_or(0);
+        cx.save_progress(serde_json::json!({ "polls": polls + 1 }))
+            .await?;
+        let ceiling = input.poll_interval_secs.max(0.01);
+        let gap = (0.5 * 2f64.powi(polls.min(16) as i32)).min(ceiling);
         Ok(Progress::Wait {
-            recheck_after: Duration::from_secs_f64(input.poll_interval_secs.max(0.01)),
+            recheck_after: Duration::from_secs_f64(gap),
         })
     }
 }

@@ -5,6 +5,7 @@ mod ansible;
 mod azure;
 mod floor;
 mod prefect;
+mod provision;
 mod ssh;
 mod workload;
 
@@ -34,6 +35,8 @@ enum Cmd {
     Ssh(ssh::SshArgs),
     /// Many sites' networks and VMs against the Azure emulator under an ARM write limit.
     Azure(azure::AzureArgs),
+    /// provision-site end to end in the local sandbox, against its critical chain.
+    Provision(provision::ProvisionArgs),
 }
 
 #[derive(clap::Args)]
@@ -106,6 +109,7 @@ fn main() -> Result<()> {
         Cmd::Engine(args) => rt.block_on(engine(args)),
         Cmd::Ssh(args) => rt.block_on(ssh::ssh(args)),
         Cmd::Azure(args) => rt.block_on(azure::azure(args)),
+        Cmd::Provision(args) => rt.block_on(provision::provision(args)),
     }
 }
 

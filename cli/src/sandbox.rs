@@ -322,6 +322,13 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
                     authorized_keys: vm.ssh_public_keys.clone(),
                     host_key_private: vm.custom_data.as_deref().and_then(cloud_init_host_key),
                     private_ip: private,
+                    // One link per VNet: another site's 10.0.1.5 is not this one's.
+                    network: vm.subnet_id.as_deref().and_then(|s| {
+                        s.to_ascii_lowercase()
+                            .split("/subnets/")
+                            .next()
+                            .map(str::to_string)
+                    }),
                 };
                 let mut n = net.lock().await;
                 let host = n.add_vm_host(spec).await.map_err(|e| format!("{e:#}"))?;

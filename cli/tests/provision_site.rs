@@ -583,3 +583,60 @@ fn seed_000_rbac_custom_locations_and_the_graph_error_then_resume() {
     let (_, doc) = siteflow(&sb, &["runs", "show", &run, "--output", "json"]);
     assert!(doc.contains("\"Connected\""), "{doc}");
 }
+
+#[test]
+fn two_sites_at_once_share_the_sandbox_but_not_their_networks() {
+    let sb = Sandbox::new();
+    let _down = Down(&sb);
+    let (code, out) = siteflow(&sb, &["sandbox", "up"]);
+    assert_eq!(code, 0, "{out}");
+    // Both VNets are 10.0.1.0/24: each site's agent is 10.0.1.5 on its own network, and
+    // both sites generate their keys at the same moment.
+    let spawn = |name: &str| {
+        sb.command(&[
+            "run",
+            "provision-site",
+            "--set",
+            &format!("name={name}"),
+            "--set",
+            "git_url=",
+        ])
+        .env("SITEFLOW_WORKFLOWS", workflows())
+        .env_remove("AZURE_SUBSCRIPTION_ID")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let (a, b) = (spawn("east"), spawn("west"));
+    for (name, child) in [("east", a), ("west", b)] {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let agents: Vec<Value> = hosts(&sb)
+        .into_iter()
+        .filter(|h| h["name"].as_str().unwrap_or("").contains("-agent-"))
+        .collect();
+    assert_eq!(agents.len(), 2);
+    // The same private range on two networks: each site's VMs took 10.0.1.4 and 10.0.1.5.
+    let ips = |site: &str| -> std::collections::BTreeSet<String> {
+        hosts(&sb)
+            .into_iter()
+            .filter(|h| h["name"].as_str().unwrap_or("").starts_with(site))
+            .filter_map(|h| h["privateIp"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(ips("east-"), ips("west-"));
+    assert_eq!(ips("east-").len(), 2);
+    // Both contexts were merged into the one kubeconfig.
+    let kubeconfig = sb.read(".siteflow/kubeconfig");
+    assert!(
+        kubeconfig.contains("name: east") && kubeconfig.contains("name: west"),
+        "{kubeconfig}"
+    );
+}

@@ -86,15 +86,18 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// Brings the database to the newest schema, each migration in its own transaction.
+/// Brings the database to the newest schema. The version is read and the migrations applied
+/// in one `IMMEDIATE` transaction, so processes opening a new database at once take turns
+/// (the busy timeout waits) and each migration runs exactly once.
 pub(super) fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let current: usize =
-        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: usize = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if current >= MIGRATIONS.len() {
+        return tx.commit();
     }
-    Ok(())
+    for sql in MIGRATIONS.iter().skip(current) {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    tx.commit()
 }

@@ -348,7 +348,23 @@ impl StateStore {
         let open = |path: &Path| -> rusqlite::Result<Connection> {
             let mut conn = Connection::open(path)?;
             conn.busy_timeout(Duration::from_secs(10))?;
-            conn.pragma_update(None, "journal_mode", "WAL")?;
+            // Switching a new file to WAL can answer "locked" at once (no busy wait) while
+            // another process creates the schema: retry it for as long as the busy timeout.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match conn.pragma_update(None, "journal_mode", "WAL") {
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.code == rusqlite::ErrorCode::DatabaseBusy
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    other => {
+                        other?;
+                        break;
+                    }
+                }
+            }
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
             schema::migrate(&mut conn)?;

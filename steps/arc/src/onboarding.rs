@@ -59,6 +59,11 @@ pub async fn load_or_create(cx: &StepContext) -> Result<OnboardingKey, StepError
     .map_err(|e| StepError::permanent("KeyGeneration", e.to_string()))?
     .map_err(|e| StepError::permanent("KeyGeneration", e))?;
     cx.add_secret(&pem);
-    keys::write_private(cx, FILE, &pem)?;
-    from_pem(&pem)
+    match keys::write_private(cx, FILE, &pem)? {
+        None => from_pem(&pem),
+        Some(theirs) => {
+            cx.add_secret(&theirs);
+            from_pem(&theirs)
+        }
+    }
 }

@@ -89,20 +89,34 @@ pub fn load_or_create(cx: &StepContext, name: &str, comment: &str) -> Result<Key
     }
     let k = generate(comment)?;
     cx.add_secret(k.private.expose());
-    write_private(cx, &format!("{name}_ed25519"), k.private.expose())?;
-    Ok(k)
+    match write_private(cx, &format!("{name}_ed25519"), k.private.expose())? {
+        None => Ok(k),
+        Some(theirs) => {
+            let k = parse(&theirs)?;
+            cx.add_secret(k.private.expose());
+            Ok(k)
+        }
+    }
 }
 
-/// Writes a private key file of this step (mode 0600, atomically, synced) before the key is
-/// used anywhere, so a resumed run finds the same key.
-pub fn write_private(cx: &StepContext, file: &str, text: &str) -> Result<(), StepError> {
+/// Writes a private key file of this step (mode 0600, synced) before the key is used
+/// anywhere, so a resumed run finds the same key. The file is created only if it does not
+/// exist yet: when another run created it meanwhile, that key wins and is returned
+/// (`Some(text)`), so concurrent runs never use two different keys for one file.
+pub fn write_private(
+    cx: &StepContext,
+    file: &str,
+    text: &str,
+) -> Result<Option<String>, StepError> {
     let d = dir(cx);
     let io = |e: std::io::Error| StepError::permanent("KeyStore", format!("{}: {e}", d.display()));
     std::fs::create_dir_all(&d).map_err(io)?;
     let path = d.join(file);
-    let tmp = d.join(format!(".{file}.tmp"));
+    let mut nonce = [0u8; 8];
+    rand::rng().fill_bytes(&mut nonce);
+    let tmp = d.join(format!(".{file}.{}.tmp", hex::encode(nonce)));
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -111,13 +125,90 @@ pub fn write_private(cx: &StepContext, file: &str, text: &str) -> Result<(), Ste
     let mut f = opts.open(&tmp).map_err(io)?;
     f.write_all(text.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    Ok(())
+    drop(f);
+    // A hard link creates the name only if it is free: the first writer wins.
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read_to_string(&path).map(Some).map_err(io)
+        }
+        Err(e) => Err(io(e)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct NoHost;
+
+    #[async_trait::async_trait]
+    impl siteflow_step::StepHost for NoHost {
+        fn log(&self, _: siteflow_step::LogStream, _: &str) {}
+        fn progress(&self) -> Option<serde_json::Value> {
+            None
+        }
+        async fn save_progress(&self, _: serde_json::Value) -> Result<(), StepError> {
+            Ok(())
+        }
+        async fn run_value(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<serde_json::Value>, StepError> {
+            Ok(None)
+        }
+        async fn set_run_value(
+            &self,
+            _: &str,
+            _: &str,
+            _: serde_json::Value,
+        ) -> Result<(), StepError> {
+            Ok(())
+        }
+        fn add_secret(&self, _: &str) {}
+    }
+
+    #[test]
+    fn concurrent_runs_converge_on_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cx = |run: &str| {
+            StepContext::new(
+                run,
+                None,
+                "server",
+                "azure.vm",
+                1,
+                dir.path().to_path_buf(),
+                siteflow_step::CancellationToken::new(),
+                std::sync::Arc::new(NoHost),
+            )
+        };
+        let (a, b) = (cx("r1"), cx("r2"));
+        let keys: Vec<KeyPair> = std::thread::scope(|s| {
+            let h1 = s.spawn(|| load_or_create(&a, "admin", "a").unwrap());
+            let h2 = s.spawn(|| load_or_create(&b, "admin", "b").unwrap());
+            vec![h1.join().unwrap(), h2.join().unwrap()]
+        });
+        assert_eq!(keys[0].fingerprint, keys[1].fingerprint);
+        // A later writer keeps the first key too.
+        let third = load_or_create(&cx("r3"), "admin", "c").unwrap();
+        assert_eq!(third.fingerprint, keys[0].fingerprint);
+        assert_eq!(
+            write_private(&cx("r4"), "admin_ed25519", "other")
+                .unwrap()
+                .as_deref(),
+            Some(keys[0].private.expose().as_str())
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join(".siteflow/keys/_nosite/server"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
 
     #[test]
     fn generated_keys_round_trip() {

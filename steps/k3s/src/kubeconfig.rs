@@ -201,6 +201,32 @@ fn read_yaml(path: &Path) -> Result<Option<Value>, StepError> {
     }
 }
 
+/// Merges `config` into the kubeconfig at `path` holding an exclusive lock on
+/// `<path>.lock`, so runs merging into one kubeconfig at once do not lose each other's
+/// entries.
+fn merge_locked(path: &Path, config: &Value) -> Result<(), StepError> {
+    let fail = |e: std::io::Error| {
+        StepError::retryable(
+            "KubeconfigUnwritable",
+            format!("lock {}: {e}", path.display()),
+        )
+    };
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_extension("lock"))
+        .map_err(fail)?;
+    lock.lock().map_err(fail)?;
+    let merged = merge_kubeconfig(read_yaml(path)?, config);
+    write_yaml(path, &merged)
+}
+
 /// Writes `value` as YAML to `path` with mode 0600, atomically.
 fn write_yaml(path: &Path, value: &Value) -> Result<(), StepError> {
     use std::io::Write;
@@ -218,7 +244,9 @@ fn write_yaml(path: &Path, value: &Value) -> Result<(), StepError> {
     {
         std::fs::create_dir_all(dir).map_err(fail)?;
     }
-    let tmp = path.with_extension(format!("siteflow-{}.tmp", std::process::id()));
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("siteflow-{}-{seq}.tmp", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -367,8 +395,10 @@ impl Step for K3sKubeconfig {
             cx.info(&format!("wrote {}", p.display()));
         }
         if let Some(p) = &plan.merge_into {
-            let merged = merge_kubeconfig(read_yaml(p)?, &plan.config);
-            write_yaml(p, &merged)?;
+            let (path, config) = (p.clone(), plan.config.clone());
+            tokio::task::spawn_blocking(move || merge_locked(&path, &config))
+                .await
+                .map_err(|e| StepError::retryable("KubeconfigUnwritable", e.to_string()))??;
             cx.info(&format!(
                 "merged context {} into {}",
                 plan.name,

@@ -26,6 +26,9 @@ pub struct VmCreated {
     pub custom_data: Option<String>,
     /// The private address the VNet gave the VM's primary NIC (a backing host should take it).
     pub private_ip: Option<IpAddr>,
+    /// The subnet of that NIC (its VNet is the id's parent): hosts of one VNet can reach each
+    /// other's private addresses.
+    pub subnet_id: Option<String>,
 }
 
 /// The addresses to report for a backed VM.

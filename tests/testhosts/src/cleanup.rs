@@ -37,9 +37,9 @@ pub fn cleanup_slot(slot: u8) {
     }
     let veth_prefix = layout::veth_prefix(slot);
     let bridge = layout::bridge(slot);
-    let vnet = layout::vnet_bridge(slot);
+    let vnets = layout::vnet_bridge_prefix(slot);
     for link in list_dir("/sys/class/net") {
-        if link.starts_with(&veth_prefix) || link == bridge || link == vnet {
+        if link.starts_with(&veth_prefix) || link == bridge || link.starts_with(&vnets) {
             run_quiet("ip", ["link", "del", &link]);
         }
     }

@@ -69,11 +69,16 @@ pub fn bridge(slot: u8) -> String {
     format!("{NAME_PREFIX}br{slot}")
 }
 
-/// Bridge in the root namespace for a slot's "virtual network" (the hosts' second
+/// Bridge in the root namespace for virtual network `n` of a slot (the hosts' second
 /// interface, with the addresses an emulated VNet gave them). It has no address of its own,
-/// so several slots can use the same private range.
-pub fn vnet_bridge(slot: u8) -> String {
-    format!("{NAME_PREFIX}vn{slot}")
+/// so several networks, and slots, can use the same private range.
+pub fn vnet_bridge(slot: u8, n: usize) -> String {
+    format!("{}{n}", vnet_bridge_prefix(slot))
+}
+
+/// Prefix of a slot's virtual-network bridges.
+pub fn vnet_bridge_prefix(slot: u8) -> String {
+    format!("{NAME_PREFIX}vn{slot}x")
 }
 
 /// Root-namespace end of a host's veth pair on the slot's virtual network (it shares the

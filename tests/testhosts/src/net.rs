@@ -36,6 +36,9 @@ pub struct TestNet {
     slot: u8,
     #[serde(skip)]
     lock: Option<SlotLock>,
+    /// Virtual networks by name, each its own bridge.
+    #[serde(skip)]
+    vnets: std::collections::BTreeMap<String, usize>,
 }
 
 impl TestNet {
@@ -88,6 +91,7 @@ impl TestNet {
             hosts: Vec::new(),
             slot,
             lock: Some(lock),
+            vnets: Default::default(),
         };
         net.create_bridge()?;
         std::fs::write(&net.known_hosts_path, "")?;
@@ -103,12 +107,17 @@ impl TestNet {
             bail!("a test net has at most {} hosts", layout::MAX_HOSTS);
         }
         let peers = vec![(spec.name.clone(), layout::host_ip(self.slot, index))];
+        let n_vnets = self.vnets.len();
+        let vnet = *self
+            .vnets
+            .entry(spec.network.clone().unwrap_or_default())
+            .or_insert(n_vnets);
         let plan = HostPlan {
             name: spec.name.clone(),
             peers: &peers,
             authorized_keys: &spec.authorized_keys,
             host_key: spec.host_key_private.as_deref(),
-            private_ip: spec.private_ip,
+            private_ip: spec.private_ip.map(|ip| (ip, vnet)),
         };
         let host = self
             .create_host(index, &plan)
@@ -158,9 +167,9 @@ impl TestNet {
         self.lock = None;
     }
 
-    /// Gives the host an `eth1` with `private` (/24) on the slot's virtual network.
-    fn attach_vnet(&self, index: usize, ns: &str, private: Ipv4Addr) -> Result<()> {
-        let br = layout::vnet_bridge(self.slot);
+    /// Gives the host an `eth1` with `private` (/24) on virtual network `vnet`.
+    fn attach_vnet(&self, index: usize, ns: &str, private: Ipv4Addr, vnet: usize) -> Result<()> {
+        let br = layout::vnet_bridge(self.slot, vnet);
         if !Path::new(&format!("/sys/class/net/{br}")).exists() {
             run("ip", ["link", "add", &br, "type", "bridge"])?;
             let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{br}/disable_ipv6"), "1");
@@ -253,8 +262,8 @@ impl TestNet {
         )?;
         run("ip", ["-n", &ns, "link", "set", "eth0", "up"])?;
         run("ip", ["-n", &ns, "link", "set", "lo", "up"])?;
-        if let Some(private) = plan.private_ip {
-            self.attach_vnet(index, &ns, private)?;
+        if let Some((private, vnet)) = plan.private_ip {
+            self.attach_vnet(index, &ns, private, vnet)?;
         }
 
         let mnt = layout::mnt_pin(slot, index);
@@ -312,8 +321,11 @@ pub struct VmHostSpec {
     pub authorized_keys: Vec<String>,
     /// The ed25519 host key (OpenSSH private key) from the VM's cloud-init, if any.
     pub host_key_private: Option<String>,
-    /// The VM's private address on the virtual network.
+    /// The VM's private address on its virtual network.
     pub private_ip: Option<Ipv4Addr>,
+    /// Its virtual network (e.g. the VNet's resource id): hosts of one network share a link,
+    /// hosts of different networks cannot reach each other's private addresses.
+    pub network: Option<String>,
 }
 
 /// How to lay out one host.
@@ -322,7 +334,8 @@ struct HostPlan<'a> {
     peers: &'a [(String, Ipv4Addr)],
     authorized_keys: &'a [String],
     host_key: Option<&'a str>,
-    private_ip: Option<Ipv4Addr>,
+    /// The private address and the index of its virtual network.
+    private_ip: Option<(Ipv4Addr, usize)>,
 }
 
 impl Drop for TestNet {

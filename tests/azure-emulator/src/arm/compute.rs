@@ -186,16 +186,19 @@ pub(super) fn after_put(ctx: &Ctx<'_>, st: &mut ArmState, rkey: &str, op_id: &st
             }
         }
         if is_new && ctx.hook_set {
-            let private_ip = body
+            let nic = body
                 .pointer("/properties/networkProfile/networkInterfaces/0/id")
                 .and_then(Value::as_str)
-                .and_then(|nid| st.resources.get(&key(nid)))
-                .and_then(|n| {
+                .and_then(|nid| st.resources.get(&key(nid)));
+            let ipc = |p: &str| {
+                nic.and_then(|n| {
                     n.body
-                        .pointer("/properties/ipConfigurations/0/properties/privateIPAddress")
+                        .pointer(&format!("/properties/ipConfigurations/0/properties/{p}"))
                         .and_then(Value::as_str)
                 })
-                .and_then(|ip| ip.parse().ok());
+            };
+            let private_ip = ipc("privateIPAddress").and_then(|ip| ip.parse().ok());
+            let subnet_id = ipc("subnet/id").map(str::to_string);
             let os = body.pointer("/properties/osProfile");
             let name = body
                 .get("name")
@@ -219,6 +222,7 @@ pub(super) fn after_put(ctx: &Ctx<'_>, st: &mut ArmState, rkey: &str, op_id: &st
                 ssh_public_keys: ssh_keys(os),
                 custom_data: decode_custom_data(&body),
                 private_ip,
+                subnet_id,
             };
             queue_hook(st, op_id, rkey, vm);
         }
@@ -387,6 +391,7 @@ fn sync_instances(ctx: &Ctx<'_>, st: &mut ArmState, rkey: &str, op_id: &str) {
                     })
                     .map(|b| String::from_utf8_lossy(&b).into_owned()),
                 private_ip: instance_ip,
+                subnet_id: subnet_id.clone(),
             };
             queue_hook(st, op_id, &ikey, vm);
         }

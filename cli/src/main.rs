@@ -222,6 +222,9 @@ enum RunsCommand {
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// One run's steps.
     Show {
@@ -259,6 +262,38 @@ async fn sandbox_sets(plan: &Plan) -> Result<Option<Vec<String>>, Failure> {
     let info = sandbox::up(&sandbox::dir()).await?;
     eprint!("{}", sandbox::describe(&info));
     Ok(Some(sandbox::sets(&info, &declared)))
+}
+
+/// A run id as the user gave it: the id, a unique prefix of one, or `last` (the newest run).
+async fn resolve_run(store: &StateStore, arg: &str) -> Result<String, Failure> {
+    if arg == "last" {
+        return store
+            .runs(1)
+            .await?
+            .into_iter()
+            .next()
+            .map(|r| r.id)
+            .ok_or_else(|| Failure::new(2, "error: there are no runs yet"));
+    }
+    let ids = store.run_ids_with_prefix(arg, 6).await?;
+    if ids.iter().any(|i| i == arg) {
+        return Ok(arg.to_string());
+    }
+    match ids.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(Failure::new(
+            2,
+            format!("error: no run `{arg}` (see `siteflow runs list`)"),
+        )),
+        many => Err(Failure::new(
+            2,
+            format!(
+                "error: `{arg}` matches several runs ({}{}); give more of the id",
+                many[..many.len().min(5)].join(", "),
+                if many.len() > 5 { ", …" } else { "" }
+            ),
+        )),
+    }
 }
 
 /// `HOST`, `HOST:PORT` or `[IPV6]:PORT` as the host-key store names it.
@@ -423,6 +458,21 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    // Output into a closed pipe (`siteflow schema | head -1`) ends the program quietly, as
+    // for other command-line tools, instead of panicking.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
     // Installed on a sandbox host as k3s (and kubectl, systemctl), this binary is the
     // k3s simulator.
     if std::env::args()
@@ -840,8 +890,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             grace,
             output,
         } => {
+            let run = resolve_run(&StateStore::open(&state_path(&cli))?, run).await?;
             execute(&cli, *output, *parallel, *grace, async |r| {
-                r.resume(run, *reload).await
+                r.resume(&run, *reload).await
             })
             .await
         }
@@ -851,8 +902,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             with_dependents,
             output,
         } => {
+            let run = resolve_run(&StateStore::open(&state_path(&cli))?, run).await?;
             execute(&cli, *output, 32, 30, async |r| {
-                r.rerun(run, step, *with_dependents).await
+                r.rerun(&run, step, *with_dependents).await
             })
             .await
         }
@@ -942,7 +994,26 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Runs { command } => {
             let store = StateStore::open(&state_path(&cli))?;
             match command {
-                RunsCommand::List { limit } => {
+                RunsCommand::List {
+                    limit,
+                    output: Output::Json,
+                } => {
+                    let runs: Vec<Value> = store
+                        .runs(*limit)
+                        .await?
+                        .into_iter()
+                        .map(|r| {
+                            json!({"run_id": r.id, "workflow": r.workflow, "site": r.site,
+                                   "status": r.status, "created_at": ts(r.created_at),
+                                   "updated_at": ts(r.updated_at)})
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&runs).unwrap_or_default()
+                    );
+                }
+                RunsCommand::List { limit, .. } => {
                     println!(
                         "{:<18}  {:<20}  {:<12}  {:<10}  CREATED",
                         "RUN", "WORKFLOW", "SITE", "STATUS"
@@ -959,7 +1030,8 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     }
                 }
                 RunsCommand::Show { run, output } => {
-                    let doc = run_document(&store, run).await?;
+                    let run = resolve_run(&store, run).await?;
+                    let doc = run_document(&store, &run).await?;
                     match output {
                         Output::Json => {
                             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
@@ -982,6 +1054,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Logs { run, step } => {
             let store = StateStore::open(&state_path(&cli))?;
+            let run = &resolve_run(&store, run).await?;
             store.run(run).await?;
             // Attempt starts and plain successes live in the attempts table; merge them in.
             let mut lines: Vec<(i64, i64, String)> = vec![];
@@ -1030,6 +1103,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Cancel { run } => {
             let store = StateStore::open(&state_path(&cli))?;
+            let run = &resolve_run(&store, run).await?;
             match store.request_cancel(run).await? {
                 Some(h) => println!("asked {h} to stop run {run}"),
                 None => println!("run {run} has no runner; it stays as it is (resumable)"),
@@ -1038,6 +1112,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Unlock { run } => {
             let store = StateStore::open(&state_path(&cli))?;
+            let run = &resolve_run(&store, run).await?;
             match store.unlock(run).await? {
                 Some(h) => println!("broke the lease of {h} on run {run}"),
                 None => println!("run {run} was not locked"),

@@ -103,3 +103,49 @@ fn validate_warns_about_unquoted_values_in_scripts() {
     assert!(r.stderr.contains("wf.yaml:11:"), "{}", r.stderr);
     assert!(!r.stderr.contains("step `good`"), "{}", r.stderr);
 }
+
+#[test]
+fn run_ids_by_prefix_and_last_and_json_listing_and_broken_pipes() {
+    let sb = Sandbox::new();
+    let wf = sb.write("wf.yaml", "name: tiny\nsteps:\n  - id: a\n    uses: noop\n");
+    let wf = wf.to_str().unwrap().to_string();
+    for _ in 0..2 {
+        assert_eq!(sb.run(&["run", &wf]).code, 0);
+    }
+    let r = sb.run(&["runs", "list", "--output", "json"]);
+    let runs: Value = serde_json::from_str(&r.stdout).unwrap();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    let newest = runs[0]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(runs[0]["status"], "Succeeded");
+    // `last` is the newest run; a unique prefix names a run; a shared prefix is refused.
+    let r = sb.run(&["runs", "show", "last", "--output", "json"]);
+    assert_eq!(r.json()["run_id"], newest.as_str());
+    let r = sb.run(&[
+        "runs",
+        "show",
+        &newest[..newest.len() - 2],
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["run_id"], newest.as_str());
+    let r = sb.run(&["logs", "r0"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("matches several runs"), "{}", r.stderr);
+    let r = sb.run(&["resume", "nope"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no run `nope`"), "{}", r.stderr);
+    // A closed pipe ends the output quietly, not with a panic.
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {} schema | head -c 10 >/dev/null",
+            env!("CARGO_BIN_EXE_siteflow")
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+}

@@ -632,6 +632,30 @@ impl StateStore {
     }
 
     /// The newest runs first.
+    /// Ids of runs starting with `prefix` (at most `limit`), newest first.
+    pub async fn run_ids_with_prefix(
+        &self,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let escaped: String = prefix
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT id FROM runs WHERE id LIKE ?1 || '%' ESCAPE '\\'
+                 ORDER BY created_at DESC, id DESC LIMIT ?2",
+            )?;
+            st.query_map(params![escaped, limit], |r| r.get(0))?
+                .collect()
+        })
+        .await
+    }
+
     pub async fn runs(&self, limit: u32) -> Result<Vec<RunRow>, StoreError> {
         self.call(move |c| {
             let mut st = c.prepare(&format!(

@@ -10,7 +10,7 @@ use siteflow_engine::diag::Diagnostics;
 use siteflow_engine::plan::{self, Plan, SourceText, Sources};
 use siteflow_engine::registry::Registry;
 use siteflow_engine::runner::{Outcome, RunError, RunObserver, RunOptions, RunStatus, Runner};
-use siteflow_engine::state::{LeaseError, StateStore};
+use siteflow_engine::state::{LeaseError, StateStore, Unlock};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -153,10 +153,13 @@ enum Command {
         /// The run id.
         run: String,
     },
-    /// Break a dead runner's lease on a run.
+    /// Break a dead runner's lease on a run (a live one's only with --force).
     Unlock {
         /// The run id.
         run: String,
+        /// Break it even though its runner is alive (it may still be running steps).
+        #[arg(long)]
+        force: bool,
     },
     /// List step kinds, or show one kind's input schema.
     Steps {
@@ -504,6 +507,22 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// The state database for a command that only reads runs (or changes an existing one): it
+/// is never created by such a command.
+fn existing_state(cli: &Cli) -> Result<StateStore, Failure> {
+    let path = state_path(cli);
+    if !path.exists() {
+        return Err(Failure::new(
+            2,
+            format!(
+                "error: no state database at {} (no runs yet here; --state or SITEFLOW_STATE names another)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(StateStore::open(&path)?)
 }
 
 fn state_path(cli: &Cli) -> PathBuf {
@@ -874,6 +893,13 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         } => {
             let mut src = sources(&cli, target)?;
             let mut plan = plan::compile(&src, &reg)?;
+            // A secret that cannot be read stops the run before anything is stored.
+            let cwd = std::env::current_dir().unwrap_or_default();
+            siteflow_engine::runner::read_secrets(
+                &plan,
+                &cwd,
+                &siteflow_engine::redact::Redactor::default(),
+            )?;
             if let Some(extra) = sandbox_sets(&plan).await? {
                 src.sets.splice(0..0, extra);
                 plan = plan::compile(&src, &reg)?;
@@ -890,7 +916,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             grace,
             output,
         } => {
-            let run = resolve_run(&StateStore::open(&state_path(&cli))?, run).await?;
+            let run = resolve_run(&existing_state(&cli)?, run).await?;
             execute(&cli, *output, *parallel, *grace, async |r| {
                 r.resume(&run, *reload).await
             })
@@ -902,7 +928,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             with_dependents,
             output,
         } => {
-            let run = resolve_run(&StateStore::open(&state_path(&cli))?, run).await?;
+            let run = resolve_run(&existing_state(&cli)?, run).await?;
             execute(&cli, *output, 32, 30, async |r| {
                 r.rerun(&run, step, *with_dependents).await
             })
@@ -991,8 +1017,21 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             print!("{}", graph(&p, *format));
             Ok(0)
         }
+        Command::Runs {
+            command: RunsCommand::List { output, .. },
+        } if !state_path(&cli).exists() => {
+            if *output == Output::Json {
+                println!("[]");
+            } else {
+                println!(
+                    "no runs yet ({} does not exist)",
+                    state_path(&cli).display()
+                );
+            }
+            Ok(0)
+        }
         Command::Runs { command } => {
-            let store = StateStore::open(&state_path(&cli))?;
+            let store = existing_state(&cli)?;
             match command {
                 RunsCommand::List {
                     limit,
@@ -1053,7 +1092,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Logs { run, step } => {
-            let store = StateStore::open(&state_path(&cli))?;
+            let store = existing_state(&cli)?;
             let run = &resolve_run(&store, run).await?;
             store.run(run).await?;
             // Attempt starts and plain successes live in the attempts table; merge them in.
@@ -1102,7 +1141,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Cancel { run } => {
-            let store = StateStore::open(&state_path(&cli))?;
+            let store = existing_state(&cli)?;
             let run = &resolve_run(&store, run).await?;
             match store.request_cancel(run).await? {
                 Some(h) => println!("asked {h} to stop run {run}"),
@@ -1110,12 +1149,32 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        Command::Unlock { run } => {
-            let store = StateStore::open(&state_path(&cli))?;
+        Command::Unlock { run, force } => {
+            let store = existing_state(&cli)?;
             let run = &resolve_run(&store, run).await?;
-            match store.unlock(run).await? {
-                Some(h) => println!("broke the lease of {h} on run {run}"),
-                None => println!("run {run} was not locked"),
+            match store.unlock(run, *force).await? {
+                Unlock::Broken(h) => println!("broke the lease of {h} on run {run}"),
+                Unlock::NotLocked => println!("run {run} was not locked"),
+                Unlock::Live {
+                    holder,
+                    expires_in,
+                    same_host,
+                } => {
+                    let why = if same_host {
+                        "its process is alive on this host".to_string()
+                    } else {
+                        format!(
+                            "its lease is renewed (expires in {}s without a heartbeat)",
+                            expires_in.as_secs()
+                        )
+                    };
+                    return Err(Failure::new(
+                        3,
+                        format!(
+                            "error: run {run} is held by {holder}, and {why}; stop it (`siteflow cancel {run}`), or `siteflow unlock --force {run}` if you are sure it no longer runs steps"
+                        ),
+                    ));
+                }
             }
             Ok(0)
         }

@@ -33,3 +33,39 @@ fn ten_concurrent_runs_on_a_new_database_all_succeed() {
         .unwrap();
     assert_eq!(runs, 10);
 }
+
+#[test]
+fn reading_commands_and_a_missing_secret_never_create_a_database() {
+    let sb = Sandbox::new();
+    let r = sb.run(&["runs", "list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = sb.run(&["runs", "list", "--output", "json"]);
+    assert_eq!(r.stdout.trim(), "[]");
+    for args in [
+        vec!["runs", "show", "last"],
+        vec!["logs", "r1"],
+        vec!["cancel", "r1"],
+        vec!["unlock", "r1"],
+        vec!["resume", "r1"],
+    ] {
+        let r = sb.run(&args);
+        assert_eq!(r.code, 2, "{args:?}: {}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains("no state database"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    let wf = sb.write(
+        "wf.yaml",
+        "name: s\nsecrets:\n  tok: { env: SITEFLOW_TEST_NOT_SET }\nsteps:\n  - id: a\n    uses: noop\n",
+    );
+    let r = sb.run(&["run", wf.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("SITEFLOW_TEST_NOT_SET"), "{}", r.stderr);
+    assert!(
+        !sb.db().exists(),
+        "a command that ran nothing created the database"
+    );
+    assert!(!sb.path(".siteflow").exists());
+}

@@ -190,6 +190,45 @@ pub struct Outcome {
     pub status: RunStatus,
 }
 
+/// Reads every declared secret from its source (file paths relative to `working_dir`); a
+/// required one that cannot be read is an error. Each value is registered with `redactor`.
+pub fn read_secrets(
+    plan: &Plan,
+    working_dir: &std::path::Path,
+    redactor: &Redactor,
+) -> Result<Map<String, Value>, RunError> {
+    let mut out = Map::new();
+    for s in &plan.secrets {
+        let value = match &s.source {
+            SecretSource::Env(var) => {
+                std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))
+            }
+            SecretSource::File(p) => {
+                let path = working_dir.join(p);
+                std::fs::read_to_string(&path)
+                    .map(|t| t.strip_suffix('\n').unwrap_or(&t).to_string())
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            }
+        };
+        match value {
+            Ok(v) => {
+                redactor.add(&v);
+                out.insert(s.name.clone(), Value::String(v));
+            }
+            Err(why) if s.required => {
+                return Err(RunError::Secret {
+                    name: s.name.clone(),
+                    why,
+                });
+            }
+            Err(_) => {
+                out.insert(s.name.clone(), Value::Null);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Runs, resumes and reruns workflows.
 pub struct Runner {
     registry: Arc<Registry>,
@@ -248,47 +287,10 @@ impl Runner {
         self.control.clone()
     }
 
-    /// Reads every declared secret from its source.
-    fn read_secrets(
-        &self,
-        plan: &Plan,
-        redactor: &Redactor,
-    ) -> Result<Map<String, Value>, RunError> {
-        let mut out = Map::new();
-        for s in &plan.secrets {
-            let value = match &s.source {
-                SecretSource::Env(var) => std::env::var(var)
-                    .map_err(|_| format!("environment variable `{var}` is not set")),
-                SecretSource::File(p) => {
-                    let path = self.opts.working_dir.join(p);
-                    std::fs::read_to_string(&path)
-                        .map(|t| t.strip_suffix('\n').unwrap_or(&t).to_string())
-                        .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                }
-            };
-            match value {
-                Ok(v) => {
-                    redactor.add(&v);
-                    out.insert(s.name.clone(), Value::String(v));
-                }
-                Err(why) if s.required => {
-                    return Err(RunError::Secret {
-                        name: s.name.clone(),
-                        why,
-                    });
-                }
-                Err(_) => {
-                    out.insert(s.name.clone(), Value::Null);
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Starts a new run of a compiled plan.
     pub async fn start(&self, plan: Plan, sources: Sources) -> Result<Outcome, RunError> {
         let redactor = Arc::new(Redactor::default());
-        let secrets = self.read_secrets(&plan, &redactor)?;
+        let secrets = read_secrets(&plan, &self.opts.working_dir, &redactor)?;
         let run_id = new_run_id();
         let (trace_id, root_span_id) = telemetry::new_trace_ids();
         let lease = Lease::this_process();
@@ -402,7 +404,7 @@ impl Runner {
                 }
             }
             let redactor = Arc::new(Redactor::default());
-            let secrets = self.read_secrets(&plan, &redactor)?;
+            let secrets = read_secrets(&plan, &self.opts.working_dir, &redactor)?;
             let prior = prior_rows
                 .await
                 .map_err(|e| RunError::Usage(format!("loading the run's steps failed: {e}")))??;

@@ -5,5 +5,5 @@ mod store;
 
 pub use store::{
     AttemptRow, EventRow, LEASE_TTL, Lease, LeaseError, RunRow, StateStore, StepRow, StoreError,
-    Write, now_ms,
+    Unlock, Write, now_ms,
 };

@@ -230,6 +230,24 @@ pub enum LeaseError {
     Store(#[from] StoreError),
 }
 
+/// What `StateStore::unlock` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unlock {
+    /// The lease of this holder was broken.
+    Broken(String),
+    /// Nobody held the run.
+    NotLocked,
+    /// A live runner holds it: nothing was changed (`force` breaks it anyway).
+    Live {
+        /// Who.
+        holder: String,
+        /// When its lease runs out without a heartbeat.
+        expires_in: Duration,
+        /// Whether it runs on this host (its process is alive).
+        same_host: bool,
+    },
+}
+
 /// How long a lease lasts without a heartbeat.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
@@ -583,19 +601,55 @@ impl StateStore {
     }
 
     /// Breaks whatever lease the run has; returns the former holder.
-    pub async fn unlock(&self, run_id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn unlock(&self, run_id: &str, force: bool) -> Result<Unlock, StoreError> {
         let run = run_id.to_string();
+        let me = Lease::this_process();
         let r = self
             .call(move |c| {
-                let holder: Option<Option<String>> = c
-                    .query_row("SELECT lease_holder FROM runs WHERE id = ?1", [&run], |r| r.get(0))
+                let row = c
+                    .query_row(
+                        "SELECT lease_holder, lease_host, lease_pid, lease_pid_start, lease_expires_at FROM runs WHERE id = ?1",
+                        [&run],
+                        |r| {
+                            Ok((
+                                r.get::<_, Option<String>>(0)?,
+                                r.get::<_, Option<String>>(1)?,
+                                r.get::<_, Option<u32>>(2)?,
+                                r.get::<_, Option<String>>(3)?,
+                                r.get::<_, Option<i64>>(4)?,
+                            ))
+                        },
+                    )
                     .optional()?;
+                let Some((holder, host, pid, pid_start, expires)) = row else {
+                    return Ok(None);
+                };
+                let Some(holder) = holder else {
+                    return Ok(Some(Unlock::NotLocked));
+                };
+                let now = now_ms();
+                let expires = expires.unwrap_or(0);
+                let here = host.as_deref() == Some(me.host.as_str());
+                // On this host the process itself says whether it lives; elsewhere, the
+                // heartbeat's expiry does.
+                let live = if here {
+                    pid.is_some_and(|p| process_start(p).is_some() && process_start(p) == pid_start)
+                } else {
+                    expires > now
+                };
+                if live && !force {
+                    return Ok(Some(Unlock::Live {
+                        holder,
+                        expires_in: Duration::from_millis((expires - now).max(0) as u64),
+                        same_host: here,
+                    }));
+                }
                 c.execute(
                     "UPDATE runs SET lease_holder = NULL, lease_host = NULL, lease_pid = NULL, lease_pid_start = NULL,
                        lease_expires_at = NULL WHERE id = ?1",
                     [&run],
                 )?;
-                Ok(holder)
+                Ok(Some(Unlock::Broken(holder)))
             })
             .await?;
         r.ok_or_else(|| StoreError::NoSuchRun(run_id.to_string()))

@@ -69,3 +69,37 @@ fn reading_commands_and_a_missing_secret_never_create_a_database() {
     );
     assert!(!sb.path(".siteflow").exists());
 }
+
+#[test]
+fn scripts_run_from_private_files_whatever_the_umask_and_leftovers_go() {
+    let sb = Sandbox::new();
+    // What a killed runner (a pid that does not run) left behind.
+    let stale = std::env::temp_dir().join("siteflow-step-4194000-leftover");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("step.sh"), "echo secret").unwrap();
+    let wf = sb.write(
+        "wf.yaml",
+        "name: perms\nsteps:\n  - id: a\n    uses: shell\n    with:\n      run: |\n        echo \"dir=$(stat -c %a \"$(dirname \"$SITEFLOW_OUTPUT\")\")\" >> perms.txt\n        echo \"out=$(stat -c %a \"$SITEFLOW_OUTPUT\")\" >> perms.txt\n        echo \"script=$(stat -c %a \"$0\")\" >> perms.txt\n",
+    );
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "umask 022; exec {} run {}",
+            env!("CARGO_BIN_EXE_siteflow"),
+            wf.display()
+        ))
+        .current_dir(sb.dir.path())
+        .env_remove("SITEFLOW_STATE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sb.read("perms.txt"), "dir=700\nout=600\nscript=600\n");
+    assert!(
+        !stale.exists(),
+        "a dead runner's script dir was left in place"
+    );
+}

@@ -6,6 +6,7 @@ use siteflow_step::script::{STDOUT_LIMIT, ScriptOutput};
 use siteflow_step::{LogStream, StepContext, StepError};
 use std::collections::BTreeMap;
 use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -17,6 +18,36 @@ pub(crate) struct ScriptResult {
     pub stderr_tail: Vec<String>,
 }
 
+/// Prefix of the temp dirs scripts run from: `siteflow-step-<pid>-<random>`.
+const DIR_PREFIX: &str = "siteflow-step-";
+
+/// Removes the script dirs a killed siteflow left behind (their pid no longer runs), once
+/// per process: they may hold rendered secrets.
+pub fn remove_stale_script_dirs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(DIR_PREFIX)
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let mine = e.metadata().is_ok_and(|m| {
+                std::os::unix::fs::MetadataExt::uid(&m) == nix::unistd::geteuid().as_raw()
+            });
+            if mine && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    });
+}
+
 /// Runs `script` with bash from a 0600 temp file (so rendered values, secrets included,
 /// never appear in a process's argv), streaming its output to the step's log.
 pub(crate) async fn run_script(
@@ -26,14 +57,27 @@ pub(crate) async fn run_script(
     working_directory: Option<&str>,
 ) -> Result<ScriptResult, StepError> {
     let io = |what: &str, e: std::io::Error| StepError::retryable("Io", format!("{what}: {e}"));
-    let dir = tempfile::tempdir().map_err(|e| io("create temp dir", e))?;
+    remove_stale_script_dirs();
+    // 0700 and 0600 whatever the umask: the rendered script may hold secrets.
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .map_err(|e| io("create temp dir", e))?;
     let script_path = dir.path().join("step.sh");
     let out_path = dir.path().join("output");
     {
-        let mut f = std::fs::File::create(&script_path).map_err(|e| io("write script", e))?;
+        let private = |p: &std::path::Path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)
+        };
+        let mut f = private(&script_path).map_err(|e| io("write script", e))?;
         f.write_all(script.as_bytes())
             .map_err(|e| io("write script", e))?;
-        std::fs::File::create(&out_path).map_err(|e| io("create output file", e))?;
+        private(&out_path).map_err(|e| io("create output file", e))?;
     }
     let cwd: PathBuf =
         working_directory.map_or_else(|| cx.working_dir.clone(), |d| cx.resolve_path(d));

@@ -103,3 +103,38 @@ fn scripts_run_from_private_files_whatever_the_umask_and_leftovers_go() {
         "a dead runner's script dir was left in place"
     );
 }
+
+#[test]
+fn skip_bridges_needs_and_set_lists_keep_yaml_1_1_words_as_strings() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "wf.yaml",
+        "name: w\ninputs:\n  names: { type: array, default: [] }\nsteps:\n  - id: a\n    uses: noop\n  - id: b\n    uses: noop\n    needs: [a]\n  - id: c\n    uses: noop\n    needs: [b]\n",
+    );
+    let site = sb.write("site.yaml", "name: s\nsteps:\n  b: { skip: true }\n");
+    let r = sb.run(&[
+        "plan",
+        wf.to_str().unwrap(),
+        "--site",
+        site.to_str().unwrap(),
+        "--set",
+        "names=[no, on, yes, NO]",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let d = r.json();
+    assert_eq!(
+        d["inputs"]["names"],
+        serde_json::json!(["no", "on", "yes", "NO"])
+    );
+    // `c` needed the skipped `b`, so it now needs what `b` needed: it runs after `a`.
+    assert_eq!(d["layers"], serde_json::json!([["a"], ["c"]]));
+    let c = d["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "c")
+        .unwrap();
+    assert_eq!(c["needs"], serde_json::json!(["a"]));
+}

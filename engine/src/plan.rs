@@ -276,16 +276,30 @@ fn compile_layered(
     let mut wf = spec::parse_workflow(&root, &mut diags);
     let inputs = resolve_inputs(&wf, &site_inputs, sources_sets, &mut diags);
 
-    // Steps a site removed with `skip: true` disappear, and so do edges to them.
-    let skipped: BTreeSet<String> = wf
+    // Steps a site removed with `skip: true` disappear; a step that needed one needs what
+    // the removed step needed instead (transitively), so it still runs after them.
+    let skipped_needs: HashMap<String, Vec<Located<String>>> = wf
         .steps
         .iter()
         .filter(|s| s.skip)
-        .map(|s| s.id.value.clone())
+        .map(|s| (s.id.value.clone(), s.needs.clone()))
         .collect();
     wf.steps.retain(|s| !s.skip);
     for s in &mut wf.steps {
-        s.needs.retain(|n| !skipped.contains(&n.value));
+        let mut needs: Vec<Located<String>> = Vec::new();
+        let mut todo: Vec<Located<String>> = std::mem::take(&mut s.needs);
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        while let Some(n) = todo.pop() {
+            if !seen.insert(n.value.clone()) {
+                continue;
+            }
+            match skipped_needs.get(&n.value) {
+                Some(bridged) => todo.extend(bridged.iter().cloned()),
+                None => needs.push(n),
+            }
+        }
+        needs.reverse();
+        s.needs = needs;
     }
 
     let mut ids: HashMap<&str, usize> = HashMap::new();

@@ -190,27 +190,30 @@ impl Node {
 }
 
 /// Parses a YAML document into a located tree. Duplicate keys and syntax errors are
-/// reported with their location.
+/// reported with their location. Booleans are YAML 1.2's (`true`/`false` only): `no`, `on`,
+/// `y` stay strings, as in GitHub Actions workflows, so `country: NO` is not `false`.
 pub fn parse(file: &Arc<SourceFile>) -> Result<Node, Diagnostic> {
-    let raw: Spanned<Raw> = serde_saphyr::from_str(&file.text).map_err(|e| {
-        let loc = e.location().map_or_else(
-            || Loc::new(file, 0, 0),
-            |l| Loc::new(file, l.line(), l.column()),
-        );
-        let msg = e.without_snippet().to_string();
-        // The library prefixes "line N column M: "; we show the location ourselves.
-        let msg = match msg.split_once(": ") {
-            Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
-            _ => msg,
-        };
-        if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
-            let key = rest.split(',').next().unwrap_or(rest).trim();
-            return Diagnostic::new(loc, format!("duplicate key `{key}`")).help(format!(
-                "a mapping may have `{key}` once; remove or rename one of them"
-            ));
-        }
-        Diagnostic::new(loc, format!("invalid YAML: {msg}"))
-    })?;
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let raw: Spanned<Raw> =
+        serde_saphyr::from_str_with_options(&file.text, options).map_err(|e| {
+            let loc = e.location().map_or_else(
+                || Loc::new(file, 0, 0),
+                |l| Loc::new(file, l.line(), l.column()),
+            );
+            let msg = e.without_snippet().to_string();
+            // The library prefixes "line N column M: "; we show the location ourselves.
+            let msg = match msg.split_once(": ") {
+                Some((head, rest)) if head.starts_with("line ") => rest.to_string(),
+                _ => msg,
+            };
+            if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
+                let key = rest.split(',').next().unwrap_or(rest).trim();
+                return Diagnostic::new(loc, format!("duplicate key `{key}`")).help(format!(
+                    "a mapping may have `{key}` once; remove or rename one of them"
+                ));
+            }
+            Diagnostic::new(loc, format!("invalid YAML: {msg}"))
+        })?;
     Ok(convert(raw, file))
 }
 

@@ -71,11 +71,64 @@ fn fail(msg: impl Into<String>) -> Failure {
     Failure::new(1, msg)
 }
 
+/// What the sandbox needs from the machine: (a file it runs, the Debian package with it).
+const NEEDS: &[(&str, &str)] = &[
+    ("/usr/sbin/sshd", "openssh-server"),
+    ("/usr/bin/ssh-keygen", "openssh-client"),
+    ("/usr/bin/sudo", "sudo"),
+    ("/usr/bin/nsenter", "util-linux"),
+    ("/usr/bin/git", "git"),
+    ("/usr/sbin/ip", "iproute2"),
+];
+
+/// Installs the Debian packages the sandbox needs and lacks (as root, with apt-get), so the
+/// main command works on a fresh machine; elsewhere, says what to install.
+async fn install_prerequisites() -> Result<(), Failure> {
+    let missing: Vec<&str> = NEEDS
+        .iter()
+        .filter(|(file, _)| {
+            !Path::new(file).exists()
+                && !(file.ends_with("/ip") && Path::new("/usr/bin/ip").exists())
+                && !(file.ends_with("/git") && Path::new("/usr/local/bin/git").exists())
+        })
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root = nix::unistd::geteuid().is_root();
+    if !root || !Path::new("/usr/bin/apt-get").exists() {
+        return Err(fail(format!(
+            "error: the sandbox needs {} (as root: apt-get install -y {})",
+            missing.join(", "),
+            missing.join(" ")
+        )));
+    }
+    eprintln!("installing what the sandbox needs: {}", missing.join(" "));
+    let script = format!(
+        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends {} >/dev/null",
+        missing.join(" ")
+    );
+    let status = tokio::process::Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .await
+        .map_err(|e| fail(format!("error: apt-get: {e}")))?;
+    if !status.success() {
+        return Err(fail(format!(
+            "error: installing {} failed ({status})",
+            missing.join(" ")
+        )));
+    }
+    Ok(())
+}
+
 /// Starts the sandbox daemon unless one runs; returns where it is.
 pub async fn up(dir: &Path) -> Result<SandboxInfo, Failure> {
     if let Some(info) = running(dir) {
         return Ok(info);
     }
+    install_prerequisites().await?;
     std::fs::create_dir_all(dir).map_err(|e| fail(format!("error: {}: {e}", dir.display())))?;
     let _ = std::fs::remove_file(info_path(dir));
     let log_path = dir.join("sandbox.log");

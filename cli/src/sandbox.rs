@@ -87,9 +87,13 @@ async fn install_prerequisites() -> Result<(), Failure> {
     let missing: Vec<&str> = NEEDS
         .iter()
         .filter(|(file, _)| {
-            !Path::new(file).exists()
-                && !(file.ends_with("/ip") && Path::new("/usr/bin/ip").exists())
-                && !(file.ends_with("/git") && Path::new("/usr/local/bin/git").exists())
+            // `ip` and `git` may live elsewhere on PATH.
+            let elsewhere = match *file {
+                "/usr/sbin/ip" => Path::new("/usr/bin/ip").exists(),
+                "/usr/bin/git" => Path::new("/usr/local/bin/git").exists(),
+                _ => false,
+            };
+            !Path::new(file).exists() && !elsewhere
         })
         .map(|(_, pkg)| *pkg)
         .collect();

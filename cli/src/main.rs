@@ -628,13 +628,12 @@ fn observer(output: Output) -> Arc<dyn RunObserver> {
 }
 
 async fn execute(
-    cli: &Cli,
+    store: StateStore,
     output: Output,
     parallel: usize,
     grace: u64,
     f: impl AsyncFnOnce(&Runner) -> Result<Outcome, RunError>,
 ) -> Result<u8, Failure> {
-    let store = StateStore::open(&state_path(cli))?;
     let mut opts = RunOptions {
         parallel,
         grace: Duration::from_secs(grace),
@@ -904,7 +903,8 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 src.sets.splice(0..0, extra);
                 plan = plan::compile(&src, &reg)?;
             }
-            execute(&cli, *output, *parallel, *grace, async |r| {
+            let store = StateStore::open(&state_path(&cli))?;
+            execute(store, *output, *parallel, *grace, async |r| {
                 r.start(plan, src).await
             })
             .await
@@ -916,8 +916,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             grace,
             output,
         } => {
-            let run = resolve_run(&existing_state(&cli)?, run).await?;
-            execute(&cli, *output, *parallel, *grace, async |r| {
+            let store = existing_state(&cli)?;
+            let run = resolve_run(&store, run).await?;
+            execute(store, *output, *parallel, *grace, async |r| {
                 r.resume(&run, *reload).await
             })
             .await
@@ -928,8 +929,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             with_dependents,
             output,
         } => {
-            let run = resolve_run(&existing_state(&cli)?, run).await?;
-            execute(&cli, *output, 32, 30, async |r| {
+            let store = existing_state(&cli)?;
+            let run = resolve_run(&store, run).await?;
+            execute(store, *output, 32, 30, async |r| {
                 r.rerun(&run, step, *with_dependents).await
             })
             .await

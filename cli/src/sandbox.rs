@@ -45,6 +45,9 @@ pub struct SandboxInfo {
     pub public_subnet: String,
     /// Where the daemon lists the VMs' hosts.
     pub hosts_file: String,
+    /// The `--set` values that point a workflow at this sandbox.
+    #[serde(default)]
+    pub sets: Vec<String>,
 }
 
 /// The sandbox directory of a working directory.
@@ -229,52 +232,48 @@ pub fn describe(info: &SandboxInfo) -> String {
     s
 }
 
-/// `--set` values pointing a workflow's `azure`, `key_vault_url`, `git_url`, `admin_cidr`
-/// and `install_script_path` inputs at the sandbox (only those the workflow declares).
+/// Every `--set` value that points a workflow at the sandbox: its `azure` connection,
+/// `key_vault_url`, `git_url`, `admin_cidr` and `install_script_path` inputs. The daemon
+/// records them in `sandbox.json`, so other programs (the benchmark) use the same ones.
+fn all_sets(info: &SandboxInfo) -> Vec<String> {
+    vec![
+        format!("azure.subscription={}", info.subscription_id),
+        "azure.cloud.name=custom".to_string(),
+        format!("azure.cloud.arm_url={}", info.base_url),
+        format!("azure.cloud.authority_host={}", info.base_url),
+        format!("azure.cloud.graph_url={}", info.base_url),
+        format!("azure.cloud.ca_pem_file={}", info.ca_pem_path),
+        "azure.credential.kind=client_secret".to_string(),
+        format!("azure.credential.tenant_id={}", info.tenant_id),
+        format!("azure.credential.client_id={}", info.client_id),
+        format!(
+            "azure.credential.client_secret_file={}",
+            info.client_secret_file
+        ),
+        format!("key_vault_url={}", info.base_url),
+        format!("git_url={}", info.git_url),
+        format!("admin_cidr={}", info.public_subnet),
+        // The sandbox's VM image is air-gapped: k3s and its install script are on it.
+        format!("install_script_path={}", siteflow_testhosts::INSTALL_SCRIPT),
+    ]
+}
+
+/// The sandbox's `--set` values for the inputs a workflow declares.
 pub fn sets(info: &SandboxInfo, declared: &[String]) -> Vec<String> {
-    let has = |n: &str| declared.iter().any(|d| d == n);
-    let mut out = Vec::new();
-    if has("azure") {
-        out.extend([
-            format!("azure.subscription={}", info.subscription_id),
-            "azure.cloud.name=custom".to_string(),
-            format!("azure.cloud.arm_url={}", info.base_url),
-            format!("azure.cloud.authority_host={}", info.base_url),
-            format!("azure.cloud.graph_url={}", info.base_url),
-            format!("azure.cloud.ca_pem_file={}", info.ca_pem_path),
-            "azure.credential.kind=client_secret".to_string(),
-            format!("azure.credential.tenant_id={}", info.tenant_id),
-            format!("azure.credential.client_id={}", info.client_id),
-            format!(
-                "azure.credential.client_secret_file={}",
-                info.client_secret_file
-            ),
-        ]);
-    }
-    if has("key_vault_url") {
-        out.push(format!("key_vault_url={}", info.base_url));
-    }
-    if has("git_url") {
-        out.push(format!("git_url={}", info.git_url));
-    }
-    if has("admin_cidr") {
-        out.push(format!("admin_cidr={}", info.public_subnet));
-    }
-    // The sandbox's VM image is air-gapped: k3s and its install script are on it.
-    if has("install_script_path") {
-        out.push(format!(
-            "install_script_path={}",
-            siteflow_testhosts::INSTALL_SCRIPT
-        ));
-    }
-    out
+    info.sets
+        .iter()
+        .filter(|s| {
+            let name = s.split(['=', '.']).next().unwrap_or_default();
+            declared.iter().any(|d| d == name)
+        })
+        .cloned()
+        .collect()
 }
 
 /// The ed25519 host key a VM's cloud-init installs (`ssh_keys: ed25519_private: |`).
 fn cloud_init_host_key(user_data: &str) -> Option<String> {
     let mut lines = user_data.lines();
-    let start = lines.position(|l| l.trim() == "ed25519_private: |")?;
-    let _ = start;
+    lines.position(|l| l.trim() == "ed25519_private: |")?;
     let mut key = String::new();
     for l in lines {
         if !l.starts_with("    ") {
@@ -480,6 +479,11 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
         git_url: format!("git://{gateway}:{port}/fleet.git"),
         public_subnet,
         hosts_file: hosts_file.display().to_string(),
+        sets: Vec::new(),
+    };
+    let info = SandboxInfo {
+        sets: all_sets(&info),
+        ..info
     };
     let tmp = dir.join("sandbox.json.tmp");
     std::fs::write(

@@ -104,8 +104,11 @@ fn body(req: &Req) -> Result<Value, Resp> {
     })
 }
 
-fn resource_id(b: &Value) -> Result<String, Resp> {
-    b.get("resourceId")
+/// The JSON body of an agent call and the cluster it names (`resourceId`).
+fn body_with_id(req: &Req) -> Result<(Value, String), Resp> {
+    let b = body(req)?;
+    let id = b
+        .get("resourceId")
         .and_then(Value::as_str)
         .map(str::to_string)
         .ok_or_else(|| {
@@ -114,7 +117,8 @@ fn resource_id(b: &Value) -> Result<String, Resp> {
                 "InvalidRequestContent",
                 "resourceId is required",
             )
-        })
+        })?;
+    Ok((b, id))
 }
 
 fn cluster_missing(id: &str) -> Resp {
@@ -126,12 +130,8 @@ fn cluster_missing(id: &str) -> Resp {
 }
 
 fn challenge(shared: &Arc<Shared>, req: &Req) -> Resp {
-    let b = match body(req) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let id = match resource_id(&b) {
-        Ok(id) => id,
+    let (_, id) = match body_with_id(req) {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let mut st = shared.lock_arm();
@@ -139,24 +139,21 @@ fn challenge(shared: &Arc<Shared>, req: &Req) -> Resp {
     if !st.resources.get(&key(&id)).is_some_and(|r| r.visible) {
         return cluster_missing(&id);
     }
-    let mut raw = [0u8; 32];
-    rand::Rng::fill(&mut rand::rng(), &mut raw);
-    let nonce = hex_lower(&raw);
+    let nonce = random_hex();
     st.agent_nonces.insert(key(&id), nonce.clone());
     Resp::json(StatusCode::OK, &json!({ "nonce": nonce }))
 }
 
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// 32 random bytes in hex: nonces and agent tokens.
+fn random_hex() -> String {
+    let mut raw = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut raw);
+    raw.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn connect(shared: &Arc<Shared>, req: &Req) -> Resp {
-    let b = match body(req) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let id = match resource_id(&b) {
-        Ok(id) => id,
+    let (b, id) = match body_with_id(req) {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let field = |name: &str| b.get(name).and_then(Value::as_str).unwrap_or_default();
@@ -211,9 +208,7 @@ fn connect(shared: &Arc<Shared>, req: &Req) -> Resp {
         cores: b.get("totalCoreCount").and_then(Value::as_u64),
     };
     crate::arm::connect_cluster(&mut st, &rkey, &shared.advance_ctx(), &report);
-    let mut raw = [0u8; 32];
-    rand::Rng::fill(&mut rand::rng(), &mut raw);
-    let token = hex_lower(&raw);
+    let token = random_hex();
     st.agent_tokens.insert(token.clone(), rkey);
     Resp::json(StatusCode::OK, &json!({ "agentToken": token }))
 }

@@ -72,31 +72,16 @@ fn sandbox(bin: &Path, dir: &Path, verb: &str) -> Result<()> {
     Ok(())
 }
 
-/// The `--set` values that point provision-site at the sandbox, as `siteflow run` makes them.
+/// The `--set` values that point provision-site at the sandbox, as its daemon records them
+/// for `siteflow run`.
 fn sandbox_sets(dir: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(dir.join(".siteflow/sandbox/sandbox.json"))?;
-    let i: serde_json::Value = serde_json::from_str(&text)?;
-    let s = |k: &str| i[k].as_str().unwrap_or_default().to_string();
-    let base = s("baseUrl");
-    Ok(vec![
-        format!("azure.subscription={}", s("subscriptionId")),
-        "azure.cloud.name=custom".into(),
-        format!("azure.cloud.arm_url={base}"),
-        format!("azure.cloud.authority_host={base}"),
-        format!("azure.cloud.graph_url={base}"),
-        format!("azure.cloud.ca_pem_file={}", s("caPemPath")),
-        "azure.credential.kind=client_secret".into(),
-        format!("azure.credential.tenant_id={}", s("tenantId")),
-        format!("azure.credential.client_id={}", s("clientId")),
-        format!(
-            "azure.credential.client_secret_file={}",
-            s("clientSecretFile")
-        ),
-        format!("key_vault_url={base}"),
-        format!("git_url={}", s("gitUrl")),
-        format!("admin_cidr={}", s("publicSubnet")),
-        format!("install_script_path={}", siteflow_testhosts::INSTALL_SCRIPT),
-    ])
+    let info: serde_json::Value = serde_json::from_str(&text)?;
+    let sets: Vec<String> = serde_json::from_value(info["sets"].clone())?;
+    if sets.is_empty() {
+        bail!("sandbox.json lists no `sets`: is the siteflow binary older than this benchmark?");
+    }
+    Ok(sets)
 }
 
 /// One step instance's span: its first attempt's start to its last attempt's end (ms).

@@ -404,6 +404,7 @@ fn registry() -> Registry {
         .with(siteflow_steps_k3s::steps_with_pool(ssh_pool.clone()))
         .with(siteflow_steps_azure::steps())
         .with(siteflow_steps_arc::steps(ssh_pool))
+        .with(siteflow_steps_kube::steps())
 }
 
 /// A failure with its exit code and report.

@@ -45,6 +45,10 @@ pub struct SandboxInfo {
     pub public_subnet: String,
     /// Where the daemon lists the VMs' hosts.
     pub hosts_file: String,
+    /// The kubeconfig of an existing (non-Azure) k3s cluster the sandbox runs, for workflows
+    /// that take a cluster by kubeconfig (`connect-cluster`, seed 002).
+    #[serde(default)]
+    pub existing_cluster_kubeconfig: String,
     /// The `--set` values that point a workflow at this sandbox.
     #[serde(default)]
     pub sets: Vec<String>,
@@ -228,12 +232,18 @@ pub fn describe(info: &SandboxInfo) -> String {
             h["privateIp"].as_str().unwrap_or("")
         ));
     }
+    if !info.existing_cluster_kubeconfig.is_empty() {
+        s.push_str(&format!(
+            "  existing cluster  kubeconfig {}\n",
+            info.existing_cluster_kubeconfig
+        ));
+    }
     s.push_str("  tear down       siteflow sandbox down\n");
     s
 }
 
 /// Every `--set` value that points a workflow at the sandbox: its `azure` connection,
-/// `key_vault_url`, `git_url`, `admin_cidr` and `install_script_path` inputs. The daemon
+/// `key_vault_url`, `git_url`, `acr_registry(_url)`, `admin_cidr` and `install_script_path` inputs. The daemon
 /// records them in `sandbox.json`, so other programs (the benchmark) use the same ones.
 fn all_sets(info: &SandboxInfo) -> Vec<String> {
     vec![
@@ -252,6 +262,10 @@ fn all_sets(info: &SandboxInfo) -> Vec<String> {
         ),
         format!("key_vault_url={}", info.base_url),
         format!("git_url={}", info.git_url),
+        format!("cluster_kubeconfig={}", info.existing_cluster_kubeconfig),
+        // The emulator's registry: every node pulls with a rotated ACR token.
+        "acr_registry=sandbox.azurecr.io".to_string(),
+        format!("acr_registry_url={}", info.base_url),
         format!("admin_cidr={}", info.public_subnet),
         // The sandbox's VM image is air-gapped: k3s and its install script are on it.
         format!("install_script_path={}", siteflow_testhosts::INSTALL_SCRIPT),
@@ -439,6 +453,10 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
         .await
         .map_err(|e| fail(format!("error: the Azure emulator: {e}")))?;
 
+    let existing_cluster_kubeconfig = existing_cluster(&net, &hosts, &hosts_file, &dir)
+        .await
+        .map_err(|e| fail(format!("error: the sandbox's existing cluster: {e}")))?;
+
     let git_dir = dir.join("git");
     std::fs::create_dir_all(&git_dir).map_err(|e| fail(e.to_string()))?;
     seed_git(&git_dir).map_err(|e| fail(format!("error: the sandbox's git repository: {e}")))?;
@@ -479,6 +497,7 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
         git_url: format!("git://{gateway}:{port}/fleet.git"),
         public_subnet,
         hosts_file: hosts_file.display().to_string(),
+        existing_cluster_kubeconfig: existing_cluster_kubeconfig.display().to_string(),
         sets: Vec::new(),
     };
     let info = SandboxInfo {
@@ -507,6 +526,64 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
     drop(net);
     let _ = std::fs::remove_file(info_path(&dir));
     Ok(())
+}
+
+/// An existing cluster that is no Azure VM and that siteflow cannot SSH to: a k3s server on a
+/// test host of the public net; its admin kubeconfig (the cluster CA, a token) is written to
+/// `existing-cluster.kubeconfig` (0600) with the host's address.
+async fn existing_cluster(
+    net: &tokio::sync::Mutex<TestNet>,
+    hosts: &std::sync::Mutex<Vec<HostEntry>>,
+    hosts_file: &Path,
+    dir: &Path,
+) -> Result<PathBuf, String> {
+    let mut n = net.lock().await;
+    let host = n
+        .add_vm_host(VmHostSpec {
+            name: "existing-cluster".into(),
+            authorized_keys: Vec::new(),
+            host_key_private: None,
+            private_ip: None,
+            network: None,
+        })
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    host.install_k3s_simulator()
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    host.install_k3s(&[], &[])
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let kubeconfig = host
+        .read_file("/etc/rancher/k3s/k3s.yaml")
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let kubeconfig = String::from_utf8_lossy(&kubeconfig)
+        .replace("https://127.0.0.1:", &format!("https://{}:", host.ip))
+        .replace("name: default", "name: existing-cluster")
+        .replace("cluster: default", "cluster: existing-cluster")
+        .replace("user: default", "user: existing-cluster")
+        .replace(
+            "current-context: default",
+            "current-context: existing-cluster",
+        );
+    let path = dir.join("existing-cluster.kubeconfig");
+    write_private(&path, &kubeconfig).map_err(|e| e.to_string())?;
+    let mut h = hosts.lock().unwrap_or_else(|p| p.into_inner());
+    h.push(HostEntry {
+        name: "existing-cluster".into(),
+        vm_id: String::new(),
+        public_ip: host.ip.to_string(),
+        private_ip: String::new(),
+        host_key_fingerprint: host.host_key_fingerprint.clone(),
+        veth: host.veth(),
+        vnet_veth: host.vnet_veth(),
+    });
+    let _ = std::fs::write(
+        hosts_file,
+        serde_json::to_string_pretty(&*h).unwrap_or_default(),
+    );
+    Ok(path)
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

@@ -111,6 +111,27 @@ fn on_vm(sb: &Sandbox, site: &str, vm_step: &str, ip: &str, cmd: &str) -> String
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `cmd` on an agent VM (private address only) over the server as jump host.
+fn on_agent(sb: &Sandbox, site: &str, server_ip: &str, agent_ip: &str, cmd: &str) -> String {
+    let jump_key = sb.path(&format!(".siteflow/keys/{site}/server/admin_ed25519"));
+    let key = sb.path(&format!(".siteflow/keys/{site}/agent-vms_0_/admin_ed25519"));
+    let opts = "-o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR";
+    let out = Command::new("ssh")
+        .args(["-F", "none", "-i"])
+        .arg(&key)
+        .args(opts.split(' '))
+        .arg("-o")
+        .arg(format!(
+            "ProxyCommand=ssh -F none -i {} {opts} -W %h:%p azureuser@{server_ip}",
+            jump_key.display()
+        ))
+        .arg(format!("azureuser@{agent_ip}"))
+        .arg(cmd)
+        .output()
+        .expect("ssh");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn hosts(sb: &Sandbox) -> Vec<Value> {
     serde_json::from_str(&sb.read(".siteflow/sandbox/hosts.json")).unwrap_or_default()
 }
@@ -120,6 +141,15 @@ fn host_of(sb: &Sandbox, vm_name: &str) -> Value {
         .into_iter()
         .find(|h| h["name"] == vm_name)
         .unwrap_or_else(|| panic!("no host for VM {vm_name}: {:?}", hosts(sb)))
+}
+
+/// One step of a run's JSON document (`runs show --output json`, `run --output json`).
+fn step_of(doc: &Value, id: &str) -> Value {
+    doc["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["id"] == id))
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 fn db_text(sb: &Sandbox) -> String {
@@ -153,15 +183,7 @@ fn seed_001_provisions_end_to_end_in_the_sandbox_and_again_changes_nothing() {
         .to_string();
     let (_, doc) = siteflow(&sb, &["runs", "show", &run_id, "--output", "json"]);
     let doc: Value = serde_json::from_str(&doc).unwrap_or_else(|e| panic!("{e}: {doc}"));
-    let outputs = |id: &str| -> Value {
-        doc["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["id"] == id)
-            .map(|s| s["outputs"].clone())
-            .unwrap_or(Value::Null)
-    };
+    let outputs = |id: &str| step_of(&doc, id)["outputs"].clone();
     let arc = outputs("arc");
     assert_eq!(arc["connectivity_status"], "Connected");
     let issuer_url = arc["issuer_url"].as_str().unwrap().to_string();
@@ -226,6 +248,26 @@ fn seed_001_provisions_end_to_end_in_the_sandbox_and_again_changes_nothing() {
     let kubeconfig = sb.read(".siteflow/kubeconfig");
     assert!(kubeconfig.contains(ip), "{kubeconfig}");
 
+    // ACR: every node pulls from the sandbox registry with one refresh token.
+    let agent_ip = outputs("agent-vms")[0]["private_ip"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", outputs("agent-vms")))
+        .to_string();
+    let registries = "sudo cat /etc/rancher/k3s/registries.yaml";
+    let server_reg = on_vm(&sb, "seed-001", "server", ip, registries);
+    let agent_reg = on_agent(&sb, "seed-001", ip, &agent_ip, registries);
+    assert_eq!(agent_reg, server_reg, "the agent's registries.yaml");
+    let reg: Value =
+        serde_saphyr::from_str(&server_reg).unwrap_or_else(|e| panic!("{e}: {server_reg}"));
+    let acr_token = reg["configs"]["sandbox.azurecr.io"]["auth"]["password"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{server_reg}"))
+        .to_string();
+    assert!(
+        acr_token.starts_with("ey") && acr_token.len() > 100,
+        "{server_reg}"
+    );
+
     // Secrets: the node token (Key Vault), the onboarding key and the client secret are in no
     // persisted byte and not in the emulator's log.
     let log = requests(&sb);
@@ -252,6 +294,7 @@ fn seed_001_provisions_end_to_end_in_the_sandbox_and_again_changes_nothing() {
         ("node token", &secret_part),
         ("onboarding key", &key_line),
         ("client secret", &client_secret),
+        ("ACR refresh token", &acr_token),
     ] {
         assert!(!db.contains(s.as_str()), "{what} in the state db");
         assert!(
@@ -262,25 +305,65 @@ fn seed_001_provisions_end_to_end_in_the_sandbox_and_again_changes_nothing() {
 
     // Again: everything is observed in place; no ARM write, no k3s restart.
     let writes_before = arm_writes(&log);
-    let stats_before = on_vm(
-        &sb,
-        "seed-001",
-        "server",
-        ip,
-        "cat /var/lib/systemd-sim/k3s.service.json",
-    );
+    let exchanges = |log: &[Value]| {
+        log.iter()
+            .filter(|e| {
+                e["path"]
+                    .as_str()
+                    .unwrap_or("")
+                    .ends_with("/oauth2/exchange")
+            })
+            .count()
+    };
+    assert_eq!(exchanges(&log), 1, "one ACR refresh token for the site");
+    let server_unit = "cat /var/lib/systemd-sim/k3s.service.json";
+    let agent_unit = "cat /var/lib/systemd-sim/k3s-agent.service.json";
+    let stats_before = on_vm(&sb, "seed-001", "server", ip, server_unit);
+    let agent_before = on_agent(&sb, "seed-001", ip, &agent_ip, agent_unit);
+    assert!(agent_before.contains("start"), "{agent_before}");
     let (code, out) = siteflow(&sb, &["run", "--site", site]);
     assert_eq!(code, 0, "{out}");
-    let writes_after = arm_writes(&requests(&sb));
-    assert_eq!(writes_after, writes_before, "the second run wrote to ARM");
-    let stats_after = on_vm(
-        &sb,
-        "seed-001",
-        "server",
-        ip,
-        "cat /var/lib/systemd-sim/k3s.service.json",
+    let log = requests(&sb);
+    assert_eq!(
+        arm_writes(&log),
+        writes_before,
+        "the second run wrote to ARM"
     );
+    assert_eq!(exchanges(&log), 1, "the unexpired ACR token was kept");
+    let stats_after = on_vm(&sb, "seed-001", "server", ip, server_unit);
     assert_eq!(stats_after, stats_before, "the second run restarted k3s");
+    assert_eq!(
+        on_agent(&sb, "seed-001", ip, &agent_ip, agent_unit),
+        agent_before,
+        "the second run restarted the k3s agent"
+    );
+
+    // Rotation is due (ACR refresh tokens live 3 h): a new token on every node, and k3s
+    // restarted to read it; still no ARM write.
+    let (code, out) = siteflow(
+        &sb,
+        &["run", "--site", site, "--set", "acr_renew_before=4h"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let log = requests(&sb);
+    assert_eq!(exchanges(&log), 2, "rotation mints one new token");
+    assert_eq!(arm_writes(&log), writes_before, "rotation wrote to ARM");
+    let rotated = on_vm(&sb, "seed-001", "server", ip, registries);
+    assert_ne!(rotated, server_reg);
+    assert_eq!(
+        on_agent(&sb, "seed-001", ip, &agent_ip, registries),
+        rotated
+    );
+    assert_ne!(
+        on_vm(&sb, "seed-001", "server", ip, server_unit),
+        stats_after,
+        "k3s restarted to read the rotated credential"
+    );
+    assert_ne!(
+        on_agent(&sb, "seed-001", ip, &agent_ip, agent_unit),
+        agent_before,
+        "the k3s agent restarted to read the rotated credential"
+    );
 }
 
 #[test]
@@ -455,8 +538,8 @@ fn faults_mid_run_are_absorbed_by_retries_and_waits() {
         id.unwrap()
     };
     // The SSH cut: the agent's link to the virtual network goes down as soon as its VM exists
-    // and stays down until a while after the server is installed, so the join (over the
-    // server as jump host) first fails.
+    // and stays down until the first step that reaches it over SSH (its registries.yaml, over
+    // the server as jump host) has failed and is on its second attempt.
     assert!(
         wait_for(Duration::from_secs(60), || {
             hosts(&sb).iter().any(|h| h["name"] == "faulty-agent-0")
@@ -472,12 +555,11 @@ fn faults_mid_run_are_absorbed_by_retries_and_waits() {
         );
     };
     ip(&["link", "set", &vnet, "down"]);
-    let restored = wait_for(Duration::from_secs(60), || {
-        step_status(&sb, &run, "k3s-server").0 == "Succeeded"
+    let cut_showed = wait_for(Duration::from_secs(90), || {
+        step_status(&sb, &run, "registries-agents[0]").1 >= 2
     });
-    std::thread::sleep(Duration::from_secs(6));
     ip(&["link", "set", &vnet, "up"]);
-    assert!(restored, "k3s-server never succeeded");
+    assert!(cut_showed, "the agent's first SSH step never retried");
     // The Arc agent connects late: the cluster waits, Connecting, until it does.
     assert!(
         wait_for(Duration::from_secs(120), || {
@@ -517,13 +599,15 @@ fn faults_mid_run_are_absorbed_by_retries_and_waits() {
         challenges.contains(&503) && challenges.contains(&200),
         "{challenges:?}"
     );
-    // The cut shows in the run: the join took more than one attempt, each recorded.
-    let (status, attempts) = step_status(&sb, &run, "k3s-agents[0]");
+    // The cut shows in the run: the agent's first SSH step took more than one attempt, each
+    // recorded; the join after it went through.
+    let (status, attempts) = step_status(&sb, &run, "registries-agents[0]");
     assert_eq!(status, "Succeeded");
     assert!(
         attempts >= 2,
         "the SSH cut did not show: {attempts} attempt(s)"
     );
+    assert_eq!(step_status(&sb, &run, "k3s-agents[0]").0, "Succeeded");
 }
 
 #[test]
@@ -644,5 +728,113 @@ fn two_sites_at_once_share_the_sandbox_but_not_their_networks() {
     assert!(
         kubeconfig.contains("name: east") && kubeconfig.contains("name: west"),
         "{kubeconfig}"
+    );
+}
+
+#[test]
+fn seed_002_connects_an_existing_cluster_by_its_kubeconfig() {
+    let sb = Sandbox::new();
+    let _down = Down(&sb);
+    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/sites/seed-002.yaml");
+    let site = site.to_str().unwrap();
+    let (code, out) = siteflow(&sb, &["run", "--site", site, "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    // The run's JSON document, then whatever went to stderr.
+    let doc: Value = serde_json::Deserializer::from_str(out.trim_start_matches(|c| c != '{'))
+        .into_iter::<Value>()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("{out}"));
+    let step = |id: &str| step_of(&doc, id);
+    assert_eq!(
+        step("arc")["outputs"]["connectivity_status"],
+        "Connected",
+        "{doc:#}"
+    );
+    assert_eq!(
+        step("flux")["outputs"]["compliance_state"],
+        "Compliant",
+        "{doc:#}"
+    );
+    assert_eq!(
+        step("admin")["outputs"]["service_account"],
+        "kube-system/siteflow-admin"
+    );
+
+    // The existing cluster, through its kubeconfig only (TLS against its own CA): the Arc
+    // agents' chart, and what Flux fetched from git.
+    let kc_path = info(&sb)["existingClusterKubeconfig"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kc: Value = serde_saphyr::from_str(&std::fs::read_to_string(&kc_path).unwrap()).unwrap();
+    let server = kc["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(
+            kc["clusters"][0]["cluster"]["certificate-authority-data"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    let ca_file = sb.path("existing-ca.crt");
+    std::fs::write(&ca_file, ca).unwrap();
+    let admin = kc["users"][0]["user"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let get = |token: &str, path: &str| -> (String, String) {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+            .arg(&ca_file)
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .arg(format!("{server}{path}"))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), body.to_string())
+    };
+    let (code, chart) = get(
+        &admin,
+        "/apis/helm.cattle.io/v1/namespaces/kube-system/helmcharts/azure-arc",
+    );
+    assert_eq!(code, "200", "{chart}");
+    let (code, cm) = get(&admin, "/api/v1/namespaces/hello/configmaps/hello");
+    assert_eq!(code, "200", "{cm}");
+    assert!(cm.contains("reconciled by Flux"), "{cm}");
+
+    // The service account's token is a cluster-admin's, and in no persisted byte.
+    let (_, secret) = get(
+        &admin,
+        "/api/v1/namespaces/kube-system/secrets/siteflow-admin-token",
+    );
+    let secret: Value = serde_json::from_str(&secret).unwrap();
+    let sa_token = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["token"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        get(&sa_token, "/api/v1/namespaces/hello/configmaps/hello").0,
+        "200"
+    );
+    assert!(
+        !db_text(&sb).contains(&sa_token),
+        "the token is in the state db"
+    );
+
+    // Again: nothing to do.
+    let writes = arm_writes(&requests(&sb));
+    let (code, out) = siteflow(&sb, &["run", "--site", site]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        arm_writes(&requests(&sb)),
+        writes,
+        "the second run wrote to ARM"
     );
 }

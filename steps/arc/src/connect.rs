@@ -1,4 +1,5 @@
-//! `arc.connect`: connects a k3s cluster to Azure Arc with the OIDC issuer and workload
+//! `arc.connect`: connects a cluster (a k3s server over SSH, or any cluster with a HelmChart
+//! controller through a kubeconfig) to Azure Arc with the OIDC issuer and workload
 //! identity, and waits until its agents are connected and the issuer URL is published.
 
 use base64::Engine;
@@ -87,8 +88,15 @@ pub struct ArcConnectInput {
     /// A PEM file of CA certificates the agents trust (`global.proxyCert`; default: the
     /// cloud's `ca_pem_file`).
     pub proxy_cert_file: Option<String>,
-    /// The cluster.
-    pub k3s: K3sTarget,
+    /// The cluster, when it is a k3s server reached over SSH (the agents chart goes into k3s's
+    /// auto-deploy folder).
+    #[serde(default)]
+    pub k3s: Option<K3sTarget>,
+    /// The cluster, when it is reached through a kubeconfig (an existing cluster): the values
+    /// Secret and the `HelmChart` are applied through the API, so the cluster needs a
+    /// `helm.cattle.io/v1` HelmChart controller (k3s and RKE2 have one).
+    #[serde(default)]
+    pub kubeconfig: Option<siteflow_steps_kube::KubeconfigTarget>,
     /// How often to check whether the agents connected.
     #[serde(default = "five_s")]
     pub interval: String,
@@ -295,7 +303,32 @@ impl ArcConnect {
                 "valuesSecrets": [{"name": VALUES_SECRET, "keys": ["values.yaml"]}]
             }
         });
-        let remote = self.pool.remote(cx, &input.k3s.ssh, true).await?;
+        let k3s = match (&input.k3s, &input.kubeconfig) {
+            (Some(k3s), _) => k3s,
+            (None, Some(target)) => {
+                let kube = siteflow_steps_kube::KubeClient::new(cx, target)?;
+                kube.resource("helm.cattle.io/v1", "HelmChart")
+                    .await
+                    .map_err(|e| {
+                        StepError::permanent(
+                            "NoHelmController",
+                            format!("{}: the cluster has no HelmChart controller (k3s and RKE2 have one), so siteflow cannot install the Arc agents chart without helm", e.message),
+                        )
+                    })?;
+                kube.apply(&secret).await?;
+                let live = kube.get(&chart_doc).await?;
+                if !live
+                    .as_ref()
+                    .is_some_and(|l| siteflow_steps_kube::holds(&chart_doc, l))
+                {
+                    cx.info("applying the Arc agents HelmChart");
+                    kube.apply(&chart_doc).await?;
+                }
+                return Ok(());
+            }
+            (None, None) => return Err(invalid("give `k3s` or `kubeconfig`")),
+        };
+        let remote = self.pool.remote(cx, &k3s.ssh, true).await?;
         let req = remote
             .request(format!(
                 "KUBECONFIG={} k3s kubectl apply --server-side --field-manager=siteflow -f -",
@@ -328,11 +361,19 @@ impl Step for ArcConnect {
     type Output = ArcConnectOutput;
 
     fn description(&self) -> &'static str {
-        "Connect a k3s cluster to Azure Arc (OIDC issuer, workload identity) and wait until it is Connected"
+        "Connect a cluster (k3s over SSH, or a kubeconfig) to Azure Arc (OIDC issuer, workload identity) and wait until it is Connected"
     }
 
     fn validate(&self, input: &ArcConnectInput) -> Result<(), StepError> {
-        input.k3s.ssh.validate()?;
+        match (&input.k3s, &input.kubeconfig) {
+            (Some(k3s), None) => k3s.ssh.validate()?,
+            (None, Some(target)) => target.validate()?,
+            _ => {
+                return Err(invalid(
+                    "give exactly one cluster target: `k3s` (a server over SSH) or `kubeconfig`",
+                ));
+            }
+        }
         if input.name.is_empty() || input.resource_group.is_empty() {
             return Err(invalid("`name` and `resource_group` must not be empty"));
         }

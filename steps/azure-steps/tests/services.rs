@@ -16,12 +16,7 @@ async fn keyvault_ensure_creates_once_then_reads_and_the_value_stays_secret() {
         a = env.azure(),
         b = env.emu.base_url()
     ));
-    let mut reg = siteflow_engine::registry::Registry::new().with(siteflow_steps_azure::steps());
-    reg = reg.with(siteflow_steps_core::steps());
-    let env = Env {
-        registry: std::sync::Arc::new(reg),
-        ..env
-    };
+    let env = env.with_core_steps();
     let out = env.run(&wf, None).await;
     assert_eq!(
         out.status,
@@ -128,6 +123,48 @@ async fn acr_token_exchange_yields_secret_tokens() {
     );
     assert_eq!(env.count("POST", "/oauth2/exchange"), 1);
     assert_eq!(env.count("POST", "/oauth2/token"), 1);
+    env.emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn acr_token_keeps_the_current_token_until_renewal_is_due() {
+    let env = Env::new().await;
+    let acr = |id: &str, extra: &str| {
+        format!(
+            "  - id: {id}\n    uses: azure.acr-token\n    with: {{ azure: {}, registry: edge.azurecr.io, registry_url: \"{}\"{extra} }}\n",
+            env.azure(),
+            env.emu.base_url()
+        )
+    };
+    let current = ", current: \"${{ steps.first.outputs.refresh_token }}\"";
+    let steps = [
+        acr("first", ""),
+        acr("keep", &format!("{current}, renew_before: 1h")),
+        // ACR refresh tokens live 3 h: renewing 4 h ahead is always due.
+        acr("renew", &format!("{current}, renew_before: 4h")),
+        acr("other", ", current: \"${{ steps.first.outputs.access_token }}\""),
+        "  - id: check\n    uses: shell\n    with:\n      run: |\n        test ${{ steps.keep.outputs.refresh_token | shell_quote }} = ${{ steps.first.outputs.refresh_token | shell_quote }}\n        test ${{ steps.renew.outputs.refresh_token | shell_quote }} != ${{ steps.first.outputs.refresh_token | shell_quote }}\n".to_string(),
+    ]
+    .concat();
+    let wf = env.workflow(&steps);
+    let env = env.with_core_steps();
+    let out = env.run(&wf, None).await;
+    assert_eq!(
+        out.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        env.store.steps(&out.run_id).await.unwrap()
+    );
+    // first, renew and other mint; keep only checks that the registry still takes the current
+    // one. other's current is the registry's and unexpired, but an access token: the registry
+    // refuses it as a refresh token, so it is minted again.
+    assert_eq!(env.count("POST", "/oauth2/exchange"), 3);
+    assert_eq!(env.count("POST", "/oauth2/token"), 5);
+    let (_, keep, _) = env.step_status(&out.run_id, "keep").await;
+    let (_, first, _) = env.step_status(&out.run_id, "first").await;
+    let (keep, first) = (keep.unwrap(), first.unwrap());
+    assert_eq!(keep["expires_at"], first["expires_at"]);
+    assert!(first["expires_at"].as_u64().unwrap() > 1_700_000_000);
     env.emu.shutdown().await;
 }
 

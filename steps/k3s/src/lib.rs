@@ -1,6 +1,6 @@
 //! siteflow step kinds that install and operate k3s over SSH: `k3s.install`,
 //! `k3s.node-token`, `k3s.ready`, `k3s.kubeconfig`, `k3s.service-account-issuer`,
-//! `k3s.registries`, `k3s.apply` and `k3s.uninstall`.
+//! `k3s.registries`, `k3s.registry-credential`, `k3s.apply` and `k3s.uninstall`.
 //!
 //! Every kind takes an `ssh` target (see [`siteflow_ssh::steps::SshTargetInput`]), runs
 //! through `sudo -n` unless told otherwise, is idempotent through `observe`, and restarts
@@ -13,6 +13,7 @@ mod issuer;
 mod kubeconfig;
 mod ready;
 mod registries;
+mod registry_credential;
 mod token;
 mod uninstall;
 
@@ -24,6 +25,9 @@ pub use kubeconfig::{
 };
 pub use ready::{K3sReady, K3sReadyInput, K3sReadyOutput};
 pub use registries::{K3sRegistries, K3sRegistriesInput, K3sRegistriesOutput};
+pub use registry_credential::{
+    K3sRegistryCredential, K3sRegistryCredentialInput, K3sRegistryCredentialOutput,
+};
 pub use token::{K3sNodeToken, K3sNodeTokenInput, K3sNodeTokenOutput};
 pub use uninstall::{K3sUninstall, K3sUninstallInput, K3sUninstallOutput};
 
@@ -45,6 +49,7 @@ pub fn steps_with_pool(pool: StepPool) -> Vec<Arc<dyn DynStep>> {
         Arc::new(K3sKubeconfig::new(pool.clone())),
         Arc::new(K3sIssuer::new(pool.clone())),
         Arc::new(K3sRegistries::new(pool.clone())),
+        Arc::new(K3sRegistryCredential::new(pool.clone())),
         Arc::new(K3sApply::new(pool.clone())),
         Arc::new(K3sUninstall::new(pool)),
     ]

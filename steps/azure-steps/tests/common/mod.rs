@@ -61,6 +61,17 @@ impl Env {
         }
     }
 
+    /// This environment with the core kinds (`shell`) registered too.
+    pub fn with_core_steps(self) -> Env {
+        let registry = Registry::new()
+            .with(siteflow_steps_azure::steps())
+            .with(siteflow_steps_core::steps());
+        Env {
+            registry: Arc::new(registry),
+            ..self
+        }
+    }
+
     /// The `azure:` connection block (flow style) for step inputs.
     pub fn azure(&self) -> String {
         format!(

@@ -74,18 +74,28 @@ impl Response {
 
 type Handler = Arc<dyn Fn(Request) -> Response + Send + Sync>;
 
-/// Serves `handler` on `listener` forever, a thread per connection.
-pub fn serve(listener: TcpListener, handler: Handler) {
+/// Serves `handler` on `listener` forever, a thread per connection. With `tls`, a
+/// connection that opens with a TLS handshake is served over TLS (as k3s serves its API);
+/// others (the simulator's own clients) in plain HTTP.
+pub fn serve(listener: TcpListener, handler: Handler, tls: Option<Arc<rustls::ServerConfig>>) {
     for stream in listener.incoming().flatten() {
         let handler = handler.clone();
+        let tls = tls.clone();
         std::thread::spawn(move || {
-            let _ = handle(stream, &handler);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut first = [0u8; 1];
+            let is_tls = matches!(stream.peek(&mut first), Ok(1) if first[0] == 0x16);
+            let _ = match tls {
+                Some(config) if is_tls => rustls::ServerConnection::new(config)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|conn| handle(rustls::StreamOwned::new(conn, stream), &handler)),
+                _ => handle(stream, &handler),
+            };
         });
     }
 }
 
-fn handle(mut stream: TcpStream, handler: &Handler) -> Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+fn handle<S: Read + Write>(mut stream: S, handler: &Handler) -> Result<()> {
     let req = read_request(&mut stream)?;
     let resp = handler(req);
     let reason = match resp.status {
@@ -105,6 +115,7 @@ fn handle(mut stream: TcpStream, handler: &Handler) -> Result<()> {
         resp.body.len()
     )?;
     stream.write_all(&resp.body)?;
+    stream.flush()?;
     Ok(())
 }
 
@@ -162,7 +173,7 @@ pub fn read_body(reader: &mut impl BufRead, headers: &[(String, String)]) -> Res
     Ok(body)
 }
 
-fn read_request(stream: &mut TcpStream) -> Result<Request> {
+fn read_request(stream: &mut impl Read) -> Result<Request> {
     let mut reader = BufReader::new(stream);
     let (first, headers) = read_head(&mut reader)?;
     let mut parts = first.split_whitespace();

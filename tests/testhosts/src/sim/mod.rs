@@ -12,9 +12,11 @@ mod http;
 mod https;
 mod jwt;
 mod kubectl;
+mod resources;
 mod server;
 mod state;
 mod systemctl;
+mod tls;
 mod token;
 mod version;
 

@@ -41,15 +41,7 @@ pub fn run(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(dir.join("tls"))?;
     std::fs::create_dir_all(dir.join("cred"))?;
 
-    let ca_path = dir.join("tls/server-ca.crt");
-    if !ca_path.exists() {
-        let body = base64::engine::general_purpose::STANDARD.encode(token::random_hex(48));
-        std::fs::write(
-            &ca_path,
-            format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"),
-        )?;
-    }
-    let ca_pem = std::fs::read_to_string(&ca_path)?;
+    let ca_pem = crate::sim::tls::ensure_ca(&dir.join("tls"))?;
     let ca_hash = hex::encode(sha2::Sha256::digest(ca_pem.as_bytes()));
 
     // The token: given, or kept from an earlier start, or generated.
@@ -118,6 +110,18 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let listener = TcpListener::bind(("0.0.0.0", port))
         .with_context(|| format!("listen tcp 0.0.0.0:{port}: address already in use?"))?;
+    let tls = {
+        let mut ips: Vec<std::net::IpAddr> = local_ips();
+        ips.extend(node_ip.parse::<std::net::IpAddr>().ok());
+        let mut names = Vec::new();
+        for san in opts.list("tls-san") {
+            match san.parse::<std::net::IpAddr>() {
+                Ok(ip) => ips.push(ip),
+                Err(_) => names.push(san),
+            }
+        }
+        crate::sim::tls::server_config(&dir.join("tls"), &ips, &names)?
+    };
     let server = Arc::new(Server {
         dir,
         ca_pem,
@@ -139,11 +143,25 @@ pub fn run(args: &[String]) -> Result<()> {
         let server = server.clone();
         Arc::new(move |req: Request| server.handle(req))
     };
-    crate::sim::http::serve(listener, handler);
+    crate::sim::http::serve(listener, handler, Some(tls));
     Ok(())
 }
 
-fn write_secret(path: &Path, content: &str) -> Result<()> {
+/// The IPv4 addresses of this host's interfaces (`hostname -I`).
+fn local_ips() -> Vec<std::net::IpAddr> {
+    std::process::Command::new("hostname")
+        .arg("-I")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|a| a.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) fn write_secret(path: &Path, content: &str) -> Result<()> {
     std::fs::write(path, content)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(())
@@ -263,8 +281,60 @@ impl Server {
             .into_iter()
             .filter_map(|obj| state.upsert(obj))
             .collect();
+        self.token_controller(&mut state);
         let _ = state.save(&self.dir);
         results
+    }
+
+    /// kube-controller-manager's token controller: a `kubernetes.io/service-account-token`
+    /// Secret of an existing service account gets `token`, `ca.crt` and `namespace`.
+    fn token_controller(&self, state: &mut State) {
+        let key = hex::decode(&state.sa_key).unwrap_or_default();
+        let kid = state.sa_key[..16.min(state.sa_key.len())].to_string();
+        let pending: Vec<(String, String, String, String)> = state
+            .objects
+            .iter()
+            .filter(|(k, v)| {
+                k.starts_with("Secret/")
+                    && v["type"] == "kubernetes.io/service-account-token"
+                    && v.pointer("/data/token").is_none()
+            })
+            .filter_map(|(k, v)| {
+                let ns = v.pointer("/metadata/namespace")?.as_str()?.to_string();
+                let name = v.pointer("/metadata/name")?.as_str()?.to_string();
+                let sa = v
+                    .pointer("/metadata/annotations/kubernetes.io~1service-account.name")?
+                    .as_str()?
+                    .to_string();
+                Some((k.clone(), ns, name, sa))
+            })
+            .collect();
+        for (k, ns, name, sa) in pending {
+            let Some(account) = state.objects.get(&format!("ServiceAccount/{ns}/{sa}")) else {
+                continue;
+            };
+            let uid = account
+                .pointer("/metadata/uid")
+                .cloned()
+                .unwrap_or(Value::Null);
+            let claims = json!({
+                "iss": "kubernetes/serviceaccount",
+                "kubernetes.io/serviceaccount/namespace": ns,
+                "kubernetes.io/serviceaccount/secret.name": name,
+                "kubernetes.io/serviceaccount/service-account.name": sa,
+                "kubernetes.io/serviceaccount/service-account.uid": uid,
+                "sub": format!("system:serviceaccount:{ns}:{sa}"),
+            });
+            let token = crate::sim::jwt::sign(&key, &kid, &claims);
+            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+            if let Some(secret) = state.objects.get_mut(&k) {
+                secret["data"] = json!({
+                    "token": b64(&token),
+                    "ca.crt": b64(&self.ca_pem),
+                    "namespace": b64(&ns),
+                });
+            }
+        }
     }
 
     /// Creates or replaces one object.
@@ -320,12 +390,189 @@ impl Server {
                 self.join(&req)
             }
             _ => {
-                if req.bearer() != Some(self.admin_token.as_str()) {
+                let authorized = req
+                    .bearer()
+                    .is_some_and(|t| t == self.admin_token || self.service_account_admin(t));
+                if !authorized {
                     return Response::status(401, "Unauthorized", "Unauthorized");
+                }
+                let ct = req.header("content-type").unwrap_or("").to_owned();
+                if (req.method == "PATCH" || path.starts_with("/api/") || path.starts_with("/apis"))
+                    && let Some(resp) = self.rest(&req.method, &path, &req.body, &ct)
+                {
+                    return resp;
                 }
                 self.api(&req.method, &path, &req.body)
             }
         }
+    }
+
+    /// Whether `token` is a service-account token this server signed for an account bound to
+    /// `cluster-admin` (a token Secret's token only while the Secret exists).
+    fn service_account_admin(&self, token: &str) -> bool {
+        let state = self.state.lock().expect("state");
+        let key = hex::decode(&state.sa_key).unwrap_or_default();
+        let Some(claims) = crate::sim::jwt::verify(&key, token) else {
+            return false;
+        };
+        let Some((ns, sa)) = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .and_then(|s| s.strip_prefix("system:serviceaccount:"))
+            .and_then(|s| s.split_once(':'))
+        else {
+            return false;
+        };
+        if let Some(secret) = claims
+            .get("kubernetes.io/serviceaccount/secret.name")
+            .and_then(Value::as_str)
+            && !state.objects.contains_key(&format!("Secret/{ns}/{secret}"))
+        {
+            return false;
+        }
+        state.objects.iter().any(|(k, b)| {
+            k.starts_with("ClusterRoleBinding/")
+                && b.pointer("/roleRef/name").and_then(Value::as_str) == Some("cluster-admin")
+                && b.get("subjects")
+                    .and_then(Value::as_array)
+                    .is_some_and(|subs| {
+                        subs.iter().any(|s| {
+                            s["kind"] == "ServiceAccount" && s["name"] == sa && s["namespace"] == ns
+                        })
+                    })
+        })
+    }
+
+    /// The REST paths of the resources in [`crate::sim::resources`]: discovery, GET, list,
+    /// server-side apply (PATCH `application/apply-patch+yaml`) and DELETE. `None`: not one
+    /// of them.
+    fn rest(&self, method: &str, path: &str, body: &[u8], content_type: &str) -> Option<Response> {
+        use crate::sim::resources;
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            ("GET", ["api"]) => {
+                return Some(Response::json(
+                    200,
+                    &json!({"kind": "APIVersions", "versions": ["v1"]}),
+                ));
+            }
+            ("GET", ["apis"]) => return Some(Response::json(200, &resources::group_list())),
+            ("GET", ["api", v]) => {
+                return resources::resource_list(v).map(|l| Response::json(200, &l));
+            }
+            ("GET", ["apis", g, v]) => {
+                return resources::resource_list(&format!("{g}/{v}"))
+                    .map(|l| Response::json(200, &l));
+            }
+            ("GET", ["api", "v1", "nodes"]) => return None,
+            _ => {}
+        }
+        let (gv, ns, plural, name) = resources::parse_path(&segments)?;
+        let (kind, namespaced) = resources::find(&gv, &plural)?;
+        if namespaced != ns.is_some() && name.is_some() {
+            return Some(Response::status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+        }
+        let ns = ns.unwrap_or_default();
+        let not_found = |name: &str| {
+            Response::status(404, "NotFound", &format!("{plural} \"{name}\" not found"))
+        };
+        Some(match (method, name) {
+            ("GET", Some(name)) => match self.object(&format!("{kind}/{ns}/{name}")) {
+                Some(obj) => Response::json(200, &obj),
+                None => not_found(&name),
+            },
+            ("GET", None) => {
+                let items: Vec<Value> = self
+                    .objects_of_kind(kind)
+                    .into_iter()
+                    .filter(|(k, _)| ns.is_empty() || k.starts_with(&format!("{kind}/{ns}/")))
+                    .map(|(_, v)| v)
+                    .collect();
+                Response::json(
+                    200,
+                    &json!({"kind": format!("{kind}List"), "apiVersion": gv, "items": items, "metadata": {}}),
+                )
+            }
+            ("PATCH", Some(name)) => {
+                if !content_type.starts_with("application/apply-patch+yaml") {
+                    return Some(Response::status(
+                        415,
+                        "UnsupportedMediaType",
+                        &format!(
+                            "the body of the request was in an unknown format - accepted media types include: application/apply-patch+yaml (got {content_type:?})"
+                        ),
+                    ));
+                }
+                let text = String::from_utf8_lossy(body);
+                let mut obj: Value = match serde_saphyr::from_str(&text) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return Some(Response::status(
+                            400,
+                            "BadRequest",
+                            &format!("error decoding YAML: {e}"),
+                        ));
+                    }
+                };
+                if obj["kind"] != kind || obj["apiVersion"] != gv.as_str() {
+                    return Some(Response::status(
+                        400,
+                        "BadRequest",
+                        &format!(
+                            "the object is {} {}, the path is for {gv} {kind}",
+                            obj["apiVersion"], obj["kind"]
+                        ),
+                    ));
+                }
+                if obj.pointer("/metadata/name").and_then(Value::as_str) != Some(name.as_str()) {
+                    return Some(Response::status(
+                        400,
+                        "BadRequest",
+                        "the name of the object does not match the name on the URL",
+                    ));
+                }
+                if namespaced {
+                    match obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+                        Some(n) if n != ns => {
+                            return Some(Response::status(
+                                400,
+                                "BadRequest",
+                                "the namespace of the object does not match the namespace on the URL",
+                            ));
+                        }
+                        _ => obj["metadata"]["namespace"] = json!(ns),
+                    }
+                }
+                self.apply_objects(vec![obj]);
+                match self.object(&format!("{kind}/{ns}/{name}")) {
+                    Some(o) => Response::json(200, &o),
+                    None => not_found(&name),
+                }
+            }
+            ("DELETE", Some(name)) => {
+                let key = format!("{kind}/{ns}/{name}");
+                let mut state = self.state.lock().expect("state");
+                match state.objects.remove(&key) {
+                    Some(_) => {
+                        let _ = state.save(&self.dir);
+                        Response::json(
+                            200,
+                            &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                        )
+                    }
+                    None => not_found(&name),
+                }
+            }
+            _ => Response::status(
+                405,
+                "MethodNotAllowed",
+                &format!("{method} is not supported here"),
+            ),
+        })
     }
 
     fn node_auth(&self, req: &Request) -> bool {

@@ -1,0 +1,451 @@
+//! A Kubernetes API client from a kubeconfig: the context's cluster (its CA only, as kubectl
+//! trusts it), a bearer token or a client certificate, discovery of resource paths, GET and
+//! server-side apply.
+
+use base64::Engine as _;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use serde_json::Value;
+use siteflow_step::{StepContext, StepError};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "siteflow";
+
+/// Which cluster: a kubeconfig file and a context in it.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubeconfigTarget {
+    /// The kubeconfig file (relative paths resolve against the working directory).
+    pub path: String,
+    /// The context (default: the file's `current-context`).
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+impl KubeconfigTarget {
+    /// Checks what can be checked without reading the file.
+    pub fn validate(&self) -> Result<(), StepError> {
+        if self.path.is_empty() {
+            return Err(invalid("`kubeconfig.path` must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> StepError {
+    StepError::permanent("InvalidInput", msg)
+}
+
+fn bad_kubeconfig(path: &Path, msg: impl std::fmt::Display) -> StepError {
+    StepError::permanent(
+        "InvalidKubeconfig",
+        format!("kubeconfig {}: {msg}", path.display()),
+    )
+}
+
+/// The parts of a kubeconfig the client uses.
+#[derive(Debug)]
+struct Resolved {
+    server: String,
+    ca_pem: Option<Vec<u8>>,
+    insecure: bool,
+    token: Option<String>,
+    client_cert_key: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+fn data_or_file(
+    base: &Path,
+    obj: &Value,
+    data: &str,
+    file: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    if let Some(d) = obj.get(data).and_then(Value::as_str) {
+        return base64::engine::general_purpose::STANDARD
+            .decode(d.trim())
+            .map(Some)
+            .map_err(|e| format!("`{data}` is not base64: {e}"));
+    }
+    if let Some(f) = obj.get(file).and_then(Value::as_str) {
+        let p = base.join(f);
+        return std::fs::read(&p)
+            .map(Some)
+            .map_err(|e| format!("`{file}` {}: {e}", p.display()));
+    }
+    Ok(None)
+}
+
+fn resolve(path: &Path, context: Option<&str>) -> Result<Resolved, StepError> {
+    let text = std::fs::read_to_string(path).map_err(|e| bad_kubeconfig(path, e))?;
+    let doc: Value = serde_saphyr::from_str(&text).map_err(|e| bad_kubeconfig(path, e))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let ctx_name = context
+        .map(str::to_string)
+        .or_else(|| doc["current-context"].as_str().map(str::to_string))
+        .ok_or_else(|| bad_kubeconfig(path, "no context given and no current-context"))?;
+    let named = |list: &str, name: &str, field: &str| -> Result<Value, StepError> {
+        doc[list]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["name"] == name))
+            .map(|e| e[field].clone())
+            .ok_or_else(|| bad_kubeconfig(path, format!("no {field} named {name:?} in `{list}`")))
+    };
+    let ctx = named("contexts", &ctx_name, "context")?;
+    let cluster = named("clusters", ctx["cluster"].as_str().unwrap_or(""), "cluster")?;
+    let user = match ctx["user"].as_str() {
+        Some(u) => named("users", u, "user")?,
+        None => Value::Null,
+    };
+    if user.get("exec").is_some() || user.get("auth-provider").is_some() {
+        return Err(bad_kubeconfig(
+            path,
+            format!(
+                "context {ctx_name:?}'s user logs in with an exec plugin or auth provider; give a context whose user has a token or a client certificate (e.g. the service-account kubeconfig `kube.service-account-token` makes)"
+            ),
+        ));
+    }
+    let server = cluster["server"]
+        .as_str()
+        .ok_or_else(|| {
+            bad_kubeconfig(
+                path,
+                format!("cluster of context {ctx_name:?} has no server"),
+            )
+        })?
+        .trim_end_matches('/')
+        .to_string();
+    let ca_pem = data_or_file(
+        base,
+        &cluster,
+        "certificate-authority-data",
+        "certificate-authority",
+    )
+    .map_err(|e| bad_kubeconfig(path, e))?;
+    let token = match user.get("token").and_then(Value::as_str) {
+        Some(t) => Some(t.to_string()),
+        None => match user.get("tokenFile").and_then(Value::as_str) {
+            Some(f) => Some(
+                std::fs::read_to_string(base.join(f))
+                    .map_err(|e| bad_kubeconfig(path, format!("tokenFile {f}: {e}")))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        },
+    };
+    let cert = data_or_file(base, &user, "client-certificate-data", "client-certificate")
+        .map_err(|e| bad_kubeconfig(path, e))?;
+    let key = data_or_file(base, &user, "client-key-data", "client-key")
+        .map_err(|e| bad_kubeconfig(path, e))?;
+    Ok(Resolved {
+        server,
+        ca_pem,
+        insecure: cluster["insecure-skip-tls-verify"]
+            .as_bool()
+            .unwrap_or(false),
+        token,
+        client_cert_key: cert.zip(key),
+    })
+}
+
+/// One group version's resources: `(kind, plural, namespaced)`.
+type Resources = Arc<Vec<(String, String, bool)>>;
+
+/// A client for one cluster.
+pub struct KubeClient {
+    http: reqwest::Client,
+    server: String,
+    token: Option<String>,
+    /// Discovery, by `groupVersion`.
+    discovery: Mutex<HashMap<String, Resources>>,
+}
+
+fn transport(msg: impl std::fmt::Display) -> StepError {
+    StepError::retryable("KubeApiUnreachable", msg.to_string())
+}
+
+impl KubeClient {
+    /// The client of `target` (the token, if any, is registered as a secret of the step).
+    pub fn new(cx: &StepContext, target: &KubeconfigTarget) -> Result<Self, StepError> {
+        let path: PathBuf = cx.resolve_path(&target.path);
+        let r = resolve(&path, target.context.as_deref())?;
+        if let Some(t) = &r.token {
+            cx.add_secret(t);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad_kubeconfig(&path, e))?;
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(pem) = &r.ca_pem {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| bad_kubeconfig(&path, format!("CA: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| bad_kubeconfig(&path, format!("CA: {e}")))?;
+            }
+        }
+        if r.insecure {
+            return Err(bad_kubeconfig(
+                &path,
+                "insecure-skip-tls-verify is not supported: give the cluster's CA (certificate-authority-data)",
+            ));
+        }
+        if roots.is_empty() && r.server.starts_with("https://") {
+            return Err(bad_kubeconfig(
+                &path,
+                "the cluster has no certificate-authority(-data): siteflow trusts only the cluster's own CA",
+            ));
+        }
+        let builder = builder.with_root_certificates(roots);
+        let tls = match &r.client_cert_key {
+            Some((cert, key)) => {
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| bad_kubeconfig(&path, format!("client certificate: {e}")))?;
+                let key = PrivateKeyDer::from_pem_slice(key)
+                    .map_err(|e| bad_kubeconfig(&path, format!("client key: {e}")))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| bad_kubeconfig(&path, e))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| bad_kubeconfig(&path, e))?;
+        Ok(Self {
+            http,
+            server: r.server,
+            token: r.token,
+            discovery: Mutex::default(),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<(String, &'static str)>,
+    ) -> Result<(u16, Value), StepError> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.server));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some((b, ct)) = body {
+            req = req.header("Content-Type", ct).body(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transport(format!("{method} {}{path}: {e}", self.server)))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(transport)?;
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            Value::String(String::from_utf8_lossy(&bytes).chars().take(500).collect())
+        });
+        match status {
+            200..=299 | 404 => Ok((status, v)),
+            401 | 403 => Err(StepError::permanent(
+                "KubeUnauthorized",
+                format!(
+                    "{method} {path}: {status}: {}; check the kubeconfig's credentials",
+                    message(&v)
+                ),
+            )),
+            429 | 500..=599 => Err(StepError::retryable(
+                "KubeApiError",
+                format!("{method} {path}: {status}: {}", message(&v)),
+            )),
+            _ => Err(StepError::permanent(
+                "KubeApiError",
+                format!("{method} {path}: {status}: {}", message(&v)),
+            )),
+        }
+    }
+
+    /// `(plural, namespaced)` of `kind` in `apiVersion`, from the server's discovery.
+    pub async fn resource(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<(String, bool), StepError> {
+        let cached = self
+            .discovery
+            .lock()
+            .ok()
+            .and_then(|d| d.get(api_version).cloned());
+        let list = match cached {
+            Some(l) => l,
+            None => {
+                let path = if api_version.contains('/') {
+                    format!("/apis/{api_version}")
+                } else {
+                    format!("/api/{api_version}")
+                };
+                let (status, v) = self.send(reqwest::Method::GET, &path, None).await?;
+                let list: Vec<(String, String, bool)> = if status == 404 {
+                    Vec::new()
+                } else {
+                    v["resources"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|r| {
+                                    let name = r["name"].as_str()?;
+                                    (!name.contains('/')).then(|| {
+                                        (
+                                            r["kind"].as_str().unwrap_or("").to_string(),
+                                            name.to_string(),
+                                            r["namespaced"].as_bool().unwrap_or(true),
+                                        )
+                                    })
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                let list = Arc::new(list);
+                if let Ok(mut d) = self.discovery.lock() {
+                    d.insert(api_version.to_string(), list.clone());
+                }
+                list
+            }
+        };
+        list.iter()
+            .find(|(k, _, _)| k == kind)
+            .map(|(_, plural, ns)| (plural.clone(), *ns))
+            .ok_or_else(|| {
+                StepError::permanent(
+                    "KindNotServed",
+                    format!("the cluster serves no {kind} in {api_version} (discovery)"),
+                )
+            })
+    }
+
+    async fn object_path(&self, obj: &Value) -> Result<(String, String), StepError> {
+        let api_version = obj["apiVersion"]
+            .as_str()
+            .ok_or_else(|| invalid("an object has no apiVersion"))?;
+        let kind = obj["kind"]
+            .as_str()
+            .ok_or_else(|| invalid("an object has no kind"))?;
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(format!("a {kind} has no metadata.name")))?;
+        let (plural, namespaced) = self.resource(api_version, kind).await?;
+        let prefix = if api_version.contains('/') {
+            format!("/apis/{api_version}")
+        } else {
+            format!("/api/{api_version}")
+        };
+        let path = if namespaced {
+            let ns = obj
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            format!("{prefix}/namespaces/{ns}/{plural}/{name}")
+        } else {
+            format!("{prefix}/{plural}/{name}")
+        };
+        Ok((path, format!("{kind}/{name}")))
+    }
+
+    /// The live object `obj` names, if it exists.
+    pub async fn get(&self, obj: &Value) -> Result<Option<Value>, StepError> {
+        let (path, _) = self.object_path(obj).await?;
+        let (status, v) = self.send(reqwest::Method::GET, &path, None).await?;
+        Ok((status != 404).then_some(v))
+    }
+
+    /// Server-side applies `obj` (field manager `siteflow`, conflicts forced); the live object.
+    pub async fn apply(&self, obj: &Value) -> Result<Value, StepError> {
+        let (path, what) = self.object_path(obj).await?;
+        let (status, v) = self
+            .send(
+                reqwest::Method::PATCH,
+                &format!("{path}?fieldManager={FIELD_MANAGER}&force=true"),
+                Some((obj.to_string(), "application/apply-patch+yaml")),
+            )
+            .await?;
+        if status == 404 {
+            return Err(StepError::retryable(
+                "NotFound",
+                format!("apply {what}: {}", message(&v)),
+            ));
+        }
+        Ok(v)
+    }
+
+    /// The API server's URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+}
+
+fn message(v: &Value) -> String {
+    v.get("message")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| v.to_string().chars().take(300).collect())
+}
+
+/// Whether every field of `want` is in `have` with the same value (maps compared key by key,
+/// other values whole): what a server-side apply of `want` would leave unchanged.
+pub fn holds(want: &Value, have: &Value) -> bool {
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .all(|(k, v)| h.get(k).is_some_and(|hv| holds(v, hv))),
+        _ => want == have,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn holds_compares_what_apply_would_set() {
+        let have = json!({"metadata": {"name": "a", "uid": "1"}, "data": {"k": "v", "x": "y"}});
+        assert!(holds(
+            &json!({"metadata": {"name": "a"}, "data": {"k": "v"}}),
+            &have
+        ));
+        assert!(!holds(&json!({"data": {"k": "w"}}), &have));
+        assert!(!holds(&json!({"data": {"z": "v"}}), &have));
+    }
+
+    #[test]
+    fn kubeconfig_contexts_resolve_and_exec_users_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config");
+        std::fs::write(
+            &p,
+            "apiVersion: v1\nkind: Config\ncurrent-context: a\nclusters:\n- name: c\n  cluster:\n    server: https://10.0.0.1:6443/\n    certificate-authority-data: Zm9v\ncontexts:\n- name: a\n  context: {cluster: c, user: u}\n- name: b\n  context: {cluster: c, user: e}\nusers:\n- name: u\n  user: {token: t0k}\n- name: e\n  user:\n    exec: {command: kubelogin}\n",
+        )
+        .unwrap();
+        let r = resolve(&p, None).unwrap();
+        assert_eq!(r.server, "https://10.0.0.1:6443");
+        assert_eq!(r.ca_pem.as_deref(), Some(&b"foo"[..]));
+        assert_eq!(r.token.as_deref(), Some("t0k"));
+        let e = resolve(&p, Some("b")).unwrap_err();
+        assert_eq!(e.code, "InvalidKubeconfig");
+        assert!(e.message.contains("exec plugin"), "{}", e.message);
+        let e = resolve(&p, Some("nope")).unwrap_err();
+        assert!(
+            e.message.contains("no context named \"nope\""),
+            "{}",
+            e.message
+        );
+    }
+}

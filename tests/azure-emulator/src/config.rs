@@ -53,9 +53,13 @@ pub struct EmulatorConfig {
     pub registration_propagation_secs: f64,
     /// Base duration of a long-running operation (seconds); each resource type scales it.
     pub lro_secs: f64,
-    /// A fixed `Retry-After` (seconds) for LRO responses. `None`: `retry-after-ms` with the
-    /// remaining (scaled) time, plus `Retry-After` (whole seconds) when at least 1 s remains.
+    /// A fixed `Retry-After` (seconds) for LRO responses. `None`: at time scale 1, as real ARM
+    /// answers, `Retry-After` only, never below `min_retry_after_secs`; on a faster time scale,
+    /// `retry-after-ms` with the remaining (scaled) time, plus `Retry-After` (whole seconds)
+    /// when at least 1 s remains.
     pub lro_retry_after_secs: Option<u64>,
+    /// The least `Retry-After` (seconds) of an LRO response at time scale 1 (ARM: 10 to 60).
+    pub min_retry_after_secs: u64,
     /// Resource types (e.g. `Microsoft.Network/publicIPAddresses`) whose create PUT answers
     /// `202 Accepted` (the RPC's old model): the resource then 404s until the create ends.
     pub accepted_create_types: Vec<String>,
@@ -102,6 +106,7 @@ impl Default for EmulatorConfig {
             registration_propagation_secs: 10.0,
             lro_secs: 4.0,
             lro_retry_after_secs: None,
+            min_retry_after_secs: 10,
             accepted_create_types: Vec::new(),
             read_limit: 12_000,
             write_limit: 1_200,

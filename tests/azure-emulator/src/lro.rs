@@ -132,14 +132,40 @@ impl Operation {
     }
 }
 
-/// Adds the polling delay for a running operation. With a fixed value: `Retry-After: n`.
-/// Otherwise `retry-after-ms` with the remaining (scaled) time, plus `Retry-After` in whole
-/// seconds only when at least a second remains: azure-core prefers `Retry-After` over
-/// `retry-after-ms`, so a rounded-up `Retry-After: 1` would slow time-scaled runs down.
-pub(crate) fn add_retry_after(resp: &mut Resp, remaining: Duration, fixed: Option<u64>) {
-    match fixed {
-        Some(secs) => resp.set_header("Retry-After", secs.to_string()),
-        None => {
+/// How LRO responses say when to poll again.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WaitHint {
+    /// `Retry-After: n`, always.
+    Fixed(u64),
+    /// As real ARM: `Retry-After` only, the remaining time but at least `min` seconds.
+    Arm { min: u64 },
+    /// A time-scaled emulator: `retry-after-ms` with the remaining (scaled) time.
+    Scaled,
+}
+
+impl WaitHint {
+    /// The hint for a configuration and time scale.
+    pub(crate) fn new(fixed: Option<u64>, min: u64, time_scale: f64) -> Self {
+        match fixed {
+            Some(n) => WaitHint::Fixed(n),
+            None if time_scale >= 1.0 => WaitHint::Arm { min },
+            None => WaitHint::Scaled,
+        }
+    }
+}
+
+/// Adds the polling delay for a running operation. Scaled: `retry-after-ms` with the remaining
+/// (scaled) time, plus `Retry-After` in whole seconds only when at least a second remains:
+/// azure-core prefers `Retry-After` over `retry-after-ms`, so a rounded-up `Retry-After: 1`
+/// would slow time-scaled runs down.
+pub(crate) fn add_retry_after(resp: &mut Resp, remaining: Duration, hint: WaitHint) {
+    match hint {
+        WaitHint::Fixed(secs) => resp.set_header("Retry-After", secs.to_string()),
+        WaitHint::Arm { min } => resp.set_header(
+            "Retry-After",
+            retry_after_secs(remaining).max(min).to_string(),
+        ),
+        WaitHint::Scaled => {
             let ms = remaining.as_millis().clamp(10, 600_000);
             resp.set_header("retry-after-ms", ms.to_string());
             if remaining >= Duration::from_secs(1) {

@@ -31,6 +31,8 @@ use crate::{acr, arcdp, arm, control, entra, graph, keyvault, redact, tls};
 pub(crate) struct Shared {
     pub(crate) config: EmulatorConfig,
     pub(crate) clock: Clock,
+    /// How LRO responses say when to poll again.
+    pub(crate) wait_hint: crate::lro::WaitHint,
     pub(crate) base_url: String,
     pub(crate) ca_pem_path: PathBuf,
     pub(crate) signer: TokenSigner,
@@ -179,6 +181,11 @@ impl EmulatorBuilder {
             graph_forbidden: AtomicBool::new(self.config.graph_forbidden),
             arc_refuse: AtomicBool::new(false),
             clock: Clock::new(self.time_scale),
+            wait_hint: crate::lro::WaitHint::new(
+                self.config.lro_retry_after_secs,
+                self.config.min_retry_after_secs,
+                self.time_scale,
+            ),
             config: self.config,
             base_url,
             ca_pem_path: ca_pem_path.clone(),

@@ -425,8 +425,8 @@ async fn api_versions_are_required_and_checked_per_type() {
         (StatusCode::BAD_REQUEST, "InvalidApiVersionParameter".into())
     );
     c.create_rg(&t, "rg").await;
-    // A network api-version is not a compute one.
-    let vm = format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm1?api-version=2026-03-01");
+    // An Arc api-version is past compute's newest.
+    let vm = format!("{rg}/providers/Microsoft.Compute/virtualMachines/vm1?api-version=2026-05-01");
     let r = c.arm_with(&t, Method::GET, &vm, None).await;
     assert_eq!(
         (r.status, r.code()),
@@ -1284,8 +1284,9 @@ async fn binary_prints_url_and_serves() {
 }
 
 #[tokio::test]
-async fn retry_after_seconds_for_long_operations() {
-    // Unscaled: a 6 s compute LRO announces whole seconds too.
+async fn unscaled_wait_hints_are_real_arms_retry_after_only() {
+    // Unscaled (time scale 1), as real ARM: `Retry-After` only, never below 10 s, however
+    // short the operation; the operation's own status answers the same way.
     let (_emu, c) = start(1.0, |cfg| {
         cfg.registered_providers.push("Microsoft.Kubernetes".into())
     })
@@ -1303,8 +1304,47 @@ async fn retry_after_seconds_for_long_operations() {
         .expect("Retry-After")
         .parse()
         .unwrap();
-    assert!((1..=4).contains(&secs), "{secs}");
-    assert!(r.header("retry-after-ms").is_some());
+    assert_eq!(secs, 10);
+    assert!(r.header("retry-after-ms").is_none());
+    let op = r
+        .header("azure-asyncoperation")
+        .expect("Azure-AsyncOperation");
+    let status = c.arm_with(&t, Method::GET, &c.rel(&op), None).await;
+    assert_eq!(status.json()["status"], "InProgress");
+    assert_eq!(status.header("retry-after").as_deref(), Some("10"));
+    assert!(status.header("retry-after-ms").is_none());
+}
+
+#[tokio::test]
+async fn api_versions_are_accepted_as_the_published_range() {
+    let (_emu, c) = start(0.01, |_| {}).await;
+    let t = c.arm_token().await;
+    c.create_rg(&t, "rg").await;
+    let rg = c.rg_path("rg");
+    let get =
+        |v: &str| format!("{rg}/providers/Microsoft.Network/virtualNetworks/none?api-version={v}");
+    // Between the oldest and the newest (the spec folder's 2026-03-01) network version, named
+    // in no list: served (the VNet does not exist: 404, not 400).
+    for v in ["2024-06-01", "2025-10-01-preview", "2026-03-01"] {
+        let r = c.arm_with(&t, Method::GET, &get(v), None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{v}: {}", r.code());
+    }
+    // Later than the spec, malformed, or an unknown suffix: refused with the ARM code.
+    for v in [
+        "2026-03-02",
+        "2027-01-01",
+        "2024-13-01",
+        "2024-6-01",
+        "2024-06-01-alpha2",
+        "latest",
+    ] {
+        let r = c.arm_with(&t, Method::GET, &get(v), None).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "NoRegisteredProviderFound".into()),
+            "{v}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -569,11 +569,7 @@ pub(super) fn action(
             "Azure-AsyncOperation",
             ctx.url(&op.status_path(), api_version),
         );
-    add_retry_after(
-        &mut resp,
-        op.remaining(ctx.now),
-        ctx.shared.config.lro_retry_after_secs,
-    );
+    add_retry_after(&mut resp, op.remaining(ctx.now), ctx.shared.wait_hint);
     st.ops.insert(op.id.clone(), op);
     Ok(resp)
 }

@@ -59,7 +59,7 @@ impl Ctx<'_> {
         let Some(v) = self.api_version() else {
             return Err(ArmError::missing_api_version());
         };
-        if accepted.iter().any(|a| a.eq_ignore_ascii_case(v)) {
+        if accepts(accepted, v) {
             return Ok(v.to_string());
         }
         let list = accepted.join(", ");
@@ -84,6 +84,43 @@ impl Ctx<'_> {
     pub(crate) fn url(&self, path: &str, api_version: &str) -> String {
         format!("{}{path}?api-version={api_version}", self.shared.base_url)
     }
+}
+
+/// Whether `v` is an api-version of `known`: one of them, or a well-formed version
+/// (`YYYY-MM-DD`, optionally `-preview`, `-privatepreview`, `-beta`) dated between the oldest and
+/// the newest of them. The newest is the spec folder's version (shared/azure-specs): the
+/// emulator takes the published range rather than a short list, so a client pinned to a
+/// version between two the list happens to name is served.
+pub(crate) fn accepts(known: &[&str], v: &str) -> bool {
+    if known.iter().any(|a| a.eq_ignore_ascii_case(v)) {
+        return true;
+    }
+    let Some(date) = api_version_date(v) else {
+        return false;
+    };
+    let dates = known.iter().filter_map(|k| api_version_date(k));
+    let (Some(oldest), Some(newest)) = (dates.clone().min(), dates.max()) else {
+        return false;
+    };
+    oldest <= date && date <= newest
+}
+
+/// The date of a well-formed api-version.
+fn api_version_date(v: &str) -> Option<(u16, u8, u8)> {
+    let (date, suffix) = v.split_at_checked(10)?;
+    if !["", "-preview", "-privatepreview", "-beta"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(suffix))
+    {
+        return None;
+    }
+    let mut parts = date.split('-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    let (y, m, d): (u16, u8, u8) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    ((1..=12).contains(&m) && (1..=31).contains(&d)).then_some((y, m, d))
 }
 
 /// Serves one ARM request.

@@ -230,11 +230,7 @@ pub(super) fn group(
             );
             let mut resp = Resp::empty(StatusCode::ACCEPTED)
                 .with_header("Location", ctx.url(&op.result_path(), &v));
-            add_retry_after(
-                &mut resp,
-                op.remaining(ctx.now),
-                ctx.shared.config.lro_retry_after_secs,
-            );
+            add_retry_after(&mut resp, op.remaining(ctx.now), ctx.shared.wait_hint);
             st.ops.insert(op.id.clone(), op);
             Ok(resp)
         }
@@ -412,11 +408,7 @@ pub(super) fn operation(
 pub(super) fn status_resp(ctx: &Ctx<'_>, op: &Operation) -> Resp {
     let mut resp = Resp::json(StatusCode::OK, &op.status_body(ctx.now));
     if !op.is_done() {
-        add_retry_after(
-            &mut resp,
-            op.remaining(ctx.now),
-            ctx.shared.config.lro_retry_after_secs,
-        );
+        add_retry_after(&mut resp, op.remaining(ctx.now), ctx.shared.wait_hint);
     }
     resp
 }
@@ -431,11 +423,7 @@ fn location_result(ctx: &Ctx<'_>, st: &mut ArmState, op: &Operation) -> Result<R
                     ctx.api_version().unwrap_or(&op.api_version),
                 ),
             );
-            add_retry_after(
-                &mut resp,
-                op.remaining(ctx.now),
-                ctx.shared.config.lro_retry_after_secs,
-            );
+            add_retry_after(&mut resp, op.remaining(ctx.now), ctx.shared.wait_hint);
             Ok(resp)
         }
         Some(Outcome::Failed { code, message }) => Err(ArmError::new(

@@ -252,11 +252,7 @@ fn lro_headers(
     if headers == LroHeaders::LocationAndAsync {
         resp.set_header("Location", ctx.url(&op.result_path(), api_version));
     }
-    add_retry_after(
-        resp,
-        op.remaining(ctx.now),
-        ctx.shared.config.lro_retry_after_secs,
-    );
+    add_retry_after(resp, op.remaining(ctx.now), ctx.shared.wait_hint);
 }
 
 fn put(
@@ -389,11 +385,7 @@ fn put(
     if accepted_202 {
         let mut resp = Resp::empty(StatusCode::ACCEPTED)
             .with_header("Location", ctx.url(&op.result_path(), api_version));
-        add_retry_after(
-            &mut resp,
-            op.remaining(ctx.now),
-            ctx.shared.config.lro_retry_after_secs,
-        );
+        add_retry_after(&mut resp, op.remaining(ctx.now), ctx.shared.wait_hint);
         return Ok(resp);
     }
     let r = st
@@ -515,11 +507,7 @@ fn patch(
             ctx.url(&op.status_path(), api_version),
         ),
     };
-    add_retry_after(
-        &mut resp,
-        op.remaining(ctx.now),
-        ctx.shared.config.lro_retry_after_secs,
-    );
+    add_retry_after(&mut resp, op.remaining(ctx.now), ctx.shared.wait_hint);
     st.ops.insert(op.id.clone(), op);
     Ok(resp)
 }
@@ -542,11 +530,7 @@ fn delete(
         if let Some(op) = running.filter(|o| o.action == OpAction::Delete) {
             let mut resp = Resp::empty(StatusCode::ACCEPTED)
                 .with_header("Location", ctx.url(&op.result_path(), api_version));
-            add_retry_after(
-                &mut resp,
-                op.remaining(ctx.now),
-                ctx.shared.config.lro_retry_after_secs,
-            );
+            add_retry_after(&mut resp, op.remaining(ctx.now), ctx.shared.wait_hint);
             return Ok(resp);
         }
         return Err(ArmError::another_operation(&r.id));
@@ -588,11 +572,7 @@ fn delete(
             ctx.url(&op.status_path(), api_version),
         );
     }
-    add_retry_after(
-        &mut resp,
-        op.remaining(ctx.now),
-        ctx.shared.config.lro_retry_after_secs,
-    );
+    add_retry_after(&mut resp, op.remaining(ctx.now), ctx.shared.wait_hint);
     st.ops.insert(op.id.clone(), op);
     Ok(resp)
 }

@@ -1,5 +1,6 @@
 //! The `siteflow` command line: thin over the engine; maps outcomes to documented exit codes.
 
+mod gitserve;
 mod progress;
 mod sandbox;
 mod telemetry;
@@ -403,7 +404,8 @@ fn registry() -> Registry {
         .with(siteflow_ssh::steps())
         .with(siteflow_steps_k3s::steps_with_pool(ssh_pool.clone()))
         .with(siteflow_steps_azure::steps())
-        .with(siteflow_steps_arc::steps(ssh_pool))
+        .with(siteflow_steps_arc::steps(ssh_pool.clone()))
+        .with(siteflow_steps_flux::steps(ssh_pool))
         .with(siteflow_steps_kube::steps())
 }
 
@@ -638,6 +640,11 @@ async fn execute(
     let mut opts = RunOptions {
         parallel,
         grace: Duration::from_secs(grace),
+        // While a sandbox runs, its own credentials (the git server's token) stand in for the
+        // environment variables secrets name, when those are unset.
+        env_files: sandbox::running(&sandbox::dir())
+            .map(|i| i.env_files)
+            .unwrap_or_default(),
         ..RunOptions::default()
     };
     // How often the lease is renewed and `siteflow cancel` is noticed.
@@ -898,6 +905,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             siteflow_engine::runner::read_secrets(
                 &plan,
                 &cwd,
+                &Default::default(),
                 &siteflow_engine::redact::Redactor::default(),
             )?;
             if let Some(extra) = sandbox_sets(&plan).await? {

@@ -39,8 +39,12 @@ pub struct SandboxInfo {
     pub client_id: String,
     /// A 0600 file with its secret.
     pub client_secret_file: String,
-    /// The git repository Flux configurations can point at.
+    /// The git repository Flux configurations can point at (`git://`, read only).
     pub git_url: String,
+    /// The same repository over HTTPS (the emulator's CA), cloned and pushed with the token
+    /// in `env_files["GIT_TOKEN"]`, for `flux.bootstrap`.
+    #[serde(default)]
+    pub git_https_url: String,
     /// The test net's subnet (the VMs' public addresses).
     pub public_subnet: String,
     /// Where the daemon lists the VMs' hosts.
@@ -52,6 +56,10 @@ pub struct SandboxInfo {
     /// The `--set` values that point a workflow at this sandbox.
     #[serde(default)]
     pub sets: Vec<String>,
+    /// Files (0600) standing in for unset environment variables secrets name: `GIT_TOKEN`,
+    /// the token of the sandbox's git server.
+    #[serde(default)]
+    pub env_files: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// The sandbox directory of a working directory.
@@ -215,12 +223,17 @@ pub fn describe(info: &SandboxInfo) -> String {
     let hosts = std::fs::read_to_string(&info.hosts_file).unwrap_or_else(|_| "[]".into());
     let hosts: Vec<serde_json::Value> = serde_json::from_str(&hosts).unwrap_or_default();
     let mut s = format!(
-        "sandbox (pid {})\n  Azure emulator  {}  (CA {})\n  subscription    {}\n  git             {}\n  hosts           {} (VMs' public addresses on {})\n",
+        "sandbox (pid {})\n  Azure emulator  {}  (CA {})\n  subscription    {}\n  git             {}  {}  (token: GIT_TOKEN, or {})\n  hosts           {} (VMs' public addresses on {})\n",
         info.pid,
         info.base_url,
         info.ca_pem_path,
         info.subscription_id,
         info.git_url,
+        info.git_https_url,
+        info.env_files
+            .get("GIT_TOKEN")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         hosts.len(),
         info.public_subnet
     );
@@ -262,6 +275,8 @@ fn all_sets(info: &SandboxInfo) -> Vec<String> {
         ),
         format!("key_vault_url={}", info.base_url),
         format!("git_url={}", info.git_url),
+        format!("git_push_url={}", info.git_https_url),
+        format!("git_ca_file={}", info.ca_pem_path),
         format!("cluster_kubeconfig={}", info.existing_cluster_kubeconfig),
         // The emulator's registry: every node pulls with a rotated ACR token.
         "acr_registry=sandbox.azurecr.io".to_string(),
@@ -477,6 +492,37 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| fail(format!("error: git daemon: {e}")))?;
+    // The same repositories over HTTPS, behind a token (pushes need it).
+    let git_token_file = dir.join("git-token");
+    let git_token = match std::fs::read_to_string(&git_token_file) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => {
+            let mut bytes = [0u8; 20];
+            std::io::Read::read_exact(
+                &mut std::fs::File::open("/dev/urandom").map_err(|e| fail(e.to_string()))?,
+                &mut bytes,
+            )
+            .map_err(|e| fail(e.to_string()))?;
+            let t: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(&git_token_file, &t).map_err(|e| fail(e.to_string()))?;
+            t
+        }
+    };
+    let https_listener = tokio::net::TcpListener::bind((gateway, 0))
+        .await
+        .map_err(|e| fail(format!("error: the sandbox's git server: {e}")))?;
+    let https_port = https_listener
+        .local_addr()
+        .map_err(|e| fail(e.to_string()))?
+        .port();
+    let git_server = tokio::spawn(crate::gitserve::serve(
+        https_listener,
+        emu.tls_server_config(),
+        Arc::new(crate::gitserve::GitServer {
+            root: git_dir.clone(),
+            token: git_token,
+        }),
+    ));
 
     let principal = emu
         .config()
@@ -495,6 +541,8 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
         client_id: principal.client_id.clone(),
         client_secret_file: secret_file.display().to_string(),
         git_url: format!("git://{gateway}:{port}/fleet.git"),
+        git_https_url: format!("https://{gateway}:{https_port}/fleet.git"),
+        env_files: [("GIT_TOKEN".to_string(), git_token_file.clone())].into(),
         public_subnet,
         hosts_file: hosts_file.display().to_string(),
         existing_cluster_kubeconfig: existing_cluster_kubeconfig.display().to_string(),
@@ -521,6 +569,7 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
     }
     eprintln!("sandbox stopping");
     let _ = git_daemon.kill().await;
+    git_server.abort();
     emu.shutdown().await;
     let net = Arc::try_unwrap(net).map(|m| m.into_inner());
     drop(net);

@@ -38,6 +38,7 @@ fn siteflow(sb: &Sandbox, args: &[&str]) -> (i32, String) {
         .command(args)
         .env("SITEFLOW_WORKFLOWS", workflows())
         .env_remove("AZURE_SUBSCRIPTION_ID")
+        .env_remove("GIT_TOKEN")
         .output()
         .expect("siteflow runs");
     let text = format!(
@@ -837,4 +838,84 @@ fn seed_002_connects_an_existing_cluster_by_its_kubeconfig() {
         writes,
         "the second run wrote to ARM"
     );
+}
+
+#[test]
+fn flux_bootstrap_commits_to_git_applies_and_converges_once() {
+    let sb = Sandbox::new();
+    let _down = Down(&sb);
+    let args = [
+        "run",
+        "provision-site",
+        "--set",
+        "name=boot",
+        "--set",
+        "flux_via=bootstrap",
+        "--output",
+        "json",
+    ];
+    let (code, out) = siteflow(&sb, &args);
+    assert_eq!(code, 0, "{out}");
+    let doc: Value = serde_json::Deserializer::from_str(out.trim_start_matches(|c| c != '{'))
+        .into_iter::<Value>()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(step_of(&doc, "flux")["status"], "Skipped", "{doc:#}");
+    let boot = step_of(&doc, "flux-bootstrap");
+    assert_eq!(boot["status"], "Succeeded", "{doc:#}");
+    let commit = boot["outputs"]["commit"].as_str().unwrap().to_string();
+
+    // The commit is in the sandbox's repository (pushed over HTTPS with the sandbox token).
+    let bare = sb.path(".siteflow/sandbox/git/fleet.git");
+    let git = |args: &[&str]| -> String {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(&bare)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(git(&["rev-parse", "refs/heads/main"]), commit);
+    let sync = git(&["show", "HEAD:clusters/edge/flux-system/gotk-sync.yaml"]);
+    assert!(
+        sync.contains("GitRepository") && sync.contains("https://"),
+        "{sync}"
+    );
+
+    // Flux (the simulator's controllers) fetched that commit and applied the cluster folder.
+    let server = host_of(&sb, "boot-server");
+    let ip = server["publicIp"].as_str().unwrap();
+    let ks = on_vm(
+        &sb,
+        "_nosite",
+        "server",
+        ip,
+        "sudo k3s kubectl get kustomization flux-system -n flux-system -o json",
+    );
+    assert!(ks.contains(&format!("main@sha1:{commit}")), "{ks}");
+    let cm = on_vm(
+        &sb,
+        "_nosite",
+        "server",
+        ip,
+        "sudo k3s kubectl get configmap hello -n hello -o json",
+    );
+    assert!(cm.contains("reconciled by Flux"), "{cm}");
+    let token = sb.read(".siteflow/sandbox/git-token");
+    assert!(
+        !db_text(&sb).contains(token.trim()),
+        "the git token is in the state db"
+    );
+
+    // Again: nothing to commit, nothing to apply.
+    let (code, out) = siteflow(&sb, &args);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        git(&["rev-parse", "refs/heads/main"]),
+        commit,
+        "a second commit"
+    );
+    assert_eq!(git(&["rev-list", "--count", "HEAD"]), "2");
 }

@@ -168,6 +168,9 @@ pub struct RunOptions {
     pub working_dir: PathBuf,
     /// Heartbeat interval of the lease (zero: no heartbeat, for tests on a paused clock).
     pub heartbeat: Duration,
+    /// Files standing in for environment variables a secret names when they are unset (the
+    /// sandbox's own credentials, e.g. `GIT_TOKEN`); a set variable always wins.
+    pub env_files: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -177,6 +180,7 @@ impl Default for RunOptions {
             grace: Duration::from_secs(30),
             working_dir: std::env::current_dir().unwrap_or_default(),
             heartbeat: Duration::from_secs(5),
+            env_files: Default::default(),
         }
     }
 }
@@ -195,14 +199,19 @@ pub struct Outcome {
 pub fn read_secrets(
     plan: &Plan,
     working_dir: &std::path::Path,
+    env_files: &std::collections::BTreeMap<String, PathBuf>,
     redactor: &Redactor,
 ) -> Result<Map<String, Value>, RunError> {
     let mut out = Map::new();
     for s in &plan.secrets {
         let value = match &s.source {
-            SecretSource::Env(var) => {
-                std::env::var(var).map_err(|_| format!("environment variable `{var}` is not set"))
-            }
+            SecretSource::Env(var) => match (std::env::var(var), env_files.get(var)) {
+                (Ok(v), _) => Ok(v),
+                (Err(_), Some(path)) => std::fs::read_to_string(path)
+                    .map(|t| t.strip_suffix('\n').unwrap_or(&t).to_string())
+                    .map_err(|e| format!("`{var}` is not set, and {}: {e}", path.display())),
+                (Err(_), None) => Err(format!("environment variable `{var}` is not set")),
+            },
             SecretSource::File(p) => {
                 let path = working_dir.join(p);
                 std::fs::read_to_string(&path)
@@ -290,7 +299,12 @@ impl Runner {
     /// Starts a new run of a compiled plan.
     pub async fn start(&self, plan: Plan, sources: Sources) -> Result<Outcome, RunError> {
         let redactor = Arc::new(Redactor::default());
-        let secrets = read_secrets(&plan, &self.opts.working_dir, &redactor)?;
+        let secrets = read_secrets(
+            &plan,
+            &self.opts.working_dir,
+            &self.opts.env_files,
+            &redactor,
+        )?;
         let run_id = new_run_id();
         let (trace_id, root_span_id) = telemetry::new_trace_ids();
         let lease = Lease::this_process();
@@ -404,7 +418,12 @@ impl Runner {
                 }
             }
             let redactor = Arc::new(Redactor::default());
-            let secrets = read_secrets(&plan, &self.opts.working_dir, &redactor)?;
+            let secrets = read_secrets(
+                &plan,
+                &self.opts.working_dir,
+                &self.opts.env_files,
+                &redactor,
+            )?;
             let prior = prior_rows
                 .await
                 .map_err(|e| RunError::Usage(format!("loading the run's steps failed: {e}")))??;

@@ -196,12 +196,14 @@ impl EmulatorBuilder {
             vault: Mutex::new(VaultState::default()),
             hook: RwLock::new(self.hook),
         });
+        let tls = material.server_config.clone();
         let acceptor = tokio_rustls::TlsAcceptor::from(material.server_config);
         let task = tokio::spawn(accept_loop(listener, acceptor, Arc::clone(&shared)));
         Ok(EmulatorHandle {
             shared,
             addr,
             ca_pem: material.ca_pem,
+            tls,
             task: Some(task),
         })
     }
@@ -384,6 +386,7 @@ pub struct EmulatorHandle {
     shared: Arc<Shared>,
     addr: SocketAddr,
     ca_pem: String,
+    tls: Arc<rustls::ServerConfig>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -397,6 +400,12 @@ impl EmulatorHandle {
     /// The listening address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TLS configuration the emulator serves with (its address's certificate, signed by
+    /// its CA): other sandbox services on the same address can serve with it too.
+    pub fn tls_server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.tls.clone()
     }
 
     /// The CA certificate (PEM file) clients must trust.

@@ -165,7 +165,9 @@ async fn run_sites(args: &ProvisionArgs, dir: &Path, wf_path: &Path, wf_text: &s
             .with(siteflow_ssh::steps())
             .with(siteflow_steps_k3s::steps_with_pool(pool.clone()))
             .with(siteflow_steps_azure::steps())
-            .with(siteflow_steps_arc::steps(pool)),
+            .with(siteflow_steps_arc::steps(pool.clone()))
+            .with(siteflow_steps_flux::steps(pool))
+            .with(siteflow_steps_kube::steps()),
     );
     let store = StateStore::open(&dir.join("state.db"))?;
     let sets = sandbox_sets(dir)?;

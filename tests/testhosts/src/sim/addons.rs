@@ -1,7 +1,8 @@
 //! The server's controllers: k3s's deploy controller (every manifest under
 //! `<data-dir>/server/manifests` is applied, and re-applied when it changes) and the helm
 //! controller (a `helm.cattle.io/v1` `HelmChart` is "installed": its values are merged from
-//! `valuesContent` and `valuesSecrets`, and the Arc agents chart starts the Arc agent).
+//! `valuesContent` and `valuesSecrets`, and the Arc agents chart starts the Arc agent), and
+//! Flux's source and kustomize controllers once `flux.bootstrap` installed them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,11 +24,13 @@ const RESYNC: Duration = Duration::from_millis(500);
 pub fn run(server: Arc<Server>, manifests: PathBuf) {
     let mut seen: HashMap<PathBuf, Vec<u8>> = HashMap::new();
     let mut agents: HashMap<String, (String, Arc<AtomicBool>)> = HashMap::new();
+    let mut flux = crate::sim::flux::Controllers::default();
     loop {
         if let Err(e) = deploy(&server, &manifests, &mut seen) {
             eprintln!("level=error msg=\"deploy controller: {e:#}\"");
         }
         helm(&server, &mut agents);
+        flux.reconcile(&server);
         std::thread::sleep(RESYNC);
     }
 }

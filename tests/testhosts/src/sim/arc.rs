@@ -223,33 +223,13 @@ impl Agent {
             .pointer("/repositoryRef/branch")
             .and_then(Value::as_str)
             .unwrap_or("master");
-        let mut env: Vec<(String, String)> = vec![("GIT_TERMINAL_PROMPT".into(), "0".into())];
-        if let Some(key) = props
+        let key = props
             .pointer("/configurationProtectedSettings/httpsKey")
-            .and_then(Value::as_str)
-        {
-            let user = repo["httpsUser"].as_str().unwrap_or("git");
-            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{key}"));
-            // On the environment, never on a command line.
-            env.extend([
-                ("GIT_CONFIG_COUNT".into(), "1".into()),
-                ("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into()),
-                (
-                    "GIT_CONFIG_VALUE_0".into(),
-                    format!("Authorization: Basic {basic}"),
-                ),
-            ]);
-        }
-        let remote = git(
-            &env,
-            None,
-            &["ls-remote", "--", url, &format!("refs/heads/{branch}")],
-        )?;
-        let sha = remote
-            .split_whitespace()
-            .next()
-            .with_context(|| format!("branch {branch} not found in {url}"))?
-            .to_string();
+            .and_then(Value::as_str);
+        let user = repo["httpsUser"].as_str().unwrap_or("git");
+        let env = git_env(key.map(|k| (user, k)), None);
+        let dir = Path::new(FLUX_DIR).join(name);
+        let sha = fetch(&env, url, branch, &dir)?;
         let revision = format!("{branch}@sha1:{sha}");
         let applied = self
             .reported
@@ -258,21 +238,6 @@ impl Agent {
             == Some(revision.as_str());
         if applied {
             return Ok(revision);
-        }
-        let dir = Path::new(FLUX_DIR).join(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(FLUX_DIR)?;
-        let dir_s = dir.to_string_lossy().to_string();
-        git(
-            &env,
-            None,
-            &[
-                "clone", "--quiet", "--depth", "1", "--branch", branch, "--", url, &dir_s,
-            ],
-        )?;
-        let head = git(&env, Some(&dir), &["rev-parse", "HEAD"])?;
-        if head.trim() != sha {
-            bail!("fetched {} but the branch is at {sha}", head.trim());
         }
         let kustomizations = props["kustomizations"]
             .as_object()
@@ -292,7 +257,71 @@ impl Agent {
     }
 }
 
-fn collect_manifests(dir: &Path, out: &mut Vec<Value>) -> Result<()> {
+/// git's environment for an https source: Basic credentials as an extra header and a CA file
+/// (on the environment, never on a command line).
+pub(crate) fn git_env(
+    basic: Option<(&str, &str)>,
+    ca_file: Option<&Path>,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![("GIT_TERMINAL_PROMPT".into(), "0".into())];
+    if let Some((user, password)) = basic {
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        env.extend([
+            ("GIT_CONFIG_COUNT".into(), "1".into()),
+            ("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into()),
+            (
+                "GIT_CONFIG_VALUE_0".into(),
+                format!("Authorization: Basic {b}"),
+            ),
+        ]);
+    }
+    if let Some(ca) = ca_file {
+        env.push(("GIT_SSL_CAINFO".into(), ca.display().to_string()));
+    }
+    env
+}
+
+/// Brings `dir` to the head of `branch` (a shallow clone, kept while the branch has not
+/// moved); returns the commit.
+pub(crate) fn fetch(
+    env: &[(String, String)],
+    url: &str,
+    branch: &str,
+    dir: &Path,
+) -> Result<String> {
+    let remote = git(
+        env,
+        None,
+        &["ls-remote", "--", url, &format!("refs/heads/{branch}")],
+    )?;
+    let sha = remote
+        .split_whitespace()
+        .next()
+        .with_context(|| format!("branch '{branch}' not found in {url}"))?
+        .to_string();
+    let head = git(env, Some(dir), &["rev-parse", "HEAD"]).unwrap_or_default();
+    if head.trim() != sha {
+        let _ = std::fs::remove_dir_all(dir);
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let dir_s = dir.to_string_lossy().to_string();
+        git(
+            env,
+            None,
+            &[
+                "clone", "--quiet", "--depth", "1", "--branch", branch, "--", url, &dir_s,
+            ],
+        )?;
+        let head = git(env, Some(dir), &["rev-parse", "HEAD"])?;
+        if head.trim() != sha {
+            bail!("fetched {} but the branch is at {sha}", head.trim());
+        }
+    }
+    Ok(sha)
+}
+
+pub(crate) fn collect_manifests(dir: &Path, out: &mut Vec<Value>) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?
         .flatten()
         .map(|e| e.path())
@@ -319,7 +348,7 @@ fn collect_manifests(dir: &Path, out: &mut Vec<Value>) -> Result<()> {
     Ok(())
 }
 
-fn git(env: &[(String, String)], dir: Option<&Path>, args: &[&str]) -> Result<String> {
+pub(crate) fn git(env: &[(String, String)], dir: Option<&Path>, args: &[&str]) -> Result<String> {
     let mut cmd = Command::new("git");
     if let Some(d) = dir {
         cmd.current_dir(d);

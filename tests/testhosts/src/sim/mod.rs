@@ -8,6 +8,7 @@ mod addons;
 mod agent;
 mod arc;
 mod config;
+mod flux;
 mod http;
 mod https;
 mod jwt;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use siteflow_azure_emulator::{Emulator, EmulatorConfig, VmBacking, VmCreated, hook_fn};
+use siteflow_azure_emulator::{Emulator, EmulatorConfig, VmBacking, VmCreated, hook_fns};
 use siteflow_testhosts::{TestNet, VmHostSpec};
 
 use crate::Failure;
@@ -385,70 +385,100 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
 
     let hook = {
         let (net, hosts, hosts_file) = (net.clone(), hosts.clone(), hosts_file.clone());
-        hook_fn(move |vm: VmCreated| {
+        let released = {
             let (net, hosts, hosts_file) = (net.clone(), hosts.clone(), hosts_file.clone());
-            async move {
-                if vm
-                    .admin_username
-                    .as_deref()
-                    .is_some_and(|u| u != "azureuser")
-                {
-                    return Err(format!(
-                        "the sandbox backs VMs whose admin user is azureuser, not {:?}",
-                        vm.admin_username
-                    ));
+            // A deleted VM (a scale-in, a delete): its host is powered off and unlisted.
+            move |resource_id: String| {
+                let (net, hosts, hosts_file) = (net.clone(), hosts.clone(), hosts_file.clone());
+                async move {
+                    let name = {
+                        let mut h = hosts.lock().unwrap_or_else(|p| p.into_inner());
+                        let at = h
+                            .iter()
+                            .position(|e| e.vm_id.eq_ignore_ascii_case(&resource_id));
+                        let Some(at) = at else { return };
+                        let entry = h.remove(at);
+                        let _ = std::fs::write(
+                            &hosts_file,
+                            serde_json::to_string_pretty(&*h).unwrap_or_default(),
+                        );
+                        entry.name
+                    };
+                    let n = net.lock().await;
+                    if let Some(host) = n.hosts.iter().find(|x| x.name == name) {
+                        let _ = host.stop().await;
+                        eprintln!("released VM {name}: its host is powered off");
+                    }
                 }
-                let private = match vm.private_ip {
-                    Some(IpAddr::V4(ip)) => Some(ip),
-                    _ => None,
-                };
-                let spec = VmHostSpec {
-                    name: vm.computer_name.clone(),
-                    authorized_keys: vm.ssh_public_keys.clone(),
-                    host_key_private: vm.custom_data.as_deref().and_then(cloud_init_host_key),
-                    private_ip: private,
-                    // One link per VNet: another site's 10.0.1.5 is not this one's.
-                    network: vm.subnet_id.as_deref().and_then(|s| {
-                        s.to_ascii_lowercase()
-                            .split("/subnets/")
-                            .next()
-                            .map(str::to_string)
-                    }),
-                };
-                let mut n = net.lock().await;
-                let host = n.add_vm_host(spec).await.map_err(|e| format!("{e:#}"))?;
-                host.install_k3s_simulator()
-                    .await
-                    .map_err(|e| format!("{e:#}"))?;
-                let entry = HostEntry {
-                    name: vm.computer_name.clone(),
-                    vm_id: vm.resource_id.clone(),
-                    public_ip: host.ip.to_string(),
-                    private_ip: private.map(|p| p.to_string()).unwrap_or_default(),
-                    host_key_fingerprint: host.host_key_fingerprint.clone(),
-                    veth: host.veth(),
-                    vnet_veth: host.vnet_veth(),
-                };
-                let public = IpAddr::V4(host.ip);
-                drop(n);
-                {
-                    let mut h = hosts.lock().unwrap_or_else(|p| p.into_inner());
-                    h.push(entry);
-                    let _ = std::fs::write(
-                        &hosts_file,
-                        serde_json::to_string_pretty(&*h).unwrap_or_default(),
-                    );
-                }
-                eprintln!(
-                    "backed VM {} with a test host at {public}",
-                    vm.computer_name
-                );
-                Ok(VmBacking {
-                    private_ip: vm.private_ip.unwrap_or(public),
-                    public_ip: Some(public),
-                })
             }
-        })
+        };
+        hook_fns(
+            move |vm: VmCreated| {
+                let (net, hosts, hosts_file) = (net.clone(), hosts.clone(), hosts_file.clone());
+                async move {
+                    if vm
+                        .admin_username
+                        .as_deref()
+                        .is_some_and(|u| u != "azureuser")
+                    {
+                        return Err(format!(
+                            "the sandbox backs VMs whose admin user is azureuser, not {:?}",
+                            vm.admin_username
+                        ));
+                    }
+                    let private = match vm.private_ip {
+                        Some(IpAddr::V4(ip)) => Some(ip),
+                        _ => None,
+                    };
+                    let spec = VmHostSpec {
+                        name: vm.computer_name.clone(),
+                        authorized_keys: vm.ssh_public_keys.clone(),
+                        host_key_private: vm.custom_data.as_deref().and_then(cloud_init_host_key),
+                        private_ip: private,
+                        // One link per VNet: another site's 10.0.1.5 is not this one's.
+                        network: vm.subnet_id.as_deref().and_then(|s| {
+                            s.to_ascii_lowercase()
+                                .split("/subnets/")
+                                .next()
+                                .map(str::to_string)
+                        }),
+                    };
+                    let mut n = net.lock().await;
+                    let host = n.add_vm_host(spec).await.map_err(|e| format!("{e:#}"))?;
+                    host.install_k3s_simulator()
+                        .await
+                        .map_err(|e| format!("{e:#}"))?;
+                    let entry = HostEntry {
+                        name: vm.computer_name.clone(),
+                        vm_id: vm.resource_id.clone(),
+                        public_ip: host.ip.to_string(),
+                        private_ip: private.map(|p| p.to_string()).unwrap_or_default(),
+                        host_key_fingerprint: host.host_key_fingerprint.clone(),
+                        veth: host.veth(),
+                        vnet_veth: host.vnet_veth(),
+                    };
+                    let public = IpAddr::V4(host.ip);
+                    drop(n);
+                    {
+                        let mut h = hosts.lock().unwrap_or_else(|p| p.into_inner());
+                        h.push(entry);
+                        let _ = std::fs::write(
+                            &hosts_file,
+                            serde_json::to_string_pretty(&*h).unwrap_or_default(),
+                        );
+                    }
+                    eprintln!(
+                        "backed VM {} with a test host at {public}",
+                        vm.computer_name
+                    );
+                    Ok(VmBacking {
+                        private_ip: vm.private_ip.unwrap_or(public),
+                        public_ip: Some(public),
+                    })
+                }
+            },
+            released,
+        )
     };
 
     let scale: f64 = std::env::var("SITEFLOW_SANDBOX_TIME_SCALE")

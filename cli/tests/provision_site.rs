@@ -10,7 +10,7 @@
 mod support;
 
 use rand::Rng;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
@@ -918,4 +918,113 @@ fn flux_bootstrap_commits_to_git_applies_and_converges_once() {
         "a second commit"
     );
     assert_eq!(git(&["rev-list", "--count", "HEAD"]), "2");
+}
+
+#[test]
+fn seed_003_scale_set_agents_scale_out_then_in_draining_departed_nodes() {
+    let sb = Sandbox::new();
+    let _down = Down(&sb);
+    let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/sites/seed-003.yaml");
+    let site = site.to_str().unwrap();
+    let run = |size: &str| -> Value {
+        let (code, out) = siteflow(
+            &sb,
+            &[
+                "run",
+                "--site",
+                site,
+                "--set",
+                &format!("agent_pool_size={size}"),
+                "--output",
+                "json",
+            ],
+        );
+        assert_eq!(code, 0, "{out}");
+        serde_json::Deserializer::from_str(out.trim_start_matches(|c| c != '{'))
+            .into_iter::<Value>()
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| panic!("{out}"))
+    };
+    let pool_names = |doc: &Value| -> Vec<String> {
+        step_of(doc, "pool")["outputs"]["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["computer_name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let cluster_nodes = || -> Vec<String> {
+        let server = host_of(&sb, "seed-003-server");
+        let ip = server["publicIp"].as_str().unwrap();
+        let out = on_vm(
+            &sb,
+            "seed-003",
+            "server",
+            ip,
+            "sudo k3s kubectl get nodes -o json",
+        );
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let mut names: Vec<String> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+
+    let two = run("2");
+    let first = pool_names(&two);
+    assert_eq!(first.len(), 2, "{two:#}");
+    let mut want = vec!["seed-003-server".to_string()];
+    want.extend(first.clone());
+    want.sort();
+    assert_eq!(cluster_nodes(), want);
+
+    // Out to three: one more instance joins; nothing is drained.
+    let three = run("3");
+    let all = pool_names(&three);
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[..2], first[..]);
+    assert_eq!(
+        step_of(&three, "pool-drain")["outputs"]["drained"],
+        json!([])
+    );
+    assert_eq!(cluster_nodes().len(), 4);
+
+    // In to one: the two newest are drained before their VMs go, then their nodes deleted;
+    // their hosts are powered off and unlisted.
+    let one = run("1");
+    assert_eq!(pool_names(&one), all[..1]);
+    let mut departed = all[1..].to_vec();
+    departed.sort();
+    assert_eq!(
+        step_of(&one, "pool-drain")["outputs"]["drained"],
+        json!(departed),
+        "{one:#}"
+    );
+    assert_eq!(
+        step_of(&one, "pool-prune")["outputs"]["deleted"],
+        json!(departed)
+    );
+    let mut want = vec!["seed-003-server".to_string(), all[0].clone()];
+    want.sort();
+    assert_eq!(cluster_nodes(), want);
+    for d in &departed {
+        assert!(
+            !hosts(&sb).iter().any(|h| h["name"] == d.as_str()),
+            "{d} is still listed"
+        );
+    }
+
+    // Again at one: nothing to do.
+    let writes = arm_writes(&requests(&sb));
+    run("1");
+    assert_eq!(
+        arm_writes(&requests(&sb)),
+        writes,
+        "a run at the same size wrote to ARM"
+    );
 }

@@ -148,7 +148,7 @@ fn indent(text: &str, by: &str) -> String {
 }
 
 /// cloud-init installing the host key, merged with the user's data as MIME multipart.
-fn user_data(host: &keys::KeyPair, user: Option<&str>) -> String {
+pub(crate) fn user_data(host: &keys::KeyPair, user: Option<&str>) -> String {
     let ours = format!(
         "#cloud-config\nssh_deletekeys: true\nssh_genkeytypes: []\nssh_keys:\n  ed25519_private: |\n{}  ed25519_public: {}\n",
         indent(host.private.expose(), "    "),

@@ -25,6 +25,10 @@ fn default_user() -> String {
     "azureuser".into()
 }
 
+fn newest_vm() -> String {
+    "NewestVM".into()
+}
+
 /// Input of `azure.vmss`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -49,8 +53,13 @@ pub struct VmssInput {
     /// Admin user.
     #[serde(default = "default_user")]
     pub admin_username: String,
-    /// The admin's OpenSSH public key.
-    pub ssh_public_key: String,
+    /// The admin's OpenSSH public key (default: a generated key pair, the private key a 0600
+    /// file under `.siteflow/keys/<site>/<step>/`).
+    #[serde(default)]
+    pub ssh_public_key: Option<String>,
+    /// Which instances a scale-in deletes first (`NewestVM`, `OldestVM`, `Default`).
+    #[serde(default = "newest_vm")]
+    pub scale_in_policy: String,
     /// The subnet.
     pub subnet_id: String,
     /// cloud-init user data (plain text; sent base64).
@@ -68,6 +77,10 @@ pub struct VmssInput {
 pub struct Instance {
     /// The instance's VM resource id.
     pub id: String,
+    /// The instance id (`0`, `1`, ...).
+    pub instance_id: String,
+    /// Its computer name (the host name, k3s's node name).
+    pub computer_name: String,
     /// Private IP.
     pub private_ip: Option<String>,
 }
@@ -81,6 +94,13 @@ pub struct VmssOutput {
     pub capacity: u32,
     /// Instances with their addresses.
     pub instances: Vec<Instance>,
+    /// The admin user.
+    pub admin_username: String,
+    /// The generated admin key's private key file, when no `ssh_public_key` was given.
+    pub ssh_private_key_file: Option<String>,
+    /// SHA256 fingerprint of the instances' SSH host key (one key, from the scale set's
+    /// cloud-init), for SSH steps to pin.
+    pub host_key_fingerprint: String,
 }
 
 /// The step kind.
@@ -100,7 +120,44 @@ fn url(client: &ArmClient, input: &VmssInput, suffix: &str, api: &str) -> String
     )
 }
 
-fn body(cx: &StepContext, input: &VmssInput) -> Value {
+/// The admin public key: given, or generated (`create`) / loaded.
+fn admin_key(
+    cx: &StepContext,
+    input: &VmssInput,
+    create: bool,
+) -> Result<(String, bool), StepError> {
+    if let Some(k) = &input.ssh_public_key {
+        return Ok((k.trim().to_string(), false));
+    }
+    let pair = if create {
+        Some(crate::keys::load_or_create(
+            cx,
+            "admin",
+            &format!("{}@siteflow", input.admin_username),
+        )?)
+    } else {
+        crate::keys::load(cx, "admin")?
+    };
+    pair.map(|p| (p.public, true)).ok_or_else(|| {
+        StepError::permanent(
+            "GeneratedKeyLost",
+            format!(
+                "scale set {} exists but the admin key generated for it is no longer under {}/.siteflow/keys; give `ssh_public_key`",
+                input.name,
+                cx.working_dir.display()
+            ),
+        )
+    })
+}
+
+fn body(
+    cx: &StepContext,
+    input: &VmssInput,
+    admin_pub: &str,
+    host: &crate::keys::KeyPair,
+) -> Value {
+    let mut tags = owner_tags(cx, &input.tags);
+    tags.insert(crate::vm::TAG_HOST_KEY.into(), host.fingerprint.clone());
     let mut os = json!({
         "computerNamePrefix": input.name,
         "adminUsername": input.admin_username,
@@ -108,19 +165,22 @@ fn body(cx: &StepContext, input: &VmssInput) -> Value {
             "disablePasswordAuthentication": true,
             "ssh": {"publicKeys": [{
                 "path": format!("/home/{}/.ssh/authorized_keys", input.admin_username),
-                "keyData": input.ssh_public_key.trim(),
+                "keyData": admin_pub,
             }]},
         },
     });
-    if let Some(cd) = &input.custom_data {
-        os["customData"] = json!(base64::engine::general_purpose::STANDARD.encode(cd));
-    }
+    // Every instance gets the same host key from cloud-init (so SSH can pin it).
+    os["customData"] = json!(
+        base64::engine::general_purpose::STANDARD
+            .encode(crate::vm::user_data(host, input.custom_data.as_deref()))
+    );
     json!({
         "location": input.location,
-        "tags": owner_tags(cx, &input.tags),
+        "tags": tags,
         "sku": {"name": input.size, "tier": "Standard", "capacity": input.capacity},
         "properties": {
             "orchestrationMode": "Uniform",
+            "scaleInPolicy": {"rules": [input.scale_in_policy]},
             "upgradePolicy": {"mode": "Manual"},
             "overprovision": false,
             "virtualMachineProfile": {
@@ -162,28 +222,79 @@ async fn instances(
                 format!("scale set network interfaces: {e}"),
             )
         })?;
-    let mut out: Vec<Instance> = nics
+    let vms: Value = cancellable(
+        cx,
+        client.send(
+            Service::Arm,
+            "GET",
+            &url(client, input, "/virtualMachines", API),
+            None,
+        ),
+    )
+    .await?
+    .json()
+    .map_err(StepError::from)?;
+    let ip_of = |vm_id: &str| {
+        nics.iter()
+            .find(|n| {
+                n.id.as_deref().is_some_and(|id| {
+                    id.to_ascii_lowercase().starts_with(&format!(
+                        "{}/networkinterfaces/",
+                        vm_id.to_ascii_lowercase()
+                    ))
+                })
+            })
+            .and_then(|n| n.properties.ip_configurations.first())
+            .and_then(|c| c.properties.as_ref())
+            .and_then(|p| p.private_ip_address.clone())
+    };
+    let mut out: Vec<Instance> = vms["value"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
         .into_iter()
-        .map(|n| {
-            let id = n.id.unwrap_or_default();
-            let vm = id
-                .rsplit_once("/networkInterfaces/")
-                .map(|(vm, _)| vm.to_string())
-                .unwrap_or_default();
+        .map(|v| {
+            let id = v["id"].as_str().unwrap_or_default().to_string();
             Instance {
-                id: vm,
-                private_ip: n
-                    .properties
-                    .ip_configurations
-                    .into_iter()
-                    .next()
-                    .and_then(|c| c.properties)
-                    .and_then(|p| p.private_ip_address),
+                private_ip: ip_of(&id),
+                instance_id: v["instanceId"].as_str().unwrap_or_default().to_string(),
+                computer_name: v
+                    .pointer("/properties/osProfile/computerName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                id,
             }
         })
         .collect();
-    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out.sort_by_key(|i| i.instance_id.parse::<u64>().unwrap_or(u64::MAX));
     Ok(out)
+}
+
+fn output(
+    cx: &StepContext,
+    input: &VmssInput,
+    s: VirtualMachineScaleSet,
+    instances: Vec<Instance>,
+    generated: bool,
+) -> VmssOutput {
+    VmssOutput {
+        id: s.id.unwrap_or_default(),
+        capacity: s.sku.and_then(|k| k.capacity).unwrap_or(input.capacity),
+        instances,
+        admin_username: input.admin_username.clone(),
+        ssh_private_key_file: generated.then(|| {
+            crate::keys::dir(cx)
+                .join("admin_ed25519")
+                .display()
+                .to_string()
+        }),
+        host_key_fingerprint: s
+            .tags
+            .as_ref()
+            .and_then(|t| t.get(crate::vm::TAG_HOST_KEY).cloned())
+            .unwrap_or_default(),
+    }
 }
 
 impl Step for VmssStep {
@@ -202,7 +313,11 @@ impl Step for VmssStep {
                 "capacity is at most 1000",
             ));
         }
-        if !input.ssh_public_key.trim_start().starts_with("ssh-") {
+        if input
+            .ssh_public_key
+            .as_ref()
+            .is_some_and(|k| !k.trim_start().starts_with("ssh-"))
+        {
             return Err(StepError::permanent(
                 "InvalidInput",
                 "ssh_public_key must be an OpenSSH public key",
@@ -245,11 +360,10 @@ impl Step for VmssStep {
             });
         }
         let instances = instances(cx, &client, input).await?;
-        Ok(Observed::Satisfied(VmssOutput {
-            id: s.id.unwrap_or_default(),
-            capacity,
-            instances,
-        }))
+        let (_, generated) = admin_key(cx, input, false)?;
+        Ok(Observed::Satisfied(output(
+            cx, input, s, instances, generated,
+        )))
     }
 
     async fn apply(
@@ -260,6 +374,8 @@ impl Step for VmssStep {
         let client = input.azure.client()?;
         let u = url(&client, input, "", API);
         let mut pending = Pending::load(cx);
+        let (admin_pub, generated) = admin_key(cx, input, true)?;
+        let host = crate::keys::load_or_create(cx, "host", &input.name)?;
         if !pending.ops.contains_key("vmss") {
             let got: Option<VirtualMachineScaleSet> = cancellable(cx, client.get_opt(&u)).await?;
             if let Some(s) = &got
@@ -279,7 +395,7 @@ impl Step for VmssStep {
             "vmss",
             "PUT",
             &u,
-            Some(&body(cx, input)),
+            Some(&body(cx, input, &admin_pub, &host)),
         )
         .await?
         {
@@ -293,11 +409,7 @@ impl Step for VmssStep {
                         .json()
                         .map_err(StepError::from)?;
                 let instances = instances(cx, &client, input).await?;
-                Ok(Progress::Done(VmssOutput {
-                    id: s.id.unwrap_or_default(),
-                    capacity: s.sku.and_then(|k| k.capacity).unwrap_or(input.capacity),
-                    instances,
-                }))
+                Ok(Progress::Done(output(cx, input, s, instances, generated)))
             }
         }
     }

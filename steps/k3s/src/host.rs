@@ -57,6 +57,10 @@ pub struct NodeStatus {
     pub ready: bool,
     /// Its `InternalIP`, if reported.
     pub internal_ip: Option<String>,
+    /// Its labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Cordoned (`spec.unschedulable`).
+    pub unschedulable: bool,
 }
 
 /// The cluster's nodes as this server sees them; `None` when the API does not answer yet.
@@ -102,6 +106,9 @@ pub fn parse_nodes(v: &Value) -> Vec<NodeStatus> {
                         name: n["metadata"]["name"].as_str().unwrap_or("").to_string(),
                         ready,
                         internal_ip,
+                        labels: serde_json::from_value(n["metadata"]["labels"].clone())
+                            .unwrap_or_default(),
+                        unschedulable: n["spec"]["unschedulable"].as_bool().unwrap_or(false),
                     }
                 })
                 .collect()

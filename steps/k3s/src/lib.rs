@@ -11,6 +11,7 @@ mod host;
 mod install;
 mod issuer;
 mod kubeconfig;
+mod nodes;
 mod ready;
 mod registries;
 mod registry_credential;
@@ -22,6 +23,9 @@ pub use install::{K3sInstall, K3sInstallInput, K3sInstallOutput, Role};
 pub use issuer::{IssuerMode, K3sIssuer, K3sIssuerInput, K3sIssuerOutput};
 pub use kubeconfig::{
     K3sKubeconfig, K3sKubeconfigInput, K3sKubeconfigOutput, OidcLogin, merge_kubeconfig,
+};
+pub use nodes::{
+    K3sDrain, K3sDrainInput, K3sDrainOutput, K3sPruneNodes, K3sPruneNodesInput, K3sPruneNodesOutput,
 };
 pub use ready::{K3sReady, K3sReadyInput, K3sReadyOutput};
 pub use registries::{K3sRegistries, K3sRegistriesInput, K3sRegistriesOutput};
@@ -51,6 +55,8 @@ pub fn steps_with_pool(pool: StepPool) -> Vec<Arc<dyn DynStep>> {
         Arc::new(K3sRegistries::new(pool.clone())),
         Arc::new(K3sRegistryCredential::new(pool.clone())),
         Arc::new(K3sApply::new(pool.clone())),
+        Arc::new(K3sDrain::new(pool.clone())),
+        Arc::new(K3sPruneNodes::new(pool.clone())),
         Arc::new(K3sUninstall::new(pool)),
     ]
 }

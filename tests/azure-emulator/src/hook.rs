@@ -48,9 +48,48 @@ pub trait VmBackingHook: Send + Sync + 'static {
         &self,
         vm: VmCreated,
     ) -> Pin<Box<dyn Future<Output = Result<VmBacking, String>> + Send + '_>>;
+
+    /// Called when a VM (or scale-set instance) the hook backed is deleted (a scale-in, a
+    /// delete): the host should go away with it. By default nothing happens.
+    fn vm_deleted(&self, _resource_id: String) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
 }
 
 struct FnHook<F>(F);
+
+struct FnHooks<F, D>(F, D);
+
+impl<F, Fut, D, DFut> VmBackingHook for FnHooks<F, D>
+where
+    F: Fn(VmCreated) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<VmBacking, String>> + Send + 'static,
+    D: Fn(String) -> DFut + Send + Sync + 'static,
+    DFut: Future<Output = ()> + Send + 'static,
+{
+    fn vm_created(
+        &self,
+        vm: VmCreated,
+    ) -> Pin<Box<dyn Future<Output = Result<VmBacking, String>> + Send + '_>> {
+        Box::pin((self.0)(vm))
+    }
+
+    fn vm_deleted(&self, resource_id: String) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin((self.1)(resource_id))
+    }
+}
+
+/// Wraps two async closures as a [`VmBackingHook`]: one backs created VMs, the other
+/// releases deleted ones.
+pub fn hook_fns<F, Fut, D, DFut>(created: F, deleted: D) -> Arc<dyn VmBackingHook>
+where
+    F: Fn(VmCreated) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<VmBacking, String>> + Send + 'static,
+    D: Fn(String) -> DFut + Send + Sync + 'static,
+    DFut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(FnHooks(created, deleted))
+}
 
 impl<F, Fut> VmBackingHook for FnHook<F>
 where

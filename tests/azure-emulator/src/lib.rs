@@ -39,6 +39,6 @@ mod token;
 
 pub use config::{EmulatorConfig, GraphServicePrincipal, ServicePrincipal};
 pub use faults::{Fault, FaultControl, FaultRule, WriteLimit};
-pub use hook::{VmBacking, VmBackingHook, VmCreated, hook_fn};
+pub use hook::{VmBacking, VmBackingHook, VmCreated, hook_fn, hook_fns};
 pub use log::{LogEntry, RequestLog};
 pub use server::{Emulator, EmulatorBuilder, EmulatorHandle};

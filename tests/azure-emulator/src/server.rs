@@ -75,6 +75,13 @@ impl Shared {
         }
     }
 
+    /// Tells the VM hook a backed VM was deleted.
+    pub(crate) fn spawn_release(self: &Arc<Self>, resource_id: String) {
+        if let Some(h) = self.hook.read().ok().and_then(|h| h.clone()) {
+            tokio::spawn(async move { h.vm_deleted(resource_id).await });
+        }
+    }
+
     /// Runs the VM hook for `job` and records its result on the operation.
     pub(crate) fn spawn_hook(self: &Arc<Self>, job: HookJob) {
         let hook = self.hook.read().ok().and_then(|h| h.clone());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
-use siteflow_azure_emulator::{Fault, FaultRule, VmBacking, VmCreated, WriteLimit, hook_fn};
+use siteflow_azure_emulator::{Fault, FaultRule, VmBacking, VmCreated, WriteLimit, hook_fns};
 
 use common::{Client, TestResp, eventually, start};
 
@@ -1103,22 +1103,30 @@ async fn request_log_has_requests_but_no_secrets() {
 async fn vm_hook_backs_vm_and_scale_set_instances() {
     let calls: Arc<Mutex<Vec<VmCreated>>> = Arc::default();
     let seen = Arc::clone(&calls);
+    let released: Arc<Mutex<Vec<String>>> = Arc::default();
+    let gone = Arc::clone(&released);
     let (emu, c) = start(0.05, |_| {}).await;
-    emu.set_vm_backing_hook(hook_fn(move |vm: VmCreated| {
-        let seen = Arc::clone(&seen);
-        async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let n = {
-                let mut s = seen.lock().unwrap();
-                s.push(vm);
-                s.len()
-            };
-            Ok(VmBacking {
-                private_ip: format!("192.0.2.{}", 10 + n).parse().unwrap(),
-                public_ip: None,
-            })
-        }
-    }));
+    emu.set_vm_backing_hook(hook_fns(
+        move |vm: VmCreated| {
+            let seen = Arc::clone(&seen);
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let n = {
+                    let mut s = seen.lock().unwrap();
+                    s.push(vm);
+                    s.len()
+                };
+                Ok(VmBacking {
+                    private_ip: format!("192.0.2.{}", 10 + n).parse().unwrap(),
+                    public_ip: None,
+                })
+            }
+        },
+        move |id: String| {
+            let gone = Arc::clone(&gone);
+            async move { gone.lock().unwrap().push(id) }
+        },
+    ));
     let t = c.arm_token().await;
     c.create_rg(&t, "rg").await;
     let rg = c.rg_path("rg");
@@ -1245,7 +1253,8 @@ async fn vm_hook_backs_vm_and_scale_set_instances() {
     assert_eq!(ips, ["192.0.2.12", "192.0.2.13"]);
     let mut bigger = vmss;
     bigger["sku"]["capacity"] = json!(3);
-    c.arm_with(&t, Method::PUT, &vmss_path, Some(bigger)).await;
+    c.arm_with(&t, Method::PUT, &vmss_path, Some(bigger.clone()))
+        .await;
     assert!(eventually(Duration::from_secs(5), || async {
         c.arm_with(&t, Method::GET, &format!("{rg}/providers/Microsoft.Compute/virtualMachineScaleSets/agents/virtualMachines?{CMP}"), None).await.json()["value"].as_array().map(Vec::len) == Some(3)
     })
@@ -1255,6 +1264,23 @@ async fn vm_hook_backs_vm_and_scale_set_instances() {
             calls.lock().unwrap().len() == 4
         })
         .await
+    );
+    assert!(released.lock().unwrap().is_empty());
+    // Scale in to one: the two newest instances go, and their hosts are released.
+    let mut smaller = bigger;
+    smaller["sku"]["capacity"] = json!(1);
+    c.arm_with(&t, Method::PUT, &vmss_path, Some(smaller)).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            released.lock().unwrap().len() == 2
+        })
+        .await
+    );
+    let mut gone = released.lock().unwrap().clone();
+    gone.sort();
+    assert!(
+        gone[0].ends_with("/virtualMachines/1") && gone[1].ends_with("/virtualMachines/2"),
+        "{gone:?}"
     );
 }
 

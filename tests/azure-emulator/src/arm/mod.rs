@@ -260,14 +260,21 @@ fn serve(shared: &Arc<Shared>, req: &Req, route: &Route) -> Resp {
         now: shared.clock.now(),
         hook_set,
     };
-    let (mut resp, jobs) = {
+    let (mut resp, jobs, released) = {
         let mut st = shared.lock_arm();
         st.advance(ctx.now, &shared.advance_ctx());
         let resp = dispatch(&ctx, &mut st, route).unwrap_or_else(ArmError::into_resp);
-        (resp, std::mem::take(&mut st.pending_hooks))
+        (
+            resp,
+            std::mem::take(&mut st.pending_hooks),
+            std::mem::take(&mut st.released),
+        )
     };
     for job in jobs {
         shared.spawn_hook(job);
+    }
+    for id in released {
+        shared.spawn_release(id);
     }
     resp.set_header(&header, remaining.to_string());
     resp

@@ -91,6 +91,8 @@ pub(crate) struct ArmState {
     pub(crate) resources: BTreeMap<String, Resource>,
     pub(crate) ops: HashMap<String, Operation>,
     pub(crate) pending_hooks: Vec<HookJob>,
+    /// Backed VMs deleted since the last request: their hosts are released after it.
+    pub(crate) released: Vec<String>,
     /// Hook results per VM resource key.
     pub(crate) backings: HashMap<String, VmBacking>,
     /// Next host number per subnet key.
@@ -151,13 +153,28 @@ impl ArmState {
             .filter(move |r| r.visible && r.kind.ty.eq_ignore_ascii_case(&ty))
     }
 
-    /// Removes a resource and everything under its id.
+    /// Removes a resource and everything under its id; backed VMs among them are released.
     pub(crate) fn remove_tree(&mut self, rkey: &str) {
         let prefix = format!("{rkey}/");
+        self.release_backings(|k| k == rkey || k.starts_with(&prefix));
         self.resources
             .retain(|k, _| k != rkey && !k.starts_with(&prefix));
-        self.backings
-            .retain(|k, _| k != rkey && !k.starts_with(&prefix));
+    }
+
+    /// Forgets the backings whose resource key matches, queueing their hosts' release.
+    fn release_backings(&mut self, matches: impl Fn(&str) -> bool) {
+        let gone: Vec<String> = self
+            .backings
+            .keys()
+            .filter(|k| matches(k))
+            .cloned()
+            .collect();
+        for k in gone {
+            self.backings.remove(&k);
+            if let Some(r) = self.resources.get(&k) {
+                self.released.push(r.id.clone());
+            }
+        }
     }
 
     /// Brings providers and operations up to `now`.
@@ -278,8 +295,8 @@ impl ArmState {
                 if let (Some(sub), Some(rg)) = (parts.get(2), parts.get(4)) {
                     if succeeded {
                         let prefix = format!("{rkey}/");
+                        self.release_backings(|k| k.starts_with(&prefix));
                         self.resources.retain(|k, _| !k.starts_with(&prefix));
-                        self.backings.retain(|k, _| !k.starts_with(&prefix));
                         if let Some(s) = self.sub_mut(sub) {
                             s.groups.remove(&key(rg));
                         }

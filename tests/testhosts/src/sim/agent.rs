@@ -36,6 +36,8 @@ pub fn run(args: &[String]) -> Result<()> {
         last_heartbeat: now(),
         version: crate::sim::version::version(),
         is_server: false,
+        unschedulable: false,
+        drained_at: None,
         name,
     };
     let body = serde_json::to_value(&node)?;

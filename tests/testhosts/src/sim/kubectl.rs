@@ -111,6 +111,20 @@ pub fn main(args: &[String]) -> Result<i32> {
             }
             Ok(0)
         }
+        ["drain", name] => {
+            let c = client(kubeconfig)?;
+            c.send("POST", &format!("/sim/nodes/{name}/drain"), None)?;
+            println!("node/{name} cordoned\nnode/{name} drained");
+            Ok(0)
+        }
+        ["delete", "node" | "nodes" | "no", names @ ..] if !names.is_empty() => {
+            let c = client(kubeconfig)?;
+            for name in names {
+                c.send("DELETE", &format!("/api/v1/nodes/{name}"), None)?;
+                println!("node \"{name}\" deleted");
+            }
+            Ok(0)
+        }
         ["get", "nodes" | "node" | "no", rest @ ..] => {
             let c = client(kubeconfig)?;
             let list = c.send("GET", "/api/v1/nodes", None)?;

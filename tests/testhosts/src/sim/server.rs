@@ -227,6 +227,8 @@ fn own_node(opts: &Options, ip: &str) -> NodeRecord {
         last_heartbeat: now(),
         version: crate::sim::version::version(),
         is_server: true,
+        unschedulable: false,
+        drained_at: None,
         name,
     }
 }
@@ -468,6 +470,10 @@ impl Server {
             _ => {}
         }
         let (gv, ns, plural, name) = resources::parse_path(&segments)?;
+        if plural == "nodes" {
+            // Nodes are the kubelets' records, served by `api`.
+            return None;
+        }
         let (kind, namespaced) = resources::find(&gv, &plural)?;
         if namespaced != ns.is_some() && name.is_some() {
             return Some(Response::status(
@@ -592,10 +598,17 @@ impl Server {
             .get(&info.name)
             .map(|n| n.created)
             .unwrap_or(now());
+        let (unschedulable, drained_at) = state
+            .nodes
+            .get(&info.name)
+            .map(|n| (n.unschedulable, n.drained_at))
+            .unwrap_or_default();
         let node = NodeRecord {
             created,
             last_heartbeat: now(),
             is_server: false,
+            unschedulable,
+            drained_at,
             ..info
         };
         state.nodes.insert(node.name.clone(), node);
@@ -624,6 +637,35 @@ impl Server {
                     200,
                     &json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}),
                 )
+            }
+            ("DELETE", ["api", "v1", "nodes", name]) => {
+                let mut state = self.state.lock().expect("state");
+                match state.nodes.remove(*name) {
+                    Some(_) => {
+                        let _ = state.save(&self.dir);
+                        Response::json(
+                            200,
+                            &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                        )
+                    }
+                    None => {
+                        Response::status(404, "NotFound", &format!("nodes \"{name}\" not found"))
+                    }
+                }
+            }
+            ("POST", ["sim", "nodes", name, "drain"]) => {
+                let mut state = self.state.lock().expect("state");
+                match state.nodes.get_mut(*name) {
+                    Some(n) => {
+                        n.unschedulable = true;
+                        n.drained_at = Some(now());
+                        let _ = state.save(&self.dir);
+                        Response::json(200, &json!({"drained": name}))
+                    }
+                    None => {
+                        Response::status(404, "NotFound", &format!("nodes \"{name}\" not found"))
+                    }
+                }
             }
             ("GET", ["sim", "apiserver-args"]) => Response::json(200, &json!(self.apiserver_args)),
             ("GET", ["sim", "objects"]) => {

@@ -55,6 +55,12 @@ pub struct NodeRecord {
     pub version: String,
     /// The server's own node never goes stale while the server runs.
     pub is_server: bool,
+    /// Cordoned (`kubectl cordon`/`drain`): nothing new is scheduled on it.
+    #[serde(default)]
+    pub unschedulable: bool,
+    /// When `kubectl drain` evicted its pods.
+    #[serde(default)]
+    pub drained_at: Option<u64>,
 }
 
 impl NodeRecord {
@@ -80,6 +86,11 @@ impl NodeRecord {
         let ready = self.ready();
         let mut spec =
             json!({"podCIDR": "10.42.0.0/24", "providerID": format!("k3s://{}", self.name)});
+        let mut taints = taints;
+        if self.unschedulable {
+            spec["unschedulable"] = json!(true);
+            taints.push(json!({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}));
+        }
         if !taints.is_empty() {
             spec["taints"] = json!(taints);
         }
@@ -91,7 +102,10 @@ impl NodeRecord {
                 "uid": uuidish(&self.name),
                 "creationTimestamp": rfc3339(self.created),
                 "labels": self.labels,
-                "annotations": {"k3s.io/internal-ip": self.internal_ip, "k3s.io/hostname": self.hostname},
+                "annotations": match self.drained_at {
+                    Some(t) => json!({"k3s.io/internal-ip": self.internal_ip, "k3s.io/hostname": self.hostname, "sim.siteflow.io/drained-at": rfc3339(t)}),
+                    None => json!({"k3s.io/internal-ip": self.internal_ip, "k3s.io/hostname": self.hostname}),
+                },
             },
             "spec": spec,
             "status": {

@@ -17,14 +17,20 @@ use siteflow_step::{
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-/// Bytes of step output kept in the event log per attempt.
+/// Bytes of step output kept in the event log per attempt (as the README promises): the
+/// first half as it comes, the last half when the attempt ends, and between them a line
+/// saying how many bytes were dropped.
 const MAX_CAPTURE: usize = 256 * 1024;
+
+/// Bytes of a step's outputs (serialized) a run keeps; more fails the step. A script's
+/// `$SITEFLOW_OUTPUT` has its own, smaller limit; this one holds for every kind.
+const MAX_OUTPUTS: usize = 2 * 1024 * 1024;
 
 /// Errors that stop a run from starting or continuing.
 #[derive(Debug, thiserror::Error)]
@@ -1090,8 +1096,10 @@ impl<'a> Scheduler<'a> {
     async fn recover_secrets(&self, i: usize, inst: &Instance) -> Option<Value> {
         let step = &self.plan.steps[i];
         let kind = self.runner.registry.get(&step.spec.uses.value)?;
-        let (cx, _) = self.step_context(i, &inst.key, 0, CancellationToken::new(), None);
-        match kind.observe(&cx, &inst.input).await {
+        let (cx, host) = self.step_context(i, &inst.key, 0, CancellationToken::new(), None);
+        let observed = kind.observe(&cx, &inst.input).await;
+        host.end_attempt();
+        match observed {
             Ok(Observed::Satisfied(v)) => Some(self.redactor.split_outputs(&v).0),
             _ => {
                 tracing::warn!(step = %inst.key, "secret outputs could not be re-observed; the step runs again");
@@ -1138,7 +1146,7 @@ impl<'a> Scheduler<'a> {
             attempt: AtomicU32::new(attempt),
             redactor: self.redactor.clone(),
             observer: self.runner.observer.clone(),
-            captured: AtomicUsize::new(0),
+            capture: std::sync::Mutex::new(Capture::default()),
             progress: std::sync::Mutex::new(self.prior.get(key).and_then(|r| r.progress.clone())),
         });
         let mut cx = StepContext::new(
@@ -1171,7 +1179,10 @@ impl<'a> Scheduler<'a> {
             return;
         };
         let key = self.nodes[s.node].instances[s.inst].key.clone();
+        let (base, host) =
+            self.step_context(s.node, &key, s.attempt, CancellationToken::new(), None);
         let attempt_run = AttemptLoop {
+            host: host.clone(),
             kind,
             key: key.clone(),
             step_id: step.spec.id.value.clone(),
@@ -1187,12 +1198,10 @@ impl<'a> Scheduler<'a> {
             redactor: self.redactor.clone(),
         };
         let make_cx = {
-            let (base, host) =
-                self.step_context(s.node, &key, s.attempt, CancellationToken::new(), None);
             move |attempt: u32, cancel: CancellationToken, tp: Option<String>| {
-                // Each attempt logs under its own number, with its own output budget.
+                // Each attempt logs under its own number, with its own output budget (the
+                // attempt loop ends each budget).
                 host.attempt.store(attempt, Ordering::Relaxed);
-                host.captured.store(0, Ordering::Relaxed);
                 let mut cx = base.clone();
                 cx.attempt = attempt;
                 cx.cancel = cancel;
@@ -1372,6 +1381,7 @@ impl RunStatus {
 /// One step instance's attempts: observe, apply, waits, timeouts, retries.
 struct AttemptLoop {
     kind: Arc<dyn DynStep>,
+    host: Arc<EngineHost>,
     key: String,
     step_id: String,
     kind_name: String,
@@ -1476,8 +1486,10 @@ impl AttemptLoop {
             .map_err(|mut e| {
                 e.message = self.redactor.redact(&e.message).into_owned();
                 e
-            });
+            })
+            .and_then(|(v, satisfied)| outputs_within_limit(v).map(|v| (v, satisfied)));
             cancel.cancel();
+            self.host.end_attempt();
             match result {
                 Ok((v, satisfied)) => {
                     span.record("outcome", if satisfied { "satisfied" } else { "succeeded" });
@@ -1554,6 +1566,32 @@ impl AttemptLoop {
     }
 }
 
+/// A step's outputs, unless they serialize to more than [`MAX_OUTPUTS`] bytes.
+fn outputs_within_limit(v: Value) -> Result<Value, StepError> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    let _ = serde_json::to_writer(&mut n, &v);
+    if n.0 > MAX_OUTPUTS {
+        return Err(StepError::permanent(
+            "OutputTooLarge",
+            format!(
+                "the step's outputs are {} bytes; the limit is {MAX_OUTPUTS} bytes (2 MiB): pass large data through a file",
+                n.0
+            ),
+        ));
+    }
+    Ok(v)
+}
+
 /// The engine's side of a running step's context.
 struct EngineHost {
     store: StateStore,
@@ -1562,29 +1600,103 @@ struct EngineHost {
     attempt: AtomicU32,
     redactor: Arc<Redactor>,
     observer: Arc<dyn RunObserver>,
-    captured: AtomicUsize,
+    capture: std::sync::Mutex<Capture>,
     progress: std::sync::Mutex<Option<Value>>,
+}
+
+/// One attempt's output budget: the head goes to the event log as it comes; the tail waits
+/// in a window of at most half the budget until the attempt ends.
+#[derive(Default)]
+struct Capture {
+    head: usize,
+    tail: std::collections::VecDeque<(&'static str, String)>,
+    tail_bytes: usize,
+    dropped: u64,
+}
+
+impl Capture {
+    /// Whether `line` is stored now; otherwise it joins the tail window (which may push
+    /// older lines out).
+    fn keep(&mut self, kind: &'static str, line: &str) -> bool {
+        let len = line.len() + 1;
+        if self.tail.is_empty() && self.dropped == 0 && self.head + len <= MAX_CAPTURE / 2 {
+            self.head += len;
+            return true;
+        }
+        self.tail.push_back((kind, line.to_string()));
+        self.tail_bytes += len;
+        while self.tail_bytes > MAX_CAPTURE / 2
+            && let Some((_, old)) = self.tail.pop_front()
+        {
+            self.tail_bytes -= old.len() + 1;
+            self.dropped += old.len() as u64 + 1;
+        }
+        false
+    }
+
+    /// The events still to store when the attempt ends: the marker of the dropped middle
+    /// (if any) and the tail. The budget starts again.
+    fn finish(&mut self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::with_capacity(self.tail.len() + 1);
+        if self.dropped > 0 {
+            out.push((
+                "output",
+                format!(
+                    "[… {} bytes dropped: an attempt keeps the first and last {} KiB of its output …]",
+                    self.dropped,
+                    MAX_CAPTURE / 2 / 1024
+                ),
+            ));
+        }
+        out.extend(std::mem::take(&mut self.tail));
+        *self = Capture::default();
+        out
+    }
+}
+
+impl EngineHost {
+    /// Stores what the attempt's output budget held back (see [`Capture`]).
+    fn end_attempt(&self) {
+        let rest = self
+            .capture
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish();
+        if rest.is_empty() {
+            return;
+        }
+        let attempt = Some(self.attempt.load(Ordering::Relaxed));
+        let writes = rest
+            .into_iter()
+            .map(|(kind, message)| Write::Event {
+                key: Some(self.key.clone()),
+                attempt,
+                kind,
+                message,
+            })
+            .collect();
+        self.store.write_later(&self.run_id, writes);
+    }
 }
 
 #[async_trait::async_trait]
 impl StepHost for EngineHost {
     fn log(&self, stream: LogStream, line: &str) {
-        let line = self.redactor.redact(line).into_owned();
-        let before = self.captured.fetch_add(line.len() + 1, Ordering::Relaxed);
-        if before < MAX_CAPTURE {
-            let kind = stream.name();
-            let message = if before + line.len() + 1 >= MAX_CAPTURE {
-                format!("{line}\n[output truncated: more than {MAX_CAPTURE} bytes]")
-            } else {
-                line.clone()
-            };
+        let line = self.redactor.redact(line);
+        // Every kind's lines are bounded here too, not only those the built-in kinds cut.
+        let line = siteflow_step::script::bounded_line(&line, 0).into_owned();
+        let keep_now = {
+            let mut c = self.capture.lock().unwrap_or_else(|e| e.into_inner());
+            c.keep(stream.name(), &line)
+        };
+        if keep_now {
             self.store.write_later(
                 &self.run_id,
                 vec![Write::Event {
                     key: Some(self.key.clone()),
                     attempt: Some(self.attempt.load(Ordering::Relaxed)),
-                    kind,
-                    message,
+                    kind: stream.name(),
+                    message: line.clone(),
                 }],
             );
         }

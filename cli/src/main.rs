@@ -22,7 +22,7 @@ const EXIT_CODES: &str = "Exit codes:
   1    the run failed (resume it with `siteflow resume <run>`), or an operational error
   2    invalid input (workflow, site file, --set, arguments); nothing was run or stored
   3    the run is held by another runner (see `siteflow unlock`)
-  130  interrupted (Ctrl-C); the run is resumable";
+  130  interrupted (Ctrl-C) or cancelled (`siteflow cancel`); the run is resumable";
 
 /// Durable, resumable workflows that provision edge Kubernetes sites.
 #[derive(Parser)]
@@ -653,11 +653,8 @@ async fn execute(
         observer(output),
     );
     let control = runner.control();
-    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = interrupted.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            flag.store(true, std::sync::atomic::Ordering::SeqCst);
             eprintln!(
                 "\nstopping: no new steps start; running steps get {grace}s to finish. Press Ctrl-C again to abort now."
             );
@@ -677,8 +674,8 @@ async fn execute(
     }
     Ok(match outcome.status {
         RunStatus::Succeeded => 0,
-        RunStatus::Cancelled if interrupted.load(std::sync::atomic::Ordering::SeqCst) => 130,
-        _ => 1,
+        RunStatus::Cancelled => 130,
+        RunStatus::Failed => 1,
     })
 }
 

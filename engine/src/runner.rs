@@ -28,6 +28,9 @@ use tracing::Instrument;
 /// saying how many bytes were dropped.
 const MAX_CAPTURE: usize = 256 * 1024;
 
+/// How often a runner looks for a `siteflow cancel` of its run.
+const CANCEL_POLL: Duration = Duration::from_millis(200);
+
 /// Bytes of a step's outputs (serialized) a run keeps; more fails the step. A script's
 /// `$SITEFLOW_OUTPUT` has its own, smaller limit; this one holds for every kind.
 const MAX_OUTPUTS: usize = 2 * 1024 * 1024;
@@ -481,6 +484,30 @@ impl Runner {
             })
         };
 
+        // `siteflow cancel` is noticed within CANCEL_POLL (the start gate makes sure no
+        // step starts once it is committed, whenever it is noticed).
+        let poll = {
+            let (store, id, control, grace, stop) = (
+                self.store.clone(),
+                run.id.clone(),
+                self.control.clone(),
+                self.opts.grace,
+                hb_stop.clone(),
+            );
+            let enabled = !self.opts.heartbeat.is_zero();
+            tokio::spawn(async move {
+                while enabled && !control.drain.is_cancelled() {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(CANCEL_POLL) => {}
+                    }
+                    if let Ok(true) = store.cancel_requested(&id).await {
+                        tracing::warn!("cancel requested through the state store");
+                        control.stop(grace);
+                    }
+                }
+            })
+        };
         let mut sched = Scheduler::new(
             self,
             run.id.clone(),
@@ -504,6 +531,7 @@ impl Runner {
         // nothing.
         hb_stop.cancel();
         hb.abort();
+        poll.abort();
         // The answer first: the final status and the lease's release in one commit. Only
         // then is a large run's state freed, on a blocking thread, so that work never
         // competes with the commit for the CPUs.
@@ -703,8 +731,18 @@ impl<'a> Scheduler<'a> {
                 self.schedule().await?;
             }
             if !self.writes.is_empty() {
-                let w = std::mem::take(&mut self.writes);
-                self.runner.store.write(&self.run_id, w).await?;
+                let mut w = std::mem::take(&mut self.writes);
+                if self.spawns.is_empty() {
+                    self.runner.store.write(&self.run_id, w).await?;
+                } else {
+                    // The starts commit only if no cancel is committed before them.
+                    w.insert(0, Write::StartGate);
+                    if self.runner.store.write_starts(&self.run_id, w).await? {
+                        tracing::warn!("cancel requested through the state store");
+                        self.unstart();
+                        self.runner.control.stop(self.runner.opts.grace);
+                    }
+                }
             }
             for s in std::mem::take(&mut self.spawns) {
                 self.spawn(s, tx.clone());
@@ -757,6 +795,19 @@ impl<'a> Scheduler<'a> {
             status = RunStatus::Succeeded;
         }
         Ok(status)
+    }
+
+    /// Takes back the starts a [`Write::StartGate`] refused: their instances wait again.
+    fn unstart(&mut self) {
+        for sp in std::mem::take(&mut self.spawns) {
+            let n = &mut self.nodes[sp.node];
+            n.queue.push_front(sp.inst);
+            n.running -= 1;
+            self.running -= 1;
+            if !self.startable.contains(&sp.node) {
+                self.startable.push(sp.node);
+            }
+        }
     }
 
     fn can_progress(&self) -> bool {
@@ -1433,27 +1484,41 @@ impl AttemptLoop {
                     }],
                 );
             }
-            if attempt > first
-                && let Err(e) = self
+            if attempt > first {
+                let started = self
                     .store
-                    .write(
+                    .write_starts(
                         &self.run_id,
-                        vec![Write::Started {
-                            key: self.key.clone(),
-                            step_id: self.step_id.clone(),
-                            kind: self.kind_name.clone(),
-                            attempt,
-                            input_hash: self.input_hash.clone(),
-                            span_id: telemetry::span_id(&span),
-                        }],
+                        vec![
+                            Write::StartGate,
+                            Write::Started {
+                                key: self.key.clone(),
+                                step_id: self.step_id.clone(),
+                                kind: self.kind_name.clone(),
+                                attempt,
+                                input_hash: self.input_hash.clone(),
+                                span_id: telemetry::span_id(&span),
+                            },
+                        ],
                     )
-                    .await
-            {
-                return (
-                    attempt,
-                    Err(StepError::permanent("StateStore", e.to_string())),
-                    false,
-                );
+                    .await;
+                match started {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        return (
+                            attempt - 1,
+                            Err(StepError::cancelled("the run was cancelled")),
+                            false,
+                        );
+                    }
+                    Err(e) => {
+                        return (
+                            attempt,
+                            Err(StepError::permanent("StateStore", e.to_string())),
+                            false,
+                        );
+                    }
+                }
             }
             self.observer.event(&RunEvent::Started {
                 key: self.key.clone(),

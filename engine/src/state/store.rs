@@ -254,6 +254,10 @@ pub const LEASE_TTL: Duration = Duration::from_secs(30);
 /// One change to a run's state; a batch of them is one commit.
 #[derive(Debug, Clone)]
 pub enum Write {
+    /// The `Started` writes after this one are skipped when a cancel of the run has been
+    /// requested (checked in the same transaction, so no step starts once a cancel is
+    /// committed); [`StateStore::write_starts`] says whether they were.
+    StartGate,
     /// A step instance starts an attempt (status Running, attempt row, event).
     Started {
         /// Instance key.
@@ -467,9 +471,27 @@ impl StateStore {
 
     /// Applies writes as one durable commit (shared with whatever else is queued).
     pub async fn write(&self, run_id: &str, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.write_starts(run_id, writes).await.map(|_| ())
+    }
+
+    /// Like [`StateStore::write`]; returns `true` when a [`Write::StartGate`] found a cancel
+    /// requested, so the `Started` writes after it were not made.
+    pub async fn write_starts(&self, run_id: &str, writes: Vec<Write>) -> Result<bool, StoreError> {
         let run = run_id.to_string();
         self.call(move |conn| apply_writes(conn, &run, &writes))
             .await
+    }
+
+    /// Whether a cancel of the run has been requested (`siteflow cancel`).
+    pub async fn cancel_requested(&self, run_id: &str) -> Result<bool, StoreError> {
+        let run = run_id.to_string();
+        self.call(move |c| {
+            c.prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")?
+                .query_row([&run], |r| r.get::<_, i64>(0))
+                .optional()
+                .map(|v| v.is_some_and(|v| v != 0))
+        })
+        .await
     }
 
     /// Creates a run, holding its lease.
@@ -977,10 +999,20 @@ fn error_json(e: &Option<StepError>) -> Option<String> {
     e.as_ref().and_then(|e| serde_json::to_string(e).ok())
 }
 
-fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result<()> {
+/// Applies `writes`; returns whether a [`Write::StartGate`] skipped the `Started` writes.
+fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result<bool> {
     let now = now_ms();
+    let mut skip_starts = false;
     for w in writes {
         match w {
+            Write::StartGate => {
+                skip_starts = c
+                    .prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")?
+                    .query_row([run], |r| r.get::<_, i64>(0))
+                    .optional()?
+                    .is_some_and(|v| v != 0);
+            }
+            Write::Started { .. } if skip_starts => {}
             Write::Started {
                 key,
                 step_id,
@@ -1132,7 +1164,7 @@ fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result
             }
         }
     }
-    Ok(())
+    Ok(skip_starts)
 }
 
 fn event(

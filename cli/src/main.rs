@@ -22,7 +22,8 @@ const EXIT_CODES: &str = "Exit codes:
   1    the run failed (resume it with `siteflow resume <run>`), or an operational error
   2    invalid input (workflow, site file, --set, arguments); nothing was run or stored
   3    the run is held by another runner (see `siteflow unlock`)
-  130  interrupted (Ctrl-C) or cancelled (`siteflow cancel`); the run is resumable";
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP) or cancelled (`siteflow cancel`); the run
+       is resumable";
 
 /// Durable, resumable workflows that provision edge Kubernetes sites.
 #[derive(Parser)]
@@ -499,6 +500,8 @@ fn main() -> ExitCode {
     };
     let telemetry = rt.block_on(async { telemetry::Telemetry::init(cli.verbose) });
     let result = rt.block_on(dispatch(cli));
+    // Whatever ended the command, no script it started keeps running.
+    siteflow_steps_core::kill_running_scripts();
     telemetry.shutdown();
     match result {
         Ok(code) => ExitCode::from(code),
@@ -653,17 +656,34 @@ async fn execute(
         observer(output),
     );
     let control = runner.control();
+    let mut signals = StopSignals::new()
+        .map_err(|e| Failure::new(1, format!("error: install signal handlers: {e}")))?;
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\nstopping: no new steps start; running steps get {grace}s to finish. Press Ctrl-C again to abort now."
-            );
-            control.stop(Duration::from_secs(grace));
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("aborted; `siteflow resume` continues the run");
-                std::process::exit(130);
-            }
+        use std::io::Write as _;
+        // Messages never panic on a closed terminal (SIGHUP).
+        let say = |m: &str| {
+            let _ = writeln!(std::io::stderr(), "{m}");
+        };
+        let name = signals.next().await;
+        say(&format!(
+            "\nstopping ({name}): no new steps start; running steps get {grace}s to finish. Press Ctrl-C again to abort now."
+        ));
+        control.stop(Duration::from_secs(grace));
+        let name = signals.next().await;
+        // Abort: running steps are cancelled now (their process groups killed) and their
+        // state committed; the run then ends as Cancelled (exit 130).
+        say(&format!(
+            "aborting ({name}): running steps are cancelled now"
+        ));
+        control.abort.cancel();
+        // Should that hang, a third signal (or a bounded wait) ends the process anyway.
+        tokio::select! {
+            _ = signals.next() => {}
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
+        say("aborted; `siteflow resume` continues the run");
+        siteflow_steps_core::kill_running_scripts();
+        std::process::exit(130);
     });
     let outcome = f(&runner).await?;
     report(&store, &outcome, output).await?;
@@ -677,6 +697,33 @@ async fn execute(
         RunStatus::Cancelled => 130,
         RunStatus::Failed => 1,
     })
+}
+
+/// The signals that stop a run: Ctrl-C (SIGINT), SIGTERM and SIGHUP, all alike.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "Ctrl-C",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
 }
 
 /// The run as one JSON document (secrets redacted).

@@ -205,3 +205,72 @@ fn no_step_starts_once_a_cancel_is_committed_and_the_run_exits_130() {
         "a step is left Running: {doc}"
     );
 }
+
+const SLEEPER: &str = r#"name: sleeper
+steps:
+  - id: nap
+    uses: shell
+    with:
+      run: |
+        sleep 300 &
+        echo $! > sleep.pid
+        echo started >> log.txt
+        wait
+"#;
+
+/// Whether a process runs (a zombie waiting for its reaper does not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+/// Runs SLEEPER, sends `signals` to siteflow (one by one), and checks the outcome: exit
+/// 130, the step's `sleep` gone, the step's state committed as Cancelled.
+fn stop_with(signals: &[Signal], grace: &str) {
+    let sb = Sandbox::new();
+    sb.write("wf.yaml", SLEEPER);
+    let child = sb.spawn(&["run", "wf.yaml", "--grace", grace]);
+    wait_for(&sb, "started");
+    let sleep_pid: i32 = sb.read("sleep.pid").trim().parse().unwrap();
+    assert!(alive(sleep_pid));
+    for s in signals {
+        kill(Pid::from_raw(child.id() as i32), *s).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    // Killed with its process group; bounded wait for the kernel to finish it.
+    let until = Instant::now() + Duration::from_secs(5);
+    while alive(sleep_pid) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !alive(sleep_pid),
+        "the step's sleep {sleep_pid} outlived siteflow"
+    );
+    let doc = status_of(&sb, &sb.last_run());
+    assert_eq!(doc["status"], "Cancelled", "{doc}");
+    assert_eq!(doc["steps"][0]["status"], "Cancelled", "{doc}");
+}
+
+#[test]
+fn sigterm_drains_like_ctrl_c_kills_the_steps_process_group_and_commits_its_state() {
+    stop_with(&[Signal::SIGTERM], "1");
+}
+
+#[test]
+fn sighup_drains_like_ctrl_c_kills_the_steps_process_group_and_commits_its_state() {
+    stop_with(&[Signal::SIGHUP], "1");
+}
+
+#[test]
+fn a_second_ctrl_c_kills_the_steps_process_group_and_commits_its_state() {
+    // The grace period (300 s) would outlast the test: only the second Ctrl-C ends it.
+    stop_with(&[Signal::SIGINT, Signal::SIGINT], "300");
+}

@@ -6,7 +6,7 @@ use siteflow_step::script::{
     LINE_LIMIT, OUTPUT_FILE_LIMIT, STDOUT_LIMIT, ScriptOutput, bounded_line, output_file_too_large,
 };
 use siteflow_step::{LogStream, StepContext, StepError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
@@ -48,6 +48,57 @@ pub fn remove_stale_script_dirs() {
             }
         }
     });
+}
+
+/// Process groups of the scripts running now (each script leads its own group).
+static RUNNING_GROUPS: std::sync::Mutex<BTreeSet<i32>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// Kills (SIGKILL) the process groups of every script still running. For the exits that run
+/// no destructors (`std::process::exit`): otherwise a dropped script kills its own group.
+pub fn kill_running_scripts() {
+    let groups = std::mem::take(&mut *RUNNING_GROUPS.lock().unwrap_or_else(|e| e.into_inner()));
+    for g in groups {
+        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+    }
+}
+
+/// A running script's process group: registered while it runs, killed if the script is
+/// abandoned (cancelled, timed out, its future dropped) before it exits. A script that
+/// exits leaves what it started in the background alone.
+struct GroupGuard {
+    pgid: Option<i32>,
+    exited: bool,
+}
+
+impl GroupGuard {
+    fn new(pid: Option<u32>) -> Self {
+        let pgid = pid.and_then(|p| i32::try_from(p).ok());
+        if let Some(g) = pgid {
+            RUNNING_GROUPS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(g);
+        }
+        GroupGuard {
+            pgid,
+            exited: false,
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let Some(g) = self.pgid else { return };
+        RUNNING_GROUPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&g);
+        if !self.exited {
+            // killpg, never an external `kill -KILL -<pgid>` (procps kill reads `-<n>`
+            // without `--` as an option).
+            let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+        }
+    }
 }
 
 /// Runs `script` with bash from a 0600 temp file (so rendered values, secrets included,
@@ -110,6 +161,7 @@ pub(crate) async fn run_script(
     })?;
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
+    let mut group = GroupGuard::new(child.id());
     let out_task = async {
         let mut kept = String::new();
         read_bounded_lines(stdout, |line| {
@@ -139,15 +191,13 @@ pub(crate) async fn run_script(
     let (stdout, stderr_tail, status) = tokio::select! {
         r = async { tokio::join!(out_task, err_task, child.wait()) } => r,
         _ = cx.cancel.cancelled() => {
-            // Stop the whole process group, not just bash: killpg, never an external
-            // `kill -KILL -<pgid>` (procps kill reads `-<n>` without `--` as an option).
-            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            }
+            // Dropping the guard kills the whole process group, not just bash.
+            drop(group);
             let _ = child.kill().await;
             return Err(StepError::cancelled("the step was cancelled"));
         }
     };
+    group.exited = true;
     let status = status.map_err(|e| io("wait for script", e))?;
     let exit_code = status.code().unwrap_or(-1);
     // Checked before reading: the file is read whole, and a script may write gigabytes.

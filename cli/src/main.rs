@@ -1042,12 +1042,18 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                         sets: vec![],
                     },
                 };
-                match plan::compile(&src, &reg) {
+                match plan::compile_for_validate(&src, &reg) {
                     Ok(p) => {
                         for w in plan::unquoted_interpolations(&p) {
                             eprintln!("{w}");
                         }
-                        println!("ok: {} ({} steps)", f.display(), p.steps.len())
+                        let missing = p.missing_inputs();
+                        let needs = if missing.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; a run needs inputs: {}", missing.join(", "))
+                        };
+                        println!("ok: {} ({} steps{needs})", f.display(), p.steps.len())
                     }
                     Err(d) => {
                         failed = true;

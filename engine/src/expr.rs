@@ -289,11 +289,225 @@ fn rewrite_template(s: &str) -> String {
     out
 }
 
+/// Filter names for "did you mean" (minijinja's builtins and ours).
+const FILTERS: &[&str] = &[
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "chain",
+    "count",
+    "d",
+    "default",
+    "dictsort",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "format",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "shell_quote",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+    "zip",
+];
+
+/// Test names (`x is defined`) for "did you mean".
+const TESTS: &[&str] = &[
+    "boolean",
+    "defined",
+    "divisibleby",
+    "endingwith",
+    "eq",
+    "equalto",
+    "escaped",
+    "even",
+    "false",
+    "filter",
+    "float",
+    "ge",
+    "greaterthan",
+    "gt",
+    "in",
+    "integer",
+    "iterable",
+    "le",
+    "lessthan",
+    "lower",
+    "lt",
+    "mapping",
+    "ne",
+    "none",
+    "number",
+    "odd",
+    "sameas",
+    "sequence",
+    "startingwith",
+    "string",
+    "test",
+    "true",
+    "undefined",
+    "upper",
+];
+
+/// The filter names (`| name`) and test names (`is [not] name`) used in an expression,
+/// outside string literals.
+fn filters_and_tests(expr: &str) -> (Vec<String>, Vec<String>) {
+    let b = expr.as_bytes();
+    let ident = |i: usize| {
+        let mut j = i;
+        while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+            j += 1;
+        }
+        (j > i && !b[i].is_ascii_digit()).then(|| (expr[i..j].to_string(), j))
+    };
+    let skip_ws = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let (mut filters, mut tests) = (vec![], vec![]);
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'"' | b'\'') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'|' => {
+                if let Some((name, j)) = ident(skip_ws(i + 1)) {
+                    filters.push(name);
+                    i = j;
+                } else {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let (word, j) = ident(i).unwrap_or((String::new(), i + 1));
+                i = j;
+                if word == "is"
+                    && let Some((mut name, mut k)) = ident(skip_ws(j))
+                {
+                    if name == "not"
+                        && let Some((n2, k2)) = ident(skip_ws(k))
+                    {
+                        (name, k) = (n2, k2);
+                    }
+                    tests.push(name);
+                    i = k;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    (filters, tests)
+}
+
+/// An error for each filter or test the environment does not know (minijinja only finds
+/// them when it evaluates; validation must not wait for that).
+fn check_names(expr: &str) -> Result<(), String> {
+    let (filters, tests) = filters_and_tests(expr);
+    let unknown = |probe: String| {
+        env()
+            .compile_expression(&probe)
+            .and_then(|e| e.eval(()))
+            .err()
+            .map(|e| e.kind())
+    };
+    for f in filters {
+        if unknown(format!("none | {f}")) == Some(ErrorKind::UnknownFilter) {
+            let hint = strsim_closest(&f, FILTERS)
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_default();
+            return Err(format!("unknown filter `{f}`{hint}"));
+        }
+    }
+    for t in tests {
+        if unknown(format!("none is {t}")) == Some(ErrorKind::UnknownTest) {
+            let hint = strsim_closest(&t, TESTS)
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_default();
+            return Err(format!("unknown test `{t}`{hint}"));
+        }
+    }
+    Ok(())
+}
+
+fn strsim_closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(name, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Checks a string that holds expressions as a whole: every `${{` is closed, and a string
+/// that is not one whole expression compiles as a template (blocks included).
+pub fn check_text(text: &str) -> Result<(), String> {
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        let after = &rest[start + OPEN.len()..];
+        match after.find(CLOSE) {
+            Some(end) => rest = &after[end + CLOSE.len()..],
+            None => return Err(format!("`{OPEN}` is not closed: add `{CLOSE}`")),
+        }
+    }
+    if whole_expr(text).is_none() {
+        env()
+            .template_from_str(&rewrite_template(text))
+            .map_err(|e| format_err(&e))?;
+    }
+    Ok(())
+}
+
+/// Whether a whole-expression string can be evaluated before the run: it reads only
+/// `inputs` (and constants). Returns the inner expression then.
+pub fn input_only_whole_expr(text: &str) -> Option<&str> {
+    let inner = whole_expr(text)?;
+    let roots = check(inner).ok()?;
+    roots.iter().all(|r| r == "inputs").then_some(inner)
+}
+
 /// Checks an expression's syntax; returns its root names (`inputs`, `steps`, …).
 pub fn check(expr: &str) -> Result<Vec<String>, String> {
     check_literal_repeats(expr)?;
     let src = rewrite_dashes(expr);
     let e = env().compile_expression(&src).map_err(|e| format_err(&e))?;
+    check_names(&src)?;
     // Global functions (`range`, `dict`, …) are names too, but not ours to check.
     let mut roots: Vec<String> = e
         .undeclared_variables(false)

@@ -334,7 +334,11 @@ async fn hosts(cli: &Cli, command: &HostsCommand) -> Result<u8, Failure> {
         }
         return Ok(0);
     }
-    let store = StateStore::open(&path)?;
+    // Listing only reads (never migrates); forgetting writes.
+    let store = match command {
+        HostsCommand::List { .. } => StateStore::open_read_only(&path)?,
+        HostsCommand::Forget { .. } => StateStore::open(&path)?,
+    };
     match command {
         HostsCommand::List { output } => {
             let rows = store.shared_values(NS).await?;
@@ -512,9 +516,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// The state database for a command that only reads runs (or changes an existing one): it
-/// is never created by such a command.
+/// The state database for a command that only reads: opened read-only, never created or
+/// migrated (an older schema is a clear error naming the commands that upgrade it).
+fn read_state(cli: &Cli) -> Result<StateStore, Failure> {
+    Ok(StateStore::open_read_only(&existing_state_path(cli)?)?)
+}
+
+/// The state database for a command that changes an existing run: it is never created by
+/// such a command.
 fn existing_state(cli: &Cli) -> Result<StateStore, Failure> {
+    Ok(StateStore::open(&existing_state_path(cli)?)?)
+}
+
+fn existing_state_path(cli: &Cli) -> Result<PathBuf, Failure> {
     let path = state_path(cli);
     if !path.exists() {
         return Err(Failure::new(
@@ -525,7 +539,7 @@ fn existing_state(cli: &Cli) -> Result<StateStore, Failure> {
             ),
         ));
     }
-    Ok(StateStore::open(&path)?)
+    Ok(path)
 }
 
 fn state_path(cli: &Cli) -> PathBuf {
@@ -1083,7 +1097,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Runs { command } => {
-            let store = existing_state(&cli)?;
+            let store = read_state(&cli)?;
             match command {
                 RunsCommand::List {
                     limit,
@@ -1144,7 +1158,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Logs { run, step } => {
-            let store = existing_state(&cli)?;
+            let store = read_state(&cli)?;
             let run = &resolve_run(&store, run).await?;
             store.run(run).await?;
             // Attempt starts and plain successes live in the attempts table; merge them in.

@@ -86,6 +86,9 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
+/// The schema version this siteflow writes (`PRAGMA user_version`).
+pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;
+
 /// Brings the database to the newest schema. The version is read and the migrations applied
 /// in one `IMMEDIATE` transaction, so processes opening a new database at once take turns
 /// (the busy timeout waits) and each migration runs exactly once.

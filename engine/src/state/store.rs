@@ -52,6 +52,30 @@ pub enum StoreError {
     /// No run has this id.
     #[error("no run `{0}` in the state database")]
     NoSuchRun(String),
+    /// A reading command found a database older than this siteflow (it never migrates).
+    #[error(
+        "the state database {path} has schema version {found}, older than this siteflow's {current}; a command that writes (`siteflow run`, `resume`, `cancel`, `unlock`) upgrades it, then this one can read it"
+    )]
+    OldSchema {
+        /// The database path.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// This siteflow's version.
+        current: i64,
+    },
+    /// The database was written by a newer siteflow.
+    #[error(
+        "the state database {path} has schema version {found}, newer than this siteflow's {current}: use the siteflow that wrote it"
+    )]
+    NewSchema {
+        /// The database path.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// This siteflow's version.
+        current: i64,
+    },
 }
 
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -396,6 +420,45 @@ impl StateStore {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::start(conn, path, false)
+    }
+
+    /// Opens an existing database for reading only: it is never created, migrated or
+    /// written. A database older than this siteflow is an error that says which command
+    /// upgrades it ([`StoreError::OldSchema`]).
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        let current = schema::VERSION;
+        if found < current {
+            return Err(StoreError::OldSchema {
+                path: path.to_path_buf(),
+                found,
+                current,
+            });
+        }
+        if found > current {
+            return Err(StoreError::NewSchema {
+                path: path.to_path_buf(),
+                found,
+                current,
+            });
+        }
+        Self::start(conn, path, true)
+    }
+
+    fn start(conn: Connection, path: &Path, read_only: bool) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let commits = Arc::new(AtomicU64::new(0));
         let c2 = commits.clone();
@@ -403,7 +466,7 @@ impl StateStore {
         let h2 = hot.clone();
         std::thread::Builder::new()
             .name("siteflow-state".into())
-            .spawn(move || store_thread(conn, rx, c2, &h2))
+            .spawn(move || store_thread(conn, rx, c2, &h2, read_only))
             .map_err(|e| StoreError::Commit(format!("spawn store thread: {e}")))?;
         Ok(StateStore {
             jobs: tx,
@@ -1230,6 +1293,7 @@ fn store_thread(
     rx: mpsc::Receiver<Msg>,
     commits: Arc<AtomicU64>,
     hot: &AtomicBool,
+    read_only: bool,
 ) {
     const MAX_BATCH: usize = 4096;
     let mut next: Option<Msg> = None;
@@ -1265,9 +1329,13 @@ fn store_thread(
         let mut done = Vec::with_capacity(batch.len());
         let outcome = (|| -> rusqlite::Result<()> {
             // IMMEDIATE: take the write lock up front, so concurrent processes queue on
-            // the busy timeout instead of failing a read-to-write upgrade.
-            let mut tx =
-                conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // the busy timeout instead of failing a read-to-write upgrade. A read-only
+            // store never takes it.
+            let mut tx = conn.transaction_with_behavior(if read_only {
+                rusqlite::TransactionBehavior::Deferred
+            } else {
+                rusqlite::TransactionBehavior::Immediate
+            })?;
             for job in batch.drain(..) {
                 let sp = tx.savepoint()?;
                 let (ok, completion) = job(&sp);

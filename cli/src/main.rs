@@ -148,6 +148,9 @@ enum Command {
         /// Only this step.
         #[arg(long)]
         step: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Ask the runner holding a run to stop (as Ctrl-C would).
     Cancel {
@@ -166,6 +169,9 @@ enum Command {
     Steps {
         /// A kind.
         kind: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Print the JSON Schema of workflow and site files.
     Schema,
@@ -1157,12 +1163,13 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        Command::Logs { run, step } => {
+        Command::Logs { run, step, output } => {
             let store = read_state(&cli)?;
             let run = &resolve_run(&store, run).await?;
             store.run(run).await?;
-            // Attempt starts and plain successes live in the attempts table; merge them in.
-            let mut lines: Vec<(i64, i64, String)> = vec![];
+            // (at, order, step, attempt, kind, message). Attempt starts and plain
+            // successes live in the attempts table; merge them in.
+            let mut entries: Vec<(i64, i64, String, Option<u32>, String, String)> = vec![];
             for a in store.attempts(run).await? {
                 let wanted = step
                     .as_deref()
@@ -1171,38 +1178,55 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     continue;
                 }
                 let (key, n) = (&a.step_key, a.attempt);
-                let start = format!(
-                    "{} [{key}] #{n} {:<9} attempt {n} started",
-                    ts(a.started_at),
-                    "started"
-                );
-                lines.push((a.started_at, -1, start));
+                entries.push((
+                    a.started_at,
+                    -1,
+                    key.clone(),
+                    Some(n),
+                    "started".into(),
+                    format!("attempt {n} started"),
+                ));
                 if let (Some(end), Some(outcome @ ("succeeded" | "satisfied"))) =
                     (a.finished_at, a.outcome.as_deref())
                 {
-                    let done = format!(
-                        "{} [{key}] #{n} {:<9} attempt {n} {outcome}",
-                        ts(end),
-                        outcome
-                    );
                     // On a tie (one commit ends a step and starts the next), the end comes first.
-                    lines.push((end, -2, done));
-                }
-            }
-            for e in store.events(run, step.as_deref()).await? {
-                let who = e.step_key.as_deref().unwrap_or("run");
-                let att = e.attempt.map(|a| format!("#{a} ")).unwrap_or_default();
-                for line in e.message.lines() {
-                    lines.push((
-                        e.at,
-                        e.seq,
-                        format!("{} [{who}] {att}{:<9} {line}", ts(e.at), e.kind),
+                    entries.push((
+                        end,
+                        -2,
+                        key.clone(),
+                        Some(n),
+                        outcome.into(),
+                        format!("attempt {n} {outcome}"),
                     ));
                 }
             }
-            lines.sort_by_key(|(at, seq, _)| (*at, *seq));
-            for (_, _, l) in lines {
-                println!("{l}");
+            for e in store.events(run, step.as_deref()).await? {
+                let who = e.step_key.unwrap_or_else(|| "run".into());
+                entries.push((e.at, e.seq, who, e.attempt, e.kind, e.message));
+            }
+            entries.sort_by_key(|e| (e.0, e.1));
+            match output {
+                Output::Json => {
+                    let docs: Vec<Value> = entries
+                        .into_iter()
+                        .map(|(at, _, who, attempt, kind, message)| {
+                            json!({"at": ts(at), "step": who, "attempt": attempt,
+                                   "kind": kind, "message": message})
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&docs).unwrap_or_default()
+                    );
+                }
+                Output::Text => {
+                    for (at, _, who, attempt, kind, message) in entries {
+                        let att = attempt.map(|a| format!("#{a} ")).unwrap_or_default();
+                        for line in message.lines() {
+                            println!("{} [{who}] {att}{kind:<9} {line}", ts(at));
+                        }
+                    }
+                }
             }
             Ok(0)
         }
@@ -1244,13 +1268,27 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        Command::Steps { kind } => {
-            match kind {
-                None => {
-                    for k in reg.kinds() {
-                        println!("{:<20} {}", k.kind(), k.description());
-                    }
+        Command::Steps { kind, output } => {
+            let doc = |k: &dyn siteflow_step::DynStep, schemas: bool| {
+                let mut d = json!({"kind": k.kind(), "description": k.description()});
+                if schemas {
+                    d["input_schema"] = k.input_schema();
+                    d["output_schema"] = k.output_schema();
                 }
+                d
+            };
+            match kind {
+                None => match output {
+                    Output::Json => {
+                        let all: Vec<Value> = reg.kinds().map(|k| doc(k.as_ref(), false)).collect();
+                        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+                    }
+                    Output::Text => {
+                        for k in reg.kinds() {
+                            println!("{:<20} {}", k.kind(), k.description());
+                        }
+                    }
+                },
                 Some(name) => {
                     let k = reg.get(name).ok_or_else(|| {
                         Failure::new(
@@ -1261,15 +1299,25 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                             ),
                         )
                     })?;
-                    println!("{} — {}", k.kind(), k.description());
-                    println!(
-                        "input schema:\n{}",
-                        serde_json::to_string_pretty(&k.input_schema()).unwrap_or_default()
-                    );
-                    println!(
-                        "output schema:\n{}",
-                        serde_json::to_string_pretty(&k.output_schema()).unwrap_or_default()
-                    );
+                    match output {
+                        Output::Json => println!(
+                            "{}",
+                            serde_json::to_string_pretty(&doc(k.as_ref(), true))
+                                .unwrap_or_default()
+                        ),
+                        Output::Text => {
+                            println!("{} — {}", k.kind(), k.description());
+                            println!(
+                                "input schema:\n{}",
+                                serde_json::to_string_pretty(&k.input_schema()).unwrap_or_default()
+                            );
+                            println!(
+                                "output schema:\n{}",
+                                serde_json::to_string_pretty(&k.output_schema())
+                                    .unwrap_or_default()
+                            );
+                        }
+                    }
                 }
             }
             Ok(0)

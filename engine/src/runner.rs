@@ -4,7 +4,7 @@
 use crate::diag::Diagnostics;
 use crate::expr;
 use crate::plan::{Plan, PlannedStep, Sources, compile, compile_effective};
-use crate::redact::{Redactor, has_secret_placeholder};
+use crate::redact::{Redactor, has_secret_placeholder, secret_at};
 use crate::registry::Registry;
 use crate::spec::SecretSource;
 use crate::state::{Lease, LeaseError, RunRow, StateStore, StepRow, StoreError, Write};
@@ -592,6 +592,8 @@ struct Node {
     items: Value,
     failed: bool,
     cancelled: bool,
+    /// Its input is rendered from secrets: every string it outputs is treated as secret.
+    tainted: bool,
 }
 
 #[derive(Default, PartialEq, Clone, Copy, Debug)]
@@ -1043,6 +1045,7 @@ impl<'a> Scheduler<'a> {
         if self.reuse(i) {
             return;
         }
+        self.nodes[i].tainted = self.renders_secrets(i);
         let keyed: Vec<(String, Option<Value>)> = match &items {
             None => vec![(id.clone(), None)],
             Some(a) => a
@@ -1141,6 +1144,52 @@ impl<'a> Scheduler<'a> {
             });
         }
         self.check_node_done(i);
+    }
+
+    /// Whether step `i`'s input (`with`, `for_each`) is rendered from a secret: a workflow
+    /// secret, or a step output that is secret.
+    fn renders_secrets(&self, i: usize) -> bool {
+        fn strings<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+            match v {
+                Value::String(s) => out.push(s),
+                Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+                Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+                _ => {}
+            }
+        }
+        let step = &self.plan.steps[i];
+        if !step.has_expr && step.for_each.is_none() {
+            return false;
+        }
+        let mut texts = vec![];
+        strings(&step.with, &mut texts);
+        if let Some(fe) = &step.for_each {
+            strings(fe, &mut texts);
+        }
+        texts
+            .iter()
+            .flat_map(|t| expr::expressions(t))
+            .flat_map(expr::references)
+            .any(|r| match r.root.as_str() {
+                "secrets" => true,
+                "steps" => {
+                    let Some(&j) = r.path.first().and_then(|id| self.index.get(id.as_str())) else {
+                        return false;
+                    };
+                    let rest = &r.path[1..];
+                    let outputs = match rest.split_first() {
+                        Some((o, tail)) if o == "outputs" => tail,
+                        Some(_) => return false,
+                        None => &[][..],
+                    };
+                    self.nodes[j].tainted
+                        || self.nodes[j]
+                            .instances
+                            .iter()
+                            .any(|x| x.persisted.as_ref().is_some_and(|p| secret_at(p, outputs)))
+                }
+                _ => false,
+            })
     }
 
     /// A succeeded step whose secret outputs were not persisted: observe it again.
@@ -1282,10 +1331,15 @@ impl<'a> Scheduler<'a> {
         let step = &self.plan.steps[c.node];
         let n = &mut self.nodes[c.node];
         n.running -= 1;
+        let tainted = n.tainted;
         let inst = &mut n.instances[c.inst];
         match c.result {
             Ok(v) => {
-                let (plain, persisted) = self.redactor.split_outputs(&v);
+                let (plain, persisted) = if tainted {
+                    self.redactor.split_outputs_all_secret(&v)
+                } else {
+                    self.redactor.split_outputs(&v)
+                };
                 inst.outputs = Some(plain);
                 inst.persisted = Some(persisted.clone());
                 inst.done = Some("Succeeded");

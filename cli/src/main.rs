@@ -21,7 +21,8 @@ const EXIT_CODES: &str = "Exit codes:
   0    succeeded
   1    the run failed (resume it with `siteflow resume <run>`), or an operational error
   2    invalid input (workflow, site file, --set, arguments); nothing was run or stored
-  3    the run is held by another runner (see `siteflow unlock`)
+  3    the run is held by another runner (see `siteflow unlock`), or this runner lost it
+       to another one (it stopped; the other continues the run)
   130  interrupted (Ctrl-C, SIGTERM or SIGHUP) or cancelled (`siteflow cancel`); the run
        is resumable";
 
@@ -444,6 +445,9 @@ impl From<RunError> for Failure {
             RunError::Invalid(d) => d.into(),
             RunError::Secret { .. } | RunError::Usage(_) => Failure::new(2, format!("error: {e}")),
             RunError::Lease(l @ LeaseError::Held { .. }) => Failure::new(3, format!("error: {l}")),
+            RunError::Store(l @ siteflow_engine::state::StoreError::LeaseLost) => {
+                Failure::new(3, format!("error: {l}"))
+            }
             other => Failure::new(1, format!("error: {}", chain(&other))),
         }
     }

@@ -154,10 +154,12 @@ fn reading_commands_never_migrate_an_old_database() {
     };
     let current = version();
     {
-        // The database as the previous schema left it.
+        // The database as the previous schema left it: the newest migration (4) added
+        // `runs.lease_generation` (a new migration changes this line).
+        assert_eq!(current, 4, "undo the newest migration here");
         let conn = rusqlite::Connection::open(sb.db()).unwrap();
         conn.execute_batch(&format!(
-            "DROP TABLE shared_values; PRAGMA user_version = {};",
+            "ALTER TABLE runs DROP COLUMN lease_generation; PRAGMA user_version = {};",
             current - 1
         ))
         .unwrap();

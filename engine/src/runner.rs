@@ -302,7 +302,7 @@ impl Runner {
         let secrets = read_secrets(&plan, &self.opts.working_dir, &redactor)?;
         let run_id = new_run_id();
         let (trace_id, root_span_id) = telemetry::new_trace_ids();
-        let lease = Lease::this_process();
+        let mut lease = Lease::this_process();
         let row = RunRow {
             id: run_id.clone(),
             workflow: plan.workflow.name.clone(),
@@ -319,7 +319,7 @@ impl Runner {
             lease_holder: None,
             effective: Some(plan.effective.to_string()),
         };
-        self.store.create_run(row.clone(), lease.clone()).await?;
+        lease.generation = self.store.create_run(row.clone(), lease.clone()).await?;
         self.execute(
             row,
             plan,
@@ -359,8 +359,8 @@ impl Runner {
         rerun: Option<(String, bool)>,
     ) -> Result<Outcome, RunError> {
         let row = self.store.run(run_id).await?;
-        let lease = Lease::this_process();
-        self.store.acquire_lease(run_id, lease.clone()).await?;
+        let mut lease = Lease::this_process();
+        lease.generation = self.store.acquire_lease(run_id, lease.clone()).await?;
         let result = async {
             let mut sources: Sources = serde_json::from_str(&row.sources).map_err(|e| {
                 RunError::Usage(format!("run {run_id} has unreadable sources: {e}"))
@@ -453,17 +453,33 @@ impl Runner {
         );
         telemetry::attach_to_run_trace(&span, &run.trace_id, &run.root_span_id);
 
-        // The lease heartbeat; it also carries `siteflow cancel` requests.
+        // Every write of this run is fenced with the lease: once another runner takes the
+        // run over, nothing more of this one is written, and it stops at once.
+        let fence = Write::Fence {
+            holder: lease.holder.clone(),
+            generation: lease.generation,
+        };
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let on_lost = {
+            let (control, lost) = (self.control.clone(), lost.clone());
+            move || {
+                if !lost.swap(true, Ordering::SeqCst) {
+                    tracing::error!("the run's lease was taken over by another runner: stopping");
+                }
+                control.drain.cancel();
+                control.abort.cancel();
+            }
+        };
+        // The lease heartbeat.
         let hb_stop = CancellationToken::new();
         let hb = {
-            let (store, id, holder, control, every, grace, stop) = (
+            let (store, id, lease, every, stop, on_lost) = (
                 self.store.clone(),
                 run.id.clone(),
-                lease.holder.clone(),
-                self.control.clone(),
+                lease.clone(),
                 self.opts.heartbeat,
-                self.opts.grace,
                 hb_stop.clone(),
+                on_lost.clone(),
             );
             tokio::spawn(async move {
                 if every.is_zero() {
@@ -474,42 +490,52 @@ impl Runner {
                         _ = stop.cancelled() => break,
                         _ = tokio::time::sleep(every) => {}
                     }
-                    if let Ok(true) = store.heartbeat(&id, &holder).await
-                        && !control.drain.is_cancelled()
-                    {
-                        tracing::warn!("cancel requested through the state store");
-                        control.stop(grace);
+                    if let Err(StoreError::LeaseLost) = store.heartbeat(&id, &lease).await {
+                        on_lost();
+                        break;
                     }
                 }
             })
         };
-
-        // `siteflow cancel` is noticed within CANCEL_POLL (the start gate makes sure no
-        // step starts once it is committed, whenever it is noticed).
+        // `siteflow cancel` (and a lost lease) is noticed within CANCEL_POLL; the start gate
+        // makes sure no step starts once a cancel is committed, whenever it is noticed.
         let poll = {
-            let (store, id, control, grace, stop) = (
+            let (store, id, lease, control, grace, stop, on_lost) = (
                 self.store.clone(),
                 run.id.clone(),
+                lease.clone(),
                 self.control.clone(),
                 self.opts.grace,
                 hb_stop.clone(),
+                on_lost.clone(),
             );
             let enabled = !self.opts.heartbeat.is_zero();
             tokio::spawn(async move {
-                while enabled && !control.drain.is_cancelled() {
+                if !enabled {
+                    return;
+                }
+                loop {
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         _ = tokio::time::sleep(CANCEL_POLL) => {}
                     }
-                    if let Ok(true) = store.cancel_requested(&id).await {
-                        tracing::warn!("cancel requested through the state store");
-                        control.stop(grace);
+                    match store.cancel_requested(&id, &lease).await {
+                        Ok(true) if !control.drain.is_cancelled() => {
+                            tracing::warn!("cancel requested through the state store");
+                            control.stop(grace);
+                        }
+                        Err(StoreError::LeaseLost) => {
+                            on_lost();
+                            break;
+                        }
+                        _ => {}
                     }
                 }
             })
         };
         let mut sched = Scheduler::new(
             self,
+            fence.clone(),
             run.id.clone(),
             &plan,
             prior,
@@ -535,7 +561,16 @@ impl Runner {
         // The answer first: the final status and the lease's release in one commit. Only
         // then is a large run's state freed, on a blocking thread, so that work never
         // competes with the commit for the CPUs.
+        let status = match status {
+            _ if lost.load(Ordering::SeqCst) => Err(RunError::Store(StoreError::LeaseLost)),
+            Err(RunError::Store(StoreError::LeaseLost)) => {
+                on_lost();
+                Err(RunError::Store(StoreError::LeaseLost))
+            }
+            other => other,
+        };
         let finished = match status {
+            Err(e @ RunError::Store(StoreError::LeaseLost)) => Err(e),
             Ok(status) => {
                 span.record(
                     "otel.status_code",
@@ -549,6 +584,7 @@ impl Runner {
                     .write(
                         &run.id,
                         vec![
+                            fence.clone(),
                             Write::RunStatus(status.name()),
                             Write::ReleaseLease {
                                 holder: lease.holder.clone(),
@@ -635,6 +671,7 @@ struct Spawn {
 
 struct Scheduler<'a> {
     runner: &'a Runner,
+    fence: Write,
     run_id: String,
     site: Option<String>,
     plan: &'a Plan,
@@ -664,6 +701,7 @@ impl<'a> Scheduler<'a> {
     #[allow(clippy::too_many_arguments)]
     fn new(
         runner: &'a Runner,
+        fence: Write,
         run_id: String,
         plan: &'a Plan,
         prior: Vec<StepRow>,
@@ -682,6 +720,7 @@ impl<'a> Scheduler<'a> {
         let pending_deps: Vec<usize> = plan.steps.iter().map(|s| s.deps.len()).collect();
         Scheduler {
             runner,
+            fence,
             run_id,
             site: plan.site.clone(),
             plan,
@@ -734,11 +773,12 @@ impl<'a> Scheduler<'a> {
             }
             if !self.writes.is_empty() {
                 let mut w = std::mem::take(&mut self.writes);
+                w.insert(0, self.fence.clone());
                 if self.spawns.is_empty() {
                     self.runner.store.write(&self.run_id, w).await?;
                 } else {
                     // The starts commit only if no cancel is committed before them.
-                    w.insert(0, Write::StartGate);
+                    w.insert(1, Write::StartGate);
                     if self.runner.store.write_starts(&self.run_id, w).await? {
                         tracing::warn!("cancel requested through the state store");
                         self.unstart();
@@ -1241,6 +1281,7 @@ impl<'a> Scheduler<'a> {
         let step = &self.plan.steps[i];
         let host = Arc::new(EngineHost {
             store: self.runner.store.clone(),
+            fence: self.fence.clone(),
             run_id: self.run_id.clone(),
             key: key.to_string(),
             attempt: AtomicU32::new(attempt),
@@ -1282,6 +1323,7 @@ impl<'a> Scheduler<'a> {
         let (base, host) =
             self.step_context(s.node, &key, s.attempt, CancellationToken::new(), None);
         let attempt_run = AttemptLoop {
+            fence: self.fence.clone(),
             host: host.clone(),
             kind,
             key: key.clone(),
@@ -1486,6 +1528,7 @@ impl RunStatus {
 /// One step instance's attempts: observe, apply, waits, timeouts, retries.
 struct AttemptLoop {
     kind: Arc<dyn DynStep>,
+    fence: Write,
     host: Arc<EngineHost>,
     key: String,
     step_id: String,
@@ -1531,11 +1574,14 @@ impl AttemptLoop {
             {
                 self.store.write_later(
                     &self.run_id,
-                    vec![Write::AttemptSpan {
-                        key: self.key.clone(),
-                        attempt,
-                        span_id,
-                    }],
+                    fenced(
+                        &self.fence,
+                        vec![Write::AttemptSpan {
+                            key: self.key.clone(),
+                            attempt,
+                            span_id,
+                        }],
+                    ),
                 );
             }
             if attempt > first {
@@ -1544,6 +1590,7 @@ impl AttemptLoop {
                     .write_starts(
                         &self.run_id,
                         vec![
+                            self.fence.clone(),
                             Write::StartGate,
                             Write::Started {
                                 key: self.key.clone(),
@@ -1631,19 +1678,22 @@ impl AttemptLoop {
                     });
                     self.store.write_later(
                         &self.run_id,
-                        vec![
-                            Write::AttemptEnded {
-                                key: self.key.clone(),
-                                attempt,
-                                outcome: "failed",
-                                error: Some(e.clone()),
-                            },
-                            Write::WaitingRetry {
-                                key: self.key.clone(),
-                                attempt,
-                                delay,
-                            },
-                        ],
+                        fenced(
+                            &self.fence,
+                            vec![
+                                Write::AttemptEnded {
+                                    key: self.key.clone(),
+                                    attempt,
+                                    outcome: "failed",
+                                    error: Some(e.clone()),
+                                },
+                                Write::WaitingRetry {
+                                    key: self.key.clone(),
+                                    attempt,
+                                    delay,
+                                },
+                            ],
+                        ),
                     );
                     self.observer.event(&RunEvent::Retrying {
                         key: self.key.clone(),
@@ -1685,6 +1735,12 @@ impl AttemptLoop {
     }
 }
 
+/// `writes` behind the run's lease fence ([`Write::Fence`]).
+fn fenced(fence: &Write, mut writes: Vec<Write>) -> Vec<Write> {
+    writes.insert(0, fence.clone());
+    writes
+}
+
 /// A step's outputs, unless they serialize to more than [`MAX_OUTPUTS`] bytes.
 fn outputs_within_limit(v: Value) -> Result<Value, StepError> {
     struct Count(usize);
@@ -1714,6 +1770,7 @@ fn outputs_within_limit(v: Value) -> Result<Value, StepError> {
 /// The engine's side of a running step's context.
 struct EngineHost {
     store: StateStore,
+    fence: Write,
     run_id: String,
     key: String,
     attempt: AtomicU32,
@@ -1794,7 +1851,8 @@ impl EngineHost {
                 message,
             })
             .collect();
-        self.store.write_later(&self.run_id, writes);
+        self.store
+            .write_later(&self.run_id, fenced(&self.fence, writes));
     }
 }
 
@@ -1811,12 +1869,15 @@ impl StepHost for EngineHost {
         if keep_now {
             self.store.write_later(
                 &self.run_id,
-                vec![Write::Event {
-                    key: Some(self.key.clone()),
-                    attempt: Some(self.attempt.load(Ordering::Relaxed)),
-                    kind: stream.name(),
-                    message: line.clone(),
-                }],
+                fenced(
+                    &self.fence,
+                    vec![Write::Event {
+                        key: Some(self.key.clone()),
+                        attempt: Some(self.attempt.load(Ordering::Relaxed)),
+                        kind: stream.name(),
+                        message: line.clone(),
+                    }],
+                ),
             );
         }
         self.observer.event(&RunEvent::Log {
@@ -1839,10 +1900,13 @@ impl StepHost for EngineHost {
         self.store
             .write(
                 &self.run_id,
-                vec![Write::Progress {
-                    key: self.key.clone(),
-                    progress,
-                }],
+                vec![
+                    self.fence.clone(),
+                    Write::Progress {
+                        key: self.key.clone(),
+                        progress,
+                    },
+                ],
             )
             .await
             .map_err(|e| StepError::retryable("StateStore", e.to_string()))

@@ -84,6 +84,8 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, key)
     ) WITHOUT ROWID;
     "#,
+    // 4: the lease's generation, which fences every write of the runner holding it.
+    "ALTER TABLE runs ADD COLUMN lease_generation INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this siteflow writes (`PRAGMA user_version`).

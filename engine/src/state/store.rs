@@ -76,6 +76,28 @@ pub enum StoreError {
         /// This siteflow's version.
         current: i64,
     },
+    /// This runner no longer holds the run's lease (another runner took it over): nothing
+    /// of the refused writes was made.
+    #[error(
+        "this runner lost the run's lease to another runner (it was stopped or cut off longer than the lease lasts); it stopped, and the new holder continues the run"
+    )]
+    LeaseLost,
+}
+
+/// The error a [`Write::Fence`] raises inside a transaction (rolled back with it); carried
+/// as a conversion failure, the one custom rusqlite error without extra features.
+#[derive(Debug, thiserror::Error)]
+#[error("the run's lease is held by another runner")]
+struct LeaseLostError;
+
+/// A query error, with a refused fence told apart.
+fn sql_error(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::ToSqlConversionFailure(inner) if inner.is::<LeaseLostError>() => {
+            StoreError::LeaseLost
+        }
+        _ => StoreError::Sql(e),
+    }
 }
 
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -208,6 +230,9 @@ pub struct Lease {
     pub pid: u32,
     /// The process's start time (from /proc), to tell a reused pid apart.
     pub pid_start: String,
+    /// Which taking of the lease this is (one more each time a runner takes it): every
+    /// write of the runner is fenced with it ([`Write::Fence`]).
+    pub generation: i64,
 }
 
 impl Lease {
@@ -223,6 +248,7 @@ impl Lease {
             host,
             pid,
             pid_start: process_start(pid).unwrap_or_default(),
+            generation: 0,
         }
     }
 }
@@ -282,6 +308,14 @@ pub enum Write {
     /// requested (checked in the same transaction, so no step starts once a cancel is
     /// committed); [`StateStore::write_starts`] says whether they were.
     StartGate,
+    /// Refuses the whole commit (with [`StoreError::LeaseLost`]) unless `holder` still holds
+    /// the run's lease in `generation`: a runner that lost its lease writes nothing more.
+    Fence {
+        /// The holder.
+        holder: String,
+        /// The lease generation it took.
+        generation: i64,
+    },
     /// A step instance starts an attempt (status Running, attempt row, event).
     Started {
         /// Instance key.
@@ -498,7 +532,7 @@ impl StateStore {
             let done: Completion = Box::new(move |commit| {
                 let out = match (r, commit) {
                     (Ok(v), Ok(())) => Ok(v),
-                    (Err(e), _) => Err(StoreError::Sql(e)),
+                    (Err(e), _) => Err(sql_error(e)),
                     (Ok(_), Err(e)) => Err(StoreError::Commit(e)),
                 };
                 let _ = tx.send(out);
@@ -545,27 +579,40 @@ impl StateStore {
             .await
     }
 
-    /// Whether a cancel of the run has been requested (`siteflow cancel`).
-    pub async fn cancel_requested(&self, run_id: &str) -> Result<bool, StoreError> {
-        let run = run_id.to_string();
+    /// Whether a cancel of the run has been requested (`siteflow cancel`), or
+    /// [`StoreError::LeaseLost`] when `lease` no longer holds the run.
+    pub async fn cancel_requested(&self, run_id: &str, lease: &Lease) -> Result<bool, StoreError> {
+        let (run, holder, generation) =
+            (run_id.to_string(), lease.holder.clone(), lease.generation);
         self.call(move |c| {
-            c.prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")?
-                .query_row([&run], |r| r.get::<_, i64>(0))
-                .optional()
-                .map(|v| v.is_some_and(|v| v != 0))
+            let row = c
+                .prepare_cached(
+                    "SELECT cancel_requested, lease_holder = ?2 AND lease_generation = ?3 FROM runs WHERE id = ?1",
+                )?
+                .query_row(params![run, holder, generation], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<bool>>(1)?))
+                })
+                .optional()?;
+            match row {
+                Some((_, Some(false) | None)) | None => {
+                    Err(rusqlite::Error::ToSqlConversionFailure(Box::new(LeaseLostError)))
+                }
+                Some((cancel, Some(true))) => Ok(cancel != 0),
+            }
         })
         .await
     }
 
     /// Creates a run, holding its lease.
-    pub async fn create_run(&self, run: RunRow, lease: Lease) -> Result<(), StoreError> {
+    /// Returns the lease's generation (1).
+    pub async fn create_run(&self, run: RunRow, lease: Lease) -> Result<i64, StoreError> {
         self.call(move |c| {
             let now = now_ms();
             c.execute(
                 "INSERT INTO runs (id, workflow, site, status, created_at, updated_at, sources, sources_hash,
                    inputs, working_dir, trace_id, root_span_id, lease_holder, lease_host, lease_pid,
-                   lease_pid_start, lease_expires_at, effective)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                   lease_pid_start, lease_expires_at, effective, lease_generation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, 1)",
                 params![
                     run.id,
                     run.workflow,
@@ -586,7 +633,7 @@ impl StateStore {
                     run.effective,
                 ],
             )?;
-            Ok(())
+            Ok(1)
         })
         .await
     }
@@ -605,8 +652,8 @@ impl StateStore {
         .await
     }
 
-    /// Takes the run's lease, or says who holds it.
-    pub async fn acquire_lease(&self, run_id: &str, lease: Lease) -> Result<(), LeaseError> {
+    /// Takes the run's lease, or says who holds it. Returns the lease's new generation.
+    pub async fn acquire_lease(&self, run_id: &str, lease: Lease) -> Result<i64, LeaseError> {
         let run = run_id.to_string();
         let r = self
             .call(move |c| {
@@ -640,14 +687,18 @@ impl StateStore {
                 }
                 c.execute(
                     "UPDATE runs SET lease_holder = ?2, lease_host = ?3, lease_pid = ?4, lease_pid_start = ?5,
-                       lease_expires_at = ?6, cancel_requested = 0, updated_at = ?7 WHERE id = ?1",
+                       lease_expires_at = ?6, cancel_requested = 0, updated_at = ?7,
+                       lease_generation = lease_generation + 1 WHERE id = ?1",
                     params![run, lease.holder, lease.host, lease.pid, lease.pid_start, now + LEASE_TTL.as_millis() as i64, now],
                 )?;
-                Ok(Ok(()))
+                c.query_row("SELECT lease_generation FROM runs WHERE id = ?1", [&run], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(Ok)
             })
             .await?;
         match r {
-            Ok(()) => Ok(()),
+            Ok(generation) => Ok(generation),
             Err(None) => Err(StoreError::NoSuchRun(run_id.to_string()).into()),
             Err(Some((holder, expires_in))) => Err(LeaseError::Held {
                 run: run_id.to_string(),
@@ -657,14 +708,19 @@ impl StateStore {
         }
     }
 
-    /// Extends the lease; returns whether a cancel was requested.
-    pub async fn heartbeat(&self, run_id: &str, holder: &str) -> Result<bool, StoreError> {
-        let (run, holder) = (run_id.to_string(), holder.to_string());
+    /// Extends the lease; returns whether a cancel was requested, or
+    /// [`StoreError::LeaseLost`] when `lease` no longer holds the run.
+    pub async fn heartbeat(&self, run_id: &str, lease: &Lease) -> Result<bool, StoreError> {
+        let (run, holder, generation) =
+            (run_id.to_string(), lease.holder.clone(), lease.generation);
         self.call(move |c| {
-            c.execute(
-                "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_holder = ?2",
-                params![run, holder, now_ms() + LEASE_TTL.as_millis() as i64],
+            let n = c.execute(
+                "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_holder = ?2 AND lease_generation = ?4",
+                params![run, holder, now_ms() + LEASE_TTL.as_millis() as i64, generation],
             )?;
+            if n == 0 {
+                return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(LeaseLostError)));
+            }
             c.query_row(
                 "SELECT cancel_requested FROM runs WHERE id = ?1",
                 [&run],
@@ -1074,6 +1130,20 @@ fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result
                     .query_row([run], |r| r.get::<_, i64>(0))
                     .optional()?
                     .is_some_and(|v| v != 0);
+            }
+            Write::Fence { holder, generation } => {
+                let held = c
+                    .prepare_cached(
+                        "SELECT 1 FROM runs WHERE id = ?1 AND lease_holder = ?2 AND lease_generation = ?3",
+                    )?
+                    .query_row(params![run, holder, generation], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if !held {
+                    return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(
+                        LeaseLostError,
+                    )));
+                }
             }
             Write::Started { .. } if skip_starts => {}
             Write::Started {

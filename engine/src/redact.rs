@@ -97,29 +97,6 @@ impl Redactor {
             other => (other.clone(), other.clone()),
         }
     }
-
-    /// Like [`Redactor::split_outputs`], for a step whose input was rendered from secrets:
-    /// every string it outputs may be a transformed copy of one (`upper`, `reverse`, a
-    /// slice), so every string is treated as a secret (registered, and persisted as a
-    /// placeholder). Numbers and booleans are kept.
-    pub fn split_outputs_all_secret(&self, v: &Value) -> (Value, Value) {
-        let (plain, _) = self.split_outputs(v);
-        fn mark(r: &Redactor, v: &Value) -> Value {
-            match v {
-                Value::String(s) => {
-                    r.add(s);
-                    serde_json::json!({ SECRET_MARKER: Value::Null })
-                }
-                Value::Array(a) => Value::Array(a.iter().map(|x| mark(r, x)).collect()),
-                Value::Object(m) => {
-                    Value::Object(m.iter().map(|(k, x)| (k.clone(), mark(r, x))).collect())
-                }
-                other => other.clone(),
-            }
-        }
-        let persisted = mark(self, &plain);
-        (plain, persisted)
-    }
 }
 
 /// Whether the persisted outputs have a secret placeholder at `path` (or inside it).
@@ -182,10 +159,5 @@ mod tests {
         assert_eq!(kept, json!({"line": {"$secret": null}, "ok": "yes"}));
         assert!(secret_at(&kept, &["line".into()]));
         assert!(!secret_at(&kept, &["ok".into()]));
-        // Outputs of a step rendered from secrets: every string.
-        let (plain, kept) = r.split_outputs_all_secret(&json!({"up": "ZYX:REVRES", "n": 2}));
-        assert_eq!(plain, json!({"up": "ZYX:REVRES", "n": 2}));
-        assert_eq!(kept, json!({"up": {"$secret": null}, "n": 2}));
-        assert_eq!(r.redact("got ZYX:REVRES"), "got [redacted]");
     }
 }

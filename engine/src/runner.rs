@@ -628,8 +628,6 @@ struct Node {
     items: Value,
     failed: bool,
     cancelled: bool,
-    /// Its input is rendered from secrets: every string it outputs is treated as secret.
-    tainted: bool,
 }
 
 #[derive(Default, PartialEq, Clone, Copy, Debug)]
@@ -1085,7 +1083,7 @@ impl<'a> Scheduler<'a> {
         if self.reuse(i) {
             return;
         }
-        self.nodes[i].tainted = self.renders_secrets(i);
+        let secret_exprs = self.secret_exprs(i);
         let keyed: Vec<(String, Option<Value>)> = match &items {
             None => vec![(id.clone(), None)],
             Some(a) => a
@@ -1099,6 +1097,7 @@ impl<'a> Scheduler<'a> {
         for (key, item) in keyed {
             let input = if step.has_expr {
                 let ctx = self.context(step, item.as_ref());
+                self.register_derived_secrets(&secret_exprs, &ctx);
                 match expr::render_value(&step.with, &ctx) {
                     Ok(v) => v,
                     Err(e) => {
@@ -1186,9 +1185,9 @@ impl<'a> Scheduler<'a> {
         self.check_node_done(i);
     }
 
-    /// Whether step `i`'s input (`with`, `for_each`) is rendered from a secret: a workflow
-    /// secret, or a step output that is secret.
-    fn renders_secrets(&self, i: usize) -> bool {
+    /// The expressions of step `i`'s `with` that read a secret: a workflow secret, or a
+    /// step output that is secret.
+    fn secret_exprs(&self, i: usize) -> Vec<String> {
         fn strings<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
             match v {
                 Value::String(s) => out.push(s),
@@ -1198,38 +1197,54 @@ impl<'a> Scheduler<'a> {
             }
         }
         let step = &self.plan.steps[i];
-        if !step.has_expr && step.for_each.is_none() {
-            return false;
+        if !step.has_expr {
+            return vec![];
         }
         let mut texts = vec![];
         strings(&step.with, &mut texts);
-        if let Some(fe) = &step.for_each {
-            strings(fe, &mut texts);
-        }
+        let reads_secret = |r: &expr::Reference| match r.root.as_str() {
+            "secrets" => true,
+            "steps" => {
+                let Some(&j) = r.path.first().and_then(|id| self.index.get(id.as_str())) else {
+                    return false;
+                };
+                let outputs = match r.path[1..].split_first() {
+                    Some((o, tail)) if o == "outputs" => tail,
+                    Some(_) => return false,
+                    None => &[][..],
+                };
+                self.nodes[j]
+                    .instances
+                    .iter()
+                    .any(|x| x.persisted.as_ref().is_some_and(|p| secret_at(p, outputs)))
+            }
+            _ => false,
+        };
         texts
             .iter()
             .flat_map(|t| expr::expressions(t))
-            .flat_map(expr::references)
-            .any(|r| match r.root.as_str() {
-                "secrets" => true,
-                "steps" => {
-                    let Some(&j) = r.path.first().and_then(|id| self.index.get(id.as_str())) else {
-                        return false;
-                    };
-                    let rest = &r.path[1..];
-                    let outputs = match rest.split_first() {
-                        Some((o, tail)) if o == "outputs" => tail,
-                        Some(_) => return false,
-                        None => &[][..],
-                    };
-                    self.nodes[j].tainted
-                        || self.nodes[j]
-                            .instances
-                            .iter()
-                            .any(|x| x.persisted.as_ref().is_some_and(|p| secret_at(p, outputs)))
-                }
-                _ => false,
-            })
+            .filter(|e| expr::references(e).iter().any(reads_secret))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Registers the values of expressions computed from secrets (`upper`, `reverse`, a
+    /// slice: copies the redactor would not know) as secrets themselves, so they are
+    /// redacted from logs and never stored as outputs, like the secrets they come from.
+    fn register_derived_secrets(&self, exprs: &[String], ctx: &Value) {
+        fn add(r: &Redactor, v: &Value) {
+            match v {
+                Value::String(s) => r.add(s),
+                Value::Array(a) => a.iter().for_each(|x| add(r, x)),
+                Value::Object(m) => m.values().for_each(|x| add(r, x)),
+                Value::Number(_) | Value::Bool(_) | Value::Null => {}
+            }
+        }
+        for e in exprs {
+            if let Ok(v) = expr::eval(e, ctx) {
+                add(&self.redactor, &v);
+            }
+        }
     }
 
     /// A succeeded step whose secret outputs were not persisted: observe it again.
@@ -1373,15 +1388,10 @@ impl<'a> Scheduler<'a> {
         let step = &self.plan.steps[c.node];
         let n = &mut self.nodes[c.node];
         n.running -= 1;
-        let tainted = n.tainted;
         let inst = &mut n.instances[c.inst];
         match c.result {
             Ok(v) => {
-                let (plain, persisted) = if tainted {
-                    self.redactor.split_outputs_all_secret(&v)
-                } else {
-                    self.redactor.split_outputs(&v)
-                };
+                let (plain, persisted) = self.redactor.split_outputs(&v);
                 inst.outputs = Some(plain);
                 inst.persisted = Some(persisted.clone());
                 inst.done = Some("Succeeded");

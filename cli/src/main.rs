@@ -22,8 +22,10 @@ const EXIT_CODES: &str = "Exit codes:
   0    succeeded
   1    the run failed (resume it with `siteflow resume <run>`), or an operational error
   2    invalid input (workflow, site file, --set, arguments); nothing was run or stored
-  3    the run is held by another runner (see `siteflow unlock`)
-  130  interrupted (Ctrl-C); the run is resumable";
+  3    the run is held by another runner (see `siteflow unlock`), or this runner lost it
+       to another one (it stopped; the other continues the run)
+  130  interrupted (Ctrl-C, SIGTERM or SIGHUP) or cancelled (`siteflow cancel`); the run
+       is resumable";
 
 /// Durable, resumable workflows that provision edge Kubernetes sites.
 #[derive(Parser)]
@@ -148,6 +150,9 @@ enum Command {
         /// Only this step.
         #[arg(long)]
         step: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Ask the runner holding a run to stop (as Ctrl-C would).
     Cancel {
@@ -166,6 +171,9 @@ enum Command {
     Steps {
         /// A kind.
         kind: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Print the JSON Schema of workflow and site files.
     Schema,
@@ -334,7 +342,11 @@ async fn hosts(cli: &Cli, command: &HostsCommand) -> Result<u8, Failure> {
         }
         return Ok(0);
     }
-    let store = StateStore::open(&path)?;
+    // Listing only reads (never migrates); forgetting writes.
+    let store = match command {
+        HostsCommand::List { .. } => StateStore::open_read_only(&path)?,
+        HostsCommand::Forget { .. } => StateStore::open(&path)?,
+    };
     match command {
         HostsCommand::List { output } => {
             let rows = store.shared_values(NS).await?;
@@ -436,6 +448,9 @@ impl From<RunError> for Failure {
             RunError::Invalid(d) => d.into(),
             RunError::Secret { .. } | RunError::Usage(_) => Failure::new(2, format!("error: {e}")),
             RunError::Lease(l @ LeaseError::Held { .. }) => Failure::new(3, format!("error: {l}")),
+            RunError::Store(l @ siteflow_engine::state::StoreError::LeaseLost) => {
+                Failure::new(3, format!("error: {l}"))
+            }
             other => Failure::new(1, format!("error: {}", chain(&other))),
         }
     }
@@ -502,6 +517,8 @@ fn main() -> ExitCode {
     };
     let telemetry = rt.block_on(async { telemetry::Telemetry::init(cli.verbose) });
     let result = rt.block_on(dispatch(cli));
+    // Whatever ended the command, no script it started keeps running.
+    siteflow_steps_core::kill_running_scripts();
     telemetry.shutdown();
     match result {
         Ok(code) => ExitCode::from(code),
@@ -512,9 +529,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// The state database for a command that only reads runs (or changes an existing one): it
-/// is never created by such a command.
+/// The state database for a command that only reads: opened read-only, never created or
+/// migrated (an older schema is a clear error naming the commands that upgrade it).
+fn read_state(cli: &Cli) -> Result<StateStore, Failure> {
+    Ok(StateStore::open_read_only(&existing_state_path(cli)?)?)
+}
+
+/// The state database for a command that changes an existing run: it is never created by
+/// such a command.
 fn existing_state(cli: &Cli) -> Result<StateStore, Failure> {
+    Ok(StateStore::open(&existing_state_path(cli)?)?)
+}
+
+fn existing_state_path(cli: &Cli) -> Result<PathBuf, Failure> {
     let path = state_path(cli);
     if !path.exists() {
         return Err(Failure::new(
@@ -525,7 +552,7 @@ fn existing_state(cli: &Cli) -> Result<StateStore, Failure> {
             ),
         ));
     }
-    Ok(StateStore::open(&path)?)
+    Ok(path)
 }
 
 fn state_path(cli: &Cli) -> PathBuf {
@@ -661,20 +688,34 @@ async fn execute(
         observer(output),
     );
     let control = runner.control();
-    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = interrupted.clone();
+    let mut signals = StopSignals::new()
+        .map_err(|e| Failure::new(1, format!("error: install signal handlers: {e}")))?;
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            flag.store(true, std::sync::atomic::Ordering::SeqCst);
-            eprintln!(
-                "\nstopping: no new steps start; running steps get {grace}s to finish. Press Ctrl-C again to abort now."
-            );
-            control.stop(Duration::from_secs(grace));
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("aborted; `siteflow resume` continues the run");
-                std::process::exit(130);
-            }
+        use std::io::Write as _;
+        // Messages never panic on a closed terminal (SIGHUP).
+        let say = |m: &str| {
+            let _ = writeln!(std::io::stderr(), "{m}");
+        };
+        let name = signals.next().await;
+        say(&format!(
+            "\nstopping ({name}): no new steps start; running steps get {grace}s to finish. Press Ctrl-C again to abort now."
+        ));
+        control.stop(Duration::from_secs(grace));
+        let name = signals.next().await;
+        // Abort: running steps are cancelled now (their process groups killed) and their
+        // state committed; the run then ends as Cancelled (exit 130).
+        say(&format!(
+            "aborting ({name}): running steps are cancelled now"
+        ));
+        control.abort.cancel();
+        // Should that hang, a third signal (or a bounded wait) ends the process anyway.
+        tokio::select! {
+            _ = signals.next() => {}
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
+        say("aborted; `siteflow resume` continues the run");
+        siteflow_steps_core::kill_running_scripts();
+        std::process::exit(130);
     });
     let outcome = f(&runner).await?;
     report(&store, &outcome, output).await?;
@@ -685,9 +726,36 @@ async fn execute(
     }
     Ok(match outcome.status {
         RunStatus::Succeeded => 0,
-        RunStatus::Cancelled if interrupted.load(std::sync::atomic::Ordering::SeqCst) => 130,
-        _ => 1,
+        RunStatus::Cancelled => 130,
+        RunStatus::Failed => 1,
     })
+}
+
+/// The signals that stop a run: Ctrl-C (SIGINT), SIGTERM and SIGHUP, all alike.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "Ctrl-C",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
 }
 
 /// The run as one JSON document (secrets redacted).
@@ -1007,12 +1075,18 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                         sets: vec![],
                     },
                 };
-                match plan::compile(&src, &reg) {
+                match plan::compile_for_validate(&src, &reg) {
                     Ok(p) => {
                         for w in plan::unquoted_interpolations(&p) {
                             eprintln!("{w}");
                         }
-                        println!("ok: {} ({} steps)", f.display(), p.steps.len())
+                        let missing = p.missing_inputs();
+                        let needs = if missing.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; a run needs inputs: {}", missing.join(", "))
+                        };
+                        println!("ok: {} ({} steps{needs})", f.display(), p.steps.len())
                     }
                     Err(d) => {
                         failed = true;
@@ -1042,7 +1116,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Runs { command } => {
-            let store = existing_state(&cli)?;
+            let store = read_state(&cli)?;
             match command {
                 RunsCommand::List {
                     limit,
@@ -1102,12 +1176,13 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        Command::Logs { run, step } => {
-            let store = existing_state(&cli)?;
+        Command::Logs { run, step, output } => {
+            let store = read_state(&cli)?;
             let run = &resolve_run(&store, run).await?;
             store.run(run).await?;
-            // Attempt starts and plain successes live in the attempts table; merge them in.
-            let mut lines: Vec<(i64, i64, String)> = vec![];
+            // (at, order, step, attempt, kind, message). Attempt starts and plain
+            // successes live in the attempts table; merge them in.
+            let mut entries: Vec<(i64, i64, String, Option<u32>, String, String)> = vec![];
             for a in store.attempts(run).await? {
                 let wanted = step
                     .as_deref()
@@ -1116,38 +1191,55 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     continue;
                 }
                 let (key, n) = (&a.step_key, a.attempt);
-                let start = format!(
-                    "{} [{key}] #{n} {:<9} attempt {n} started",
-                    ts(a.started_at),
-                    "started"
-                );
-                lines.push((a.started_at, -1, start));
+                entries.push((
+                    a.started_at,
+                    -1,
+                    key.clone(),
+                    Some(n),
+                    "started".into(),
+                    format!("attempt {n} started"),
+                ));
                 if let (Some(end), Some(outcome @ ("succeeded" | "satisfied"))) =
                     (a.finished_at, a.outcome.as_deref())
                 {
-                    let done = format!(
-                        "{} [{key}] #{n} {:<9} attempt {n} {outcome}",
-                        ts(end),
-                        outcome
-                    );
                     // On a tie (one commit ends a step and starts the next), the end comes first.
-                    lines.push((end, -2, done));
-                }
-            }
-            for e in store.events(run, step.as_deref()).await? {
-                let who = e.step_key.as_deref().unwrap_or("run");
-                let att = e.attempt.map(|a| format!("#{a} ")).unwrap_or_default();
-                for line in e.message.lines() {
-                    lines.push((
-                        e.at,
-                        e.seq,
-                        format!("{} [{who}] {att}{:<9} {line}", ts(e.at), e.kind),
+                    entries.push((
+                        end,
+                        -2,
+                        key.clone(),
+                        Some(n),
+                        outcome.into(),
+                        format!("attempt {n} {outcome}"),
                     ));
                 }
             }
-            lines.sort_by_key(|(at, seq, _)| (*at, *seq));
-            for (_, _, l) in lines {
-                println!("{l}");
+            for e in store.events(run, step.as_deref()).await? {
+                let who = e.step_key.unwrap_or_else(|| "run".into());
+                entries.push((e.at, e.seq, who, e.attempt, e.kind, e.message));
+            }
+            entries.sort_by_key(|e| (e.0, e.1));
+            match output {
+                Output::Json => {
+                    let docs: Vec<Value> = entries
+                        .into_iter()
+                        .map(|(at, _, who, attempt, kind, message)| {
+                            json!({"at": ts(at), "step": who, "attempt": attempt,
+                                   "kind": kind, "message": message})
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&docs).unwrap_or_default()
+                    );
+                }
+                Output::Text => {
+                    for (at, _, who, attempt, kind, message) in entries {
+                        let att = attempt.map(|a| format!("#{a} ")).unwrap_or_default();
+                        for line in message.lines() {
+                            println!("{} [{who}] {att}{kind:<9} {line}", ts(at));
+                        }
+                    }
+                }
             }
             Ok(0)
         }
@@ -1189,13 +1281,27 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        Command::Steps { kind } => {
-            match kind {
-                None => {
-                    for k in reg.kinds() {
-                        println!("{:<20} {}", k.kind(), k.description());
-                    }
+        Command::Steps { kind, output } => {
+            let doc = |k: &dyn siteflow_step::DynStep, schemas: bool| {
+                let mut d = json!({"kind": k.kind(), "description": k.description()});
+                if schemas {
+                    d["input_schema"] = k.input_schema();
+                    d["output_schema"] = k.output_schema();
                 }
+                d
+            };
+            match kind {
+                None => match output {
+                    Output::Json => {
+                        let all: Vec<Value> = reg.kinds().map(|k| doc(k.as_ref(), false)).collect();
+                        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+                    }
+                    Output::Text => {
+                        for k in reg.kinds() {
+                            println!("{:<20} {}", k.kind(), k.description());
+                        }
+                    }
+                },
                 Some(name) => {
                     let k = reg.get(name).ok_or_else(|| {
                         Failure::new(
@@ -1206,15 +1312,25 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                             ),
                         )
                     })?;
-                    println!("{} — {}", k.kind(), k.description());
-                    println!(
-                        "input schema:\n{}",
-                        serde_json::to_string_pretty(&k.input_schema()).unwrap_or_default()
-                    );
-                    println!(
-                        "output schema:\n{}",
-                        serde_json::to_string_pretty(&k.output_schema()).unwrap_or_default()
-                    );
+                    match output {
+                        Output::Json => println!(
+                            "{}",
+                            serde_json::to_string_pretty(&doc(k.as_ref(), true))
+                                .unwrap_or_default()
+                        ),
+                        Output::Text => {
+                            println!("{} — {}", k.kind(), k.description());
+                            println!(
+                                "input schema:\n{}",
+                                serde_json::to_string_pretty(&k.input_schema()).unwrap_or_default()
+                            );
+                            println!(
+                                "output schema:\n{}",
+                                serde_json::to_string_pretty(&k.output_schema())
+                                    .unwrap_or_default()
+                            );
+                        }
+                    }
                 }
             }
             Ok(0)

@@ -138,3 +138,54 @@ fn skip_bridges_needs_and_set_lists_keep_yaml_1_1_words_as_strings() {
         .unwrap();
     assert_eq!(c["needs"], serde_json::json!(["a"]));
 }
+
+/// Reading commands open the database read-only: on an older schema they neither migrate it
+/// nor fail obscurely; they say which commands upgrade it. A writing command does, and
+/// then they read.
+#[test]
+fn reading_commands_never_migrate_an_old_database() {
+    let sb = Sandbox::new();
+    sb.write("wf.yaml", "name: tiny\nsteps:\n  - id: a\n    uses: noop\n");
+    assert_eq!(sb.run(&["run", "wf.yaml"]).code, 0);
+    let version = || -> i64 {
+        let conn = rusqlite::Connection::open(sb.db()).unwrap();
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    };
+    let current = version();
+    {
+        // The database as the previous schema left it: the newest migration (4) added
+        // `runs.lease_generation` (a new migration changes this line).
+        assert_eq!(current, 4, "undo the newest migration here");
+        let conn = rusqlite::Connection::open(sb.db()).unwrap();
+        conn.execute_batch(&format!(
+            "ALTER TABLE runs DROP COLUMN lease_generation; PRAGMA user_version = {};",
+            current - 1
+        ))
+        .unwrap();
+    }
+    for args in [
+        vec!["runs", "list"],
+        vec!["runs", "show", "last"],
+        vec!["logs", "last"],
+        vec!["hosts", "list"],
+    ] {
+        let r = sb.run(&args);
+        assert_eq!(r.code, 1, "{args:?}: {}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains(&format!(
+                "has schema version {}, older than this siteflow's {current}",
+                current - 1
+            )) && r.stderr.contains("upgrades it"),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert_eq!(version(), current - 1, "{args:?} migrated the database");
+    }
+    let run = sb.last_run();
+    assert_eq!(sb.run(&["cancel", &run]).code, 0);
+    assert_eq!(version(), current, "a writing command upgrades it");
+    let r = sb.run(&["runs", "list", "--output", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()[0]["run_id"], run.as_str());
+}

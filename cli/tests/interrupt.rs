@@ -136,11 +136,141 @@ fn cancel_command_reaches_the_holder_through_the_state_store() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "a cancelled run (not interrupted here) exits 1"
+        Some(130),
+        "a cancelled run exits 130, as an interrupted one does"
     );
     assert_eq!(status_of(&sb, &run)["status"], "Cancelled");
     // The lease was released: another runner may resume at once.
     std::fs::write(sb.path("go"), "").unwrap();
     assert_eq!(sb.run(&["resume", &run]).code, 0);
+}
+
+/// Attempt rows of a run (one per step start).
+fn attempt_rows(sb: &Sandbox, run: &str) -> Vec<(String, i64)> {
+    let conn = rusqlite::Connection::open(sb.db()).unwrap();
+    let mut st = conn
+        .prepare("SELECT step_key, attempt FROM attempts WHERE run_id = ?1 ORDER BY step_key")
+        .unwrap();
+    st.query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn no_step_starts_once_a_cancel_is_committed_and_the_run_exits_130() {
+    // A long chain of short steps: before the fix, steps kept starting for a heartbeat
+    // (5 s) after `siteflow cancel` returned.
+    let mut wf = String::from("name: chain\nsteps:\n");
+    for i in 0..400 {
+        wf.push_str(&format!(
+            "  - id: s{i}\n    uses: shell\n{}    with: {{ run: \"echo s{i} >> log.txt; sleep 0.02\" }}\n",
+            if i == 0 {
+                String::new()
+            } else {
+                format!("    needs: [s{}]\n", i - 1)
+            }
+        ));
+    }
+    let sb = Sandbox::new();
+    sb.write("wf.yaml", &wf);
+    let child = sb.spawn(&["run", "wf.yaml", "--grace", "0"]);
+    wait_for(&sb, "s5");
+    let run = sb.last_run();
+    let r = sb.run(&["cancel", &run]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The cancel is committed: every start from now on would be a row not yet here.
+    let at_cancel = attempt_rows(&sb, &run);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = attempt_rows(&sb, &run);
+    assert_eq!(
+        after, at_cancel,
+        "steps started after the cancel was committed"
+    );
+    assert!(after.len() < 400, "the chain ran to its end");
+    let doc = status_of(&sb, &run);
+    assert_eq!(doc["status"], "Cancelled");
+    assert!(
+        doc["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] != "Running"),
+        "a step is left Running: {doc}"
+    );
+}
+
+const SLEEPER: &str = r#"name: sleeper
+steps:
+  - id: nap
+    uses: shell
+    with:
+      run: |
+        sleep 300 &
+        echo $! > sleep.pid
+        echo started >> log.txt
+        wait
+"#;
+
+/// Whether a process runs (a zombie waiting for its reaper does not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+/// Runs SLEEPER, sends `signals` to siteflow (one by one), and checks the outcome: exit
+/// 130, the step's `sleep` gone, the step's state committed as Cancelled.
+fn stop_with(signals: &[Signal], grace: &str) {
+    let sb = Sandbox::new();
+    sb.write("wf.yaml", SLEEPER);
+    let child = sb.spawn(&["run", "wf.yaml", "--grace", grace]);
+    wait_for(&sb, "started");
+    let sleep_pid: i32 = sb.read("sleep.pid").trim().parse().unwrap();
+    assert!(alive(sleep_pid));
+    for s in signals {
+        kill(Pid::from_raw(child.id() as i32), *s).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    // Killed with its process group; bounded wait for the kernel to finish it.
+    let until = Instant::now() + Duration::from_secs(5);
+    while alive(sleep_pid) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !alive(sleep_pid),
+        "the step's sleep {sleep_pid} outlived siteflow"
+    );
+    let doc = status_of(&sb, &sb.last_run());
+    assert_eq!(doc["status"], "Cancelled", "{doc}");
+    assert_eq!(doc["steps"][0]["status"], "Cancelled", "{doc}");
+}
+
+#[test]
+fn sigterm_drains_like_ctrl_c_kills_the_steps_process_group_and_commits_its_state() {
+    stop_with(&[Signal::SIGTERM], "1");
+}
+
+#[test]
+fn sighup_drains_like_ctrl_c_kills_the_steps_process_group_and_commits_its_state() {
+    stop_with(&[Signal::SIGHUP], "1");
+}
+
+#[test]
+fn a_second_ctrl_c_kills_the_steps_process_group_and_commits_its_state() {
+    // The grace period (300 s) would outlast the test: only the second Ctrl-C ends it.
+    stop_with(&[Signal::SIGINT, Signal::SIGINT], "300");
 }

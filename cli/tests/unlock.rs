@@ -52,3 +52,69 @@ fn unlock_refuses_a_live_holder_and_breaks_a_dead_ones() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A runner that lost its lease (stopped past it, another runner took the run over) writes
+/// nothing more once it continues and stops at once: the step after the one both ran is
+/// run once, by the new holder.
+#[test]
+fn a_runner_that_lost_its_lease_stops_and_writes_nothing() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let sb = Sandbox::new();
+    sb.write(
+        "wf.yaml",
+        r#"name: fenced
+steps:
+  - id: a
+    uses: shell
+    with:
+      run: |
+        echo a-started >> log.txt
+        for i in $(seq 600); do test -f go && break; sleep 0.05; done
+        test -f go
+  - id: b
+    uses: shell
+    needs: [a]
+    with: { run: "echo b >> log.txt" }
+"#,
+    );
+    let wait_for = |what: &str, n: usize| {
+        let until = Instant::now() + Duration::from_secs(20);
+        while sb.lines("log.txt").iter().filter(|l| *l == what).count() < n {
+            assert!(Instant::now() < until, "timed out waiting for {what} x{n}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let first = sb.spawn(&["run", "wf.yaml"]);
+    let first_pid = Pid::from_raw(first.id() as i32);
+    wait_for("a-started", 1);
+    let run = sb.last_run();
+    // Paused past its lease: another runner takes the run over.
+    kill(first_pid, Signal::SIGSTOP).unwrap();
+    let r = sb.run(&["unlock", "--force", &run]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let second = sb.spawn(&["resume", &run]);
+    wait_for("a-started", 2);
+    std::fs::write(sb.path("go"), "").unwrap();
+    let out = second.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The first runner goes on: its `a` has finished meanwhile.
+    kill(first_pid, Signal::SIGCONT).unwrap();
+    let out = first.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("lost the run's lease"), "{stderr}");
+    let b_runs = sb.lines("log.txt").iter().filter(|l| *l == "b").count();
+    assert_eq!(b_runs, 1, "step b ran {b_runs} times");
+    let doc = sb.run(&["runs", "show", &run, "--output", "json"]).json();
+    assert_eq!(
+        doc["status"], "Succeeded",
+        "the old runner overwrote the run: {doc}"
+    );
+}

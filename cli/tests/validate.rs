@@ -140,3 +140,120 @@ fn shipped_workflows_and_sites_validate() {
     let ok = stdout.lines().filter(|l| l.starts_with("ok: ")).count();
     assert_eq!(ok, files.len());
 }
+
+/// Expression errors are found by `validate` (and `run` stores nothing): an unknown filter,
+/// an unclosed `${{`, and an expression known before the run whose type does not fit.
+#[test]
+fn expression_errors_are_found_before_the_run() {
+    let sb = Sandbox::new();
+    sb.write(
+        "wf.yaml",
+        r#"name: exprs
+inputs:
+  name: { type: string, default: edge }
+  count: { type: integer, default: 3 }
+steps:
+  - id: a
+    uses: shell
+    with: { run: "echo ${{ inputs.name | lenght }}" }
+  - id: b
+    uses: shell
+    with: { run: "echo ${{ inputs.name" }
+  - id: c
+    uses: shell
+    with: { run: "${{ 42 }}" }
+  - id: d
+    uses: shell
+    with: { run: "${{ inputs.count }}" }
+  - id: e
+    uses: shell
+    if: ${{ inputs.name is stringy }}
+    with: { run: "echo ${{ inputs.name | upper }} ${{ steps.a.outputs.stdout }}" }
+"#,
+    );
+    let r = sb.run(&["validate", "wf.yaml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    for (at, what) in [
+        (
+            "wf.yaml:8:18",
+            "unknown filter `lenght`; did you mean `length`?",
+        ),
+        ("wf.yaml:11:18", "`${{` is not closed: add `}}`"),
+        (
+            "wf.yaml:14:13",
+            "at `run`: invalid type: integer `42`, expected a string",
+        ),
+        (
+            "wf.yaml:17:13",
+            "at `run`: invalid type: integer `3`, expected a string",
+        ),
+        ("wf.yaml:20:9", "unknown test `stringy`"),
+    ] {
+        let block = r
+            .stderr
+            .split("\n\n")
+            .find(|b| b.contains(what))
+            .unwrap_or_else(|| panic!("no error `{what}`:\n{}", r.stderr));
+        assert!(block.contains(at), "`{what}` not at {at}:\n{block}");
+    }
+    assert!(r.stderr.contains("5 errors found"), "{}", r.stderr);
+    let r = sb.run(&["run", "wf.yaml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(!sb.db().exists(), "run stored something");
+}
+
+/// An input without a default is required: `run` without it exits 2 naming every missing
+/// input and stores nothing; `validate` of the workflow alone says what a run needs.
+#[test]
+fn inputs_without_a_default_are_required_by_run() {
+    let sb = Sandbox::new();
+    let workflows = concat!(env!("CARGO_MANIFEST_DIR"), "/../workflows");
+    let r = sb.run(&["run", "--workflows", workflows, "k3s-cluster"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("required input `server_host` has no value"),
+        "{}",
+        r.stderr
+    );
+    assert!(!sb.db().exists(), "run stored something");
+
+    sb.write(
+        "wf.yaml",
+        r#"name: needs
+inputs:
+  a: { type: string }
+  b: { type: integer }
+  c: { type: string, required: false }
+  d: { type: string, default: x }
+steps:
+  - id: s
+    uses: shell
+    with: { run: "echo ${{ inputs.a }} ${{ inputs.b }} ${{ inputs.d }} > out.txt" }
+"#,
+    );
+    let r = sb.run(&["run", "wf.yaml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("required input `a` has no value"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("required input `b` has no value"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("input `c`") && !r.stderr.contains("input `d`"));
+    assert!(!sb.db().exists(), "run stored something");
+    let r = sb.run(&["validate", "wf.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("a run needs inputs: a, b"),
+        "{}",
+        r.stdout
+    );
+    let r = sb.run(&["run", "wf.yaml", "--set", "a=hi", "--set", "b=2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(sb.read("out.txt"), "hi 2 x\n");
+}

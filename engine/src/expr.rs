@@ -7,12 +7,33 @@
 //! write subtraction with spaces (`a - b`).
 
 use minijinja::syntax::SyntaxConfig;
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::value::Rest;
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 use std::sync::OnceLock;
 
 const OPEN: &str = "${{";
 const CLOSE: &str = "}}";
+
+/// Bytes an expression's value (or a rendered string) may have: values are step inputs,
+/// not data sets. Filters that multiply sizes (`join`, `replace`, `indent`) check it before
+/// they build their result, a rendered template as it writes, a value once it is made.
+pub const MAX_VALUE: usize = 1024 * 1024;
+
+/// Instructions one evaluation may run (minijinja's fuel): bounds loops in `${% for %}`.
+pub const FUEL: u64 = 200_000;
+
+/// Items `range` may yield.
+pub const MAX_RANGE: usize = 10_000;
+
+fn too_large(what: &str, n: usize) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!(
+            "{what} would be {n} bytes; an expression's value is limited to {MAX_VALUE} bytes (1 MiB)"
+        ),
+    )
+}
 
 /// The names an expression may start with.
 pub const ROOTS: &[&str] = &["inputs", "steps", "secrets", "item", "run", "site"];
@@ -38,8 +59,120 @@ fn env() -> &'static Environment<'static> {
                 None => siteflow_step::shell_quote(&v.to_string()),
             }
         });
+        env.set_fuel(Some(FUEL));
+        add_bounded_builtins(&mut env);
         env
     })
+}
+
+/// Replaces the builtins that can make a value much larger than their arguments with
+/// versions that check [`MAX_VALUE`] (or [`MAX_RANGE`]) before building it.
+fn add_bounded_builtins(env: &mut Environment<'static>) {
+    env.add_function(
+        "range",
+        |lower: i64, upper: Option<i64>, step: Option<i64>| -> Result<minijinja::Value, Error> {
+            let (lo, hi) = match upper {
+                Some(u) => (lower, u),
+                None => (0, lower),
+            };
+            let step = step.unwrap_or(1);
+            if step == 0 {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "cannot create range with step of 0",
+                ));
+            }
+            let span = if step > 0 { hi - lo } else { lo - hi };
+            let n = if span <= 0 {
+                0
+            } else {
+                (span + step.abs() - 1) / step.abs()
+            };
+            if n as u64 > MAX_RANGE as u64 {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("range of {n} items; the limit is {MAX_RANGE}"),
+                ));
+            }
+            let items: Vec<i64> = (0..n).map(|k| lo + k * step).collect();
+            Ok(minijinja::Value::from(items))
+        },
+    );
+    env.add_filter(
+        "join",
+        |value: minijinja::Value, joiner: Option<String>| -> Result<String, Error> {
+            let joiner = joiner.unwrap_or_default();
+            if let Some(s) = value.as_str() {
+                // A string joins its characters.
+                let n = s.chars().count();
+                let len = s.len() + joiner.len().saturating_mul(n.saturating_sub(1));
+                if len > MAX_VALUE {
+                    return Err(too_large("`join`", len));
+                }
+                return Ok(s
+                    .chars()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+                    .join(&joiner));
+            }
+            let mut out = String::new();
+            for (k, item) in value.try_iter()?.enumerate() {
+                if k > 0 {
+                    out.push_str(&joiner);
+                }
+                match item.as_str() {
+                    Some(s) => out.push_str(s),
+                    None => out.push_str(&item.to_string()),
+                }
+                if out.len() > MAX_VALUE {
+                    return Err(too_large("`join`", out.len()));
+                }
+            }
+            Ok(out)
+        },
+    );
+    env.add_filter(
+        "replace",
+        |value: String, from: String, to: String| -> Result<String, Error> {
+            let hits = if from.is_empty() {
+                value.chars().count() + 1
+            } else {
+                value.matches(from.as_str()).count()
+            };
+            let len = value.len() + hits.saturating_mul(to.len());
+            if len > MAX_VALUE {
+                return Err(too_large("`replace`", len));
+            }
+            Ok(value.replace(&from, &to))
+        },
+    );
+    env.add_filter(
+        "indent",
+        |state: &minijinja::State,
+         args: Rest<minijinja::Value>|
+         -> Result<minijinja::Value, Error> {
+            // The builtin does the work; the width (positional or `width=`) is checked first.
+            let width = |v: &minijinja::Value| match v.as_str() {
+                Some(s) => Some(s.len()),
+                None => usize::try_from(v.clone()).ok(),
+            };
+            let w = args
+                .get(1)
+                .and_then(|v| match v.kind() {
+                    minijinja::value::ValueKind::Map => {
+                        v.get_attr("width").ok().and_then(|x| width(&x))
+                    }
+                    _ => width(v),
+                })
+                .unwrap_or(4);
+            let text = args.first().and_then(|v| v.as_str()).unwrap_or("");
+            let len = text.len() + w.saturating_mul(text.lines().count() + 1);
+            if len > MAX_VALUE {
+                return Err(too_large("`indent`", len));
+            }
+            minijinja::Value::from_function(minijinja::filters::indent).call(state, &args)
+        },
+    );
 }
 
 /// Whether a string contains an expression.
@@ -156,10 +289,225 @@ fn rewrite_template(s: &str) -> String {
     out
 }
 
+/// Filter names for "did you mean" (minijinja's builtins and ours).
+const FILTERS: &[&str] = &[
+    "abs",
+    "attr",
+    "batch",
+    "bool",
+    "capitalize",
+    "chain",
+    "count",
+    "d",
+    "default",
+    "dictsort",
+    "e",
+    "escape",
+    "first",
+    "float",
+    "format",
+    "groupby",
+    "indent",
+    "int",
+    "items",
+    "join",
+    "last",
+    "length",
+    "lines",
+    "list",
+    "lower",
+    "map",
+    "max",
+    "min",
+    "pprint",
+    "reject",
+    "replace",
+    "reverse",
+    "round",
+    "safe",
+    "select",
+    "shell_quote",
+    "slice",
+    "sort",
+    "split",
+    "string",
+    "sum",
+    "title",
+    "tojson",
+    "trim",
+    "unique",
+    "upper",
+    "urlencode",
+    "zip",
+];
+
+/// Test names (`x is defined`) for "did you mean".
+const TESTS: &[&str] = &[
+    "boolean",
+    "defined",
+    "divisibleby",
+    "endingwith",
+    "eq",
+    "equalto",
+    "escaped",
+    "even",
+    "false",
+    "filter",
+    "float",
+    "ge",
+    "greaterthan",
+    "gt",
+    "in",
+    "integer",
+    "iterable",
+    "le",
+    "lessthan",
+    "lower",
+    "lt",
+    "mapping",
+    "ne",
+    "none",
+    "number",
+    "odd",
+    "sameas",
+    "sequence",
+    "startingwith",
+    "string",
+    "test",
+    "true",
+    "undefined",
+    "upper",
+];
+
+/// The filter names (`| name`) and test names (`is [not] name`) used in an expression,
+/// outside string literals.
+fn filters_and_tests(expr: &str) -> (Vec<String>, Vec<String>) {
+    let b = expr.as_bytes();
+    let ident = |i: usize| {
+        let mut j = i;
+        while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+            j += 1;
+        }
+        (j > i && !b[i].is_ascii_digit()).then(|| (expr[i..j].to_string(), j))
+    };
+    let skip_ws = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let (mut filters, mut tests) = (vec![], vec![]);
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'"' | b'\'') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'|' => {
+                if let Some((name, j)) = ident(skip_ws(i + 1)) {
+                    filters.push(name);
+                    i = j;
+                } else {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let (word, j) = ident(i).unwrap_or((String::new(), i + 1));
+                i = j;
+                if word == "is"
+                    && let Some((mut name, mut k)) = ident(skip_ws(j))
+                {
+                    if name == "not"
+                        && let Some((n2, k2)) = ident(skip_ws(k))
+                    {
+                        (name, k) = (n2, k2);
+                    }
+                    tests.push(name);
+                    i = k;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    (filters, tests)
+}
+
+/// An error for each filter or test the environment does not know (minijinja only finds
+/// them when it evaluates; validation must not wait for that).
+fn check_names(expr: &str) -> Result<(), String> {
+    let (filters, tests) = filters_and_tests(expr);
+    let unknown = |probe: String| {
+        env()
+            .compile_expression(&probe)
+            .and_then(|e| e.eval(()))
+            .err()
+            .map(|e| e.kind())
+    };
+    for f in filters {
+        if unknown(format!("none | {f}")) == Some(ErrorKind::UnknownFilter) {
+            let hint = strsim_closest(&f, FILTERS)
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_default();
+            return Err(format!("unknown filter `{f}`{hint}"));
+        }
+    }
+    for t in tests {
+        if unknown(format!("none is {t}")) == Some(ErrorKind::UnknownTest) {
+            let hint = strsim_closest(&t, TESTS)
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_default();
+            return Err(format!("unknown test `{t}`{hint}"));
+        }
+    }
+    Ok(())
+}
+
+fn strsim_closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(name, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Checks a string that holds expressions as a whole: every `${{` is closed, and a string
+/// that is not one whole expression compiles as a template (blocks included).
+pub fn check_text(text: &str) -> Result<(), String> {
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        let after = &rest[start + OPEN.len()..];
+        match after.find(CLOSE) {
+            Some(end) => rest = &after[end + CLOSE.len()..],
+            None => return Err(format!("`{OPEN}` is not closed: add `{CLOSE}`")),
+        }
+    }
+    if whole_expr(text).is_none() {
+        env()
+            .template_from_str(&rewrite_template(text))
+            .map_err(|e| format_err(&e))?;
+    }
+    Ok(())
+}
+
+/// Whether a whole-expression string can be evaluated before the run: it reads only
+/// `inputs` (and constants). Returns the inner expression then.
+pub fn input_only_whole_expr(text: &str) -> Option<&str> {
+    let inner = whole_expr(text)?;
+    let roots = check(inner).ok()?;
+    roots.iter().all(|r| r == "inputs").then_some(inner)
+}
+
 /// Checks an expression's syntax; returns its root names (`inputs`, `steps`, …).
 pub fn check(expr: &str) -> Result<Vec<String>, String> {
+    check_literal_repeats(expr)?;
     let src = rewrite_dashes(expr);
     let e = env().compile_expression(&src).map_err(|e| format_err(&e))?;
+    check_names(&src)?;
     // Global functions (`range`, `dict`, …) are names too, but not ours to check.
     let mut roots: Vec<String> = e
         .undeclared_variables(false)
@@ -170,17 +518,115 @@ pub fn check(expr: &str) -> Result<Vec<String>, String> {
     Ok(roots)
 }
 
+/// Rejects `"text" * N` (or `N * "text"`) whose result exceeds [`MAX_VALUE`]: minijinja
+/// itself lets one repetition reach 100 MB, and this is the one way a short expression
+/// makes a huge string without a filter that checks. (A string from a variable repeated
+/// is bounded by the final size check, and minijinja's 100 MB cap per repetition.)
+fn check_literal_repeats(expr: &str) -> Result<(), String> {
+    let b = expr.as_bytes();
+    let skip_ws = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let number_at = |i: usize| {
+        let end = (i..b.len())
+            .find(|&k| !b[k].is_ascii_digit())
+            .unwrap_or(b.len());
+        (end > i).then(|| (expr[i..end].parse::<u128>().unwrap_or(u128::MAX), end))
+    };
+    let star_at = |i: usize| b.get(i) == Some(&b'*') && b.get(i + 1) != Some(&b'*');
+    // String literals: (start, end exclusive, length of content).
+    let mut literals = vec![];
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'"' || b[i] == b'\'' {
+            let q = b[i];
+            let mut j = i + 1;
+            while j < b.len() && b[j] != q {
+                j += if b[j] == b'\\' { 2 } else { 1 };
+            }
+            literals.push((i, (j + 1).min(b.len()), j.saturating_sub(i + 1)));
+            i = j + 1;
+        } else {
+            i += 1;
+        }
+    }
+    for &(start, end, len) in &literals {
+        // "text" * N
+        let after = skip_ws(end);
+        let right = star_at(after)
+            .then(|| number_at(skip_ws(after + 1)))
+            .flatten()
+            .map(|(n, _)| n);
+        // N * "text"
+        let mut k = start;
+        while k > 0 && b[k - 1].is_ascii_whitespace() {
+            k -= 1;
+        }
+        let left = (k > 0 && b[k - 1] == b'*' && (k < 2 || b[k - 2] != b'*'))
+            .then(|| {
+                let mut e = k - 1;
+                while e > 0 && b[e - 1].is_ascii_whitespace() {
+                    e -= 1;
+                }
+                let mut s0 = e;
+                while s0 > 0 && b[s0 - 1].is_ascii_digit() {
+                    s0 -= 1;
+                }
+                (s0 < e).then(|| expr[s0..e].parse::<u128>().unwrap_or(u128::MAX))
+            })
+            .flatten();
+        for n in [right, left].into_iter().flatten() {
+            let size = n.saturating_mul(len as u128);
+            if size > MAX_VALUE as u128 {
+                return Err(format!(
+                    "repeating a string {n} times makes {size} bytes; an expression's value is limited to {MAX_VALUE} bytes (1 MiB)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn format_err(e: &minijinja::Error) -> String {
     let mut s = e.kind().to_string();
     if let Some(d) = e.detail() {
         s.push_str(": ");
         s.push_str(d);
     }
+    if e.kind() == ErrorKind::OutOfFuel {
+        s.push_str(&format!(
+            " (more than {FUEL} steps: loop over less, or move the work into a step)"
+        ));
+    }
     s
+}
+
+/// Bytes `v` serializes to, counted without building the text (stops early past `limit`).
+fn json_len(v: &Value, limit: usize) -> usize {
+    struct Count(usize, usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            if self.0 > self.1 {
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0, limit);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }
 
 /// Evaluates one expression to a JSON value.
 pub fn eval(expr: &str, ctx: &Value) -> Result<Value, String> {
+    check_literal_repeats(expr)?;
     let src = rewrite_dashes(expr);
     let e = env().compile_expression(&src).map_err(|e| format_err(&e))?;
     let v = e
@@ -189,37 +635,114 @@ pub fn eval(expr: &str, ctx: &Value) -> Result<Value, String> {
     if v.is_undefined() {
         return Err("the expression is undefined".into());
     }
-    serde_json::to_value(&v).map_err(|e| e.to_string())
+    let v = serde_json::to_value(&v).map_err(|e| e.to_string())?;
+    let len = json_len(&v, MAX_VALUE);
+    if len > MAX_VALUE {
+        return Err(format!(
+            "its value is more than {MAX_VALUE} bytes (1 MiB), the limit of an expression's value"
+        ));
+    }
+    Ok(v)
+}
+
+/// A writer that fails once more than [`MAX_VALUE`] bytes were written to it.
+struct Bounded {
+    out: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + b.len() > MAX_VALUE {
+            self.over = true;
+            return Err(std::io::Error::other("rendered text over the limit"));
+        }
+        self.out.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Renders a string: a whole expression keeps its type, anything else becomes a string.
+/// An error quotes the string (its start) so the expression can be found.
 pub fn render_str(s: &str, ctx: &Value) -> Result<Value, String> {
+    render_str_inner(s, ctx).map_err(|e| format!("in `{}`: {e}", excerpt(s)))
+}
+
+fn excerpt(s: &str) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+fn render_str_inner(s: &str, ctx: &Value) -> Result<Value, String> {
     if !has_expr(s) {
         return Ok(Value::String(s.to_string()));
     }
     if let Some(inner) = whole_expr(s) {
         return eval(inner, ctx);
     }
-    let out = env()
-        .render_str(&rewrite_template(s), minijinja::Value::from_serialize(ctx))
-        .map_err(|e| format_err(&e))?;
-    Ok(Value::String(out))
+    for e in expressions(s) {
+        check_literal_repeats(e)?;
+    }
+    let src = rewrite_template(s);
+    let t = env().template_from_str(&src).map_err(|e| format_err(&e))?;
+    let mut w = Bounded {
+        out: Vec::new(),
+        over: false,
+    };
+    if let Err(e) = t.render_captured_to(minijinja::Value::from_serialize(ctx), &mut w) {
+        if w.over {
+            return Err(format!(
+                "the rendered text is more than {MAX_VALUE} bytes (1 MiB), the limit of an expression's value"
+            ));
+        }
+        return Err(format_err(&e));
+    }
+    Ok(Value::String(String::from_utf8_lossy(&w.out).into_owned()))
 }
 
-/// Renders every string inside a JSON value.
+/// Renders every string inside a JSON value; an error names where (`run`, `env.TOKEN`, `[2]`).
 pub fn render_value(v: &Value, ctx: &Value) -> Result<Value, String> {
+    render_at(v, ctx, &mut String::new())
+}
+
+fn render_at(v: &Value, ctx: &Value, at: &mut String) -> Result<Value, String> {
     Ok(match v {
-        Value::String(s) => render_str(s, ctx)?,
-        Value::Array(a) => Value::Array(
-            a.iter()
-                .map(|x| render_value(x, ctx))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, x)| Ok((k.clone(), render_value(x, ctx)?)))
-                .collect::<Result<_, String>>()?,
-        ),
+        Value::String(s) => render_str(s, ctx).map_err(|e| {
+            if at.is_empty() {
+                e
+            } else {
+                format!("at `{at}`: {e}")
+            }
+        })?,
+        Value::Array(a) => {
+            let mut out = Vec::with_capacity(a.len());
+            for (k, x) in a.iter().enumerate() {
+                let len = at.len();
+                at.push_str(&format!("[{k}]"));
+                out.push(render_at(x, ctx, at)?);
+                at.truncate(len);
+            }
+            Value::Array(out)
+        }
+        Value::Object(m) => {
+            let mut out = serde_json::Map::with_capacity(m.len());
+            for (k, x) in m {
+                let len = at.len();
+                if !at.is_empty() {
+                    at.push('.');
+                }
+                at.push_str(k);
+                out.insert(k.clone(), render_at(x, ctx, at)?);
+                at.truncate(len);
+            }
+            Value::Object(out)
+        }
         other => other.clone(),
     })
 }
@@ -386,5 +909,103 @@ mod tests {
         );
         assert_eq!(check("input.x | upper").unwrap(), vec!["input".to_string()]);
         assert!(check("inputs.x +").is_err());
+    }
+
+    #[test]
+    fn size_bombs_fail_fast_with_the_limit_named() {
+        // The reported bomb: 100000 items joined with a 10 KB separator (1 GB).
+        let e = render_str(
+            r#"${{ range(100000) | map("string") | join("x" * 10000) }}"#,
+            &ctx(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("range of 100000 items; the limit is 10000"),
+            "{e}"
+        );
+        let e = render_str(
+            r#"${{ range(5000) | map("string") | join("x" * 1000) }}"#,
+            &ctx(),
+        )
+        .unwrap_err();
+        assert!(e.contains("`join` would be") && e.contains("1 MiB"), "{e}");
+        assert!(
+            e.starts_with("in `${{ range(5000)"),
+            "the expression is quoted: {e}"
+        );
+        // String concatenation of huge repetitions.
+        let e = render_str(r#"${{ "x" * 100000000 ~ "x" * 100000000 }}"#, &ctx()).unwrap_err();
+        assert!(e.contains("repeating a string 100000000 times"), "{e}");
+        assert!(check(r#"1 + 2 * "ab""#).is_ok());
+        assert!(check(r#"2000000 * "ab""#).is_err());
+        // A value built within the per-operation bounds but too large in the end.
+        let e = render_str(r#"${{ ("x" * 1000000) ~ ("y" * 1000000) }}"#, &ctx()).unwrap_err();
+        assert!(e.contains("more than 1048576 bytes"), "{e}");
+        // A rendered template, written out piece by piece.
+        let e = render_str(
+            r#"a${% for i in range(10000) %}${{ "x" * 1000 }}${% endfor %}"#,
+            &ctx(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("rendered text is more than 1048576 bytes"),
+            "{e}"
+        );
+        // A long loop that makes nothing: fuel.
+        let e = render_str(
+            r#"a${% for i in range(10000) %}${% for j in range(10000) %}${% endfor %}${% endfor %}${{ 1 }}"#,
+            &ctx(),
+        )
+        .unwrap_err();
+        assert!(e.contains("fuel") && e.contains("200000 steps"), "{e}");
+        let e = render_str(r#"${{ "a\nb" | replace("", "z" * 600000) }}"#, &ctx()).unwrap_err();
+        assert!(e.contains("`replace` would be"), "{e}");
+        let e = render_str(r#"${{ "a\nb\nc" | indent(600000) }}"#, &ctx()).unwrap_err();
+        assert!(e.contains("`indent` would be"), "{e}");
+    }
+
+    #[test]
+    fn bounded_builtins_still_work() {
+        let c = ctx();
+        assert_eq!(
+            render_str("${{ range(3) | list }}", &c).unwrap(),
+            json!([0, 1, 2])
+        );
+        assert_eq!(
+            render_str("${{ range(5, 0, -2) | list }}", &c).unwrap(),
+            json!([5, 3, 1])
+        );
+        assert_eq!(
+            render_str("${{ inputs.zones | join(',') }}", &c).unwrap(),
+            json!("1,2")
+        );
+        assert_eq!(
+            render_str("${{ inputs.zones | join }}", &c).unwrap(),
+            json!("12")
+        );
+        assert_eq!(
+            render_str("${{ 'ab' | join('-') }}", &c).unwrap(),
+            json!("a-b")
+        );
+        assert_eq!(
+            render_str("${{ 'a.b' | replace('.', '-') }}", &c).unwrap(),
+            json!("a-b")
+        );
+        assert_eq!(
+            render_str("${{ 'a\nb' | indent(2) }}", &c).unwrap(),
+            json!("a\n  b")
+        );
+        assert_eq!(
+            render_str("${{ 'a\nb' | indent(width=1, first=true) }}", &c).unwrap(),
+            json!(" a\n b")
+        );
+        assert_eq!(
+            render_value(&json!({"env": {"X": "${{ inputs.nope }}"}}), &c)
+                .unwrap_err()
+                .split(':')
+                .next()
+                .unwrap(),
+            "at `env.X`"
+        );
     }
 }

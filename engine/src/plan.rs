@@ -97,7 +97,17 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The index of the step with this id.
+    /// Required inputs without a value (only a plan from [`compile_for_validate`] has any).
+    pub fn missing_inputs(&self) -> Vec<&str> {
+        self.workflow
+            .inputs
+            .iter()
+            .filter(|i| i.required && !self.inputs.contains_key(&i.name))
+            .map(|i| i.name.as_str())
+            .collect()
+    }
+
+    /// The index of a step by id.
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.steps.iter().position(|s| s.spec.id.value == id)
     }
@@ -233,6 +243,21 @@ pub fn unquoted_interpolations(plan: &Plan) -> Vec<Diagnostic> {
 
 /// Compiles sources into a plan, or every problem found.
 pub fn compile(sources: &Sources, registry: &Registry) -> Result<Plan, Diagnostics> {
+    compile_checked(sources, registry, true)
+}
+
+/// Compiles sources for `validate`: like [`compile`], except that a workflow checked on
+/// its own (no site file) may leave required inputs without values (they come with the
+/// run); [`Plan::missing_inputs`] names them.
+pub fn compile_for_validate(sources: &Sources, registry: &Registry) -> Result<Plan, Diagnostics> {
+    compile_checked(sources, registry, sources.site.is_some())
+}
+
+fn compile_checked(
+    sources: &Sources,
+    registry: &Registry,
+    require_inputs: bool,
+) -> Result<Plan, Diagnostics> {
     let mut diags = Diagnostics::default();
     let wf_file = source_file(&sources.workflow);
     let mut root = yaml::parse(&wf_file).map_err(|d| Diagnostics(vec![d]))?;
@@ -240,7 +265,15 @@ pub fn compile(sources: &Sources, registry: &Registry) -> Result<Plan, Diagnosti
     if let Some(site) = &site {
         spec::layer_site(&mut root, site, &mut diags);
     }
-    compile_layered(root, None, site, &sources.sets, registry, diags)
+    compile_layered(
+        root,
+        None,
+        site,
+        &sources.sets,
+        registry,
+        diags,
+        require_inputs,
+    )
 }
 
 /// Compiles the layered workflow a run persisted ([`Plan::effective`]) with the run's
@@ -254,7 +287,15 @@ pub fn compile_effective(
     let mut diags = Diagnostics::default();
     let root = Node::from_json(&effective, &Loc::default());
     let site = site_parts(sources, &mut diags)?;
-    compile_layered(root, Some(effective), site, &sources.sets, registry, diags)
+    compile_layered(
+        root,
+        Some(effective),
+        site,
+        &sources.sets,
+        registry,
+        diags,
+        true,
+    )
 }
 
 /// `effective` is the persisted layered workflow when compiling for a resume: it was fully
@@ -267,6 +308,7 @@ fn compile_layered(
     sets: &[String],
     registry: &Registry,
     mut diags: Diagnostics,
+    require_inputs: bool,
 ) -> Result<Plan, Diagnostics> {
     let (site_name, site_inputs) = match site {
         Some(s) => (s.name, s.inputs),
@@ -274,7 +316,7 @@ fn compile_layered(
     };
     let sources_sets = sets;
     let mut wf = spec::parse_workflow(&root, &mut diags);
-    let inputs = resolve_inputs(&wf, &site_inputs, sources_sets, &mut diags);
+    let inputs = resolve_inputs(&wf, &site_inputs, sources_sets, &mut diags, require_inputs);
 
     // Steps a site removed with `skip: true` disappear; a step that needed one needs what
     // the removed step needed instead (transitively), so it still runs after them.
@@ -366,6 +408,14 @@ fn compile_layered(
             } else {
                 expr::expressions(text)
             };
+            if expr::has_expr(text)
+                && let Err(msg) = expr::check_text(text)
+            {
+                diags.push(Diagnostic::new(
+                    loc.clone(),
+                    format!("invalid expression in `{}`: {msg}", text.trim()),
+                ));
+            }
             for e in exprs {
                 has_expr = true;
                 match expr::check(e) {
@@ -447,7 +497,7 @@ fn compile_layered(
         if let Some(kind) = kind
             && effective.is_none()
         {
-            check_with(kind.as_ref(), s, &with, &mut diags);
+            check_with(kind.as_ref(), s, &with, &inputs, &mut diags);
         }
         deps.remove(&ids.get(s.id.value.as_str()).copied().unwrap_or(usize::MAX));
         planned.push(Parts {
@@ -607,27 +657,72 @@ fn check_reference(
     }
 }
 
-/// Checks the literal parts of `with` against the kind's input type.
+/// `with` with every whole expression that reads only inputs (or constants) replaced by
+/// its value, so that its type is checked before the run (`run: ${{ 42 }}`).
+fn probe_with(with: &Value, inputs: &Map<String, Value>) -> Value {
+    match with {
+        Value::String(t) => match expr::input_only_whole_expr(t) {
+            // Only with every input it reads known (`validate` may lack required ones).
+            Some(inner)
+                if expr::references(inner)
+                    .iter()
+                    .all(|r| r.path.first().is_some_and(|n| inputs.contains_key(n))) =>
+            {
+                expr::eval(inner, &serde_json::json!({ "inputs": inputs }))
+                    .unwrap_or_else(|_| with.clone())
+            }
+            _ => with.clone(),
+        },
+        Value::Array(a) => Value::Array(a.iter().map(|v| probe_with(v, inputs)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), probe_with(v, inputs)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The value at `path` (field names and list indices) inside `v`.
+fn json_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |cur, seg| match cur {
+        Value::Object(m) => m.get(seg),
+        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+fn json_has_expr(v: &Value) -> bool {
+    match v {
+        Value::String(t) => expr::has_expr(t),
+        Value::Array(a) => a.iter().any(json_has_expr),
+        Value::Object(m) => m.values().any(json_has_expr),
+        _ => false,
+    }
+}
+
+/// Checks `with` against the kind's input type: its literal parts, and the expressions
+/// known before the run (those reading only inputs).
 fn check_with(
     kind: &dyn siteflow_step::DynStep,
     s: &StepSpec,
     with: &Value,
+    inputs: &Map<String, Value>,
     diags: &mut Diagnostics,
 ) {
-    let Err(e) = kind.check_input(with) else {
+    let probe = probe_with(with, inputs);
+    let Err(e) = kind.check_input(&probe) else {
         return;
     };
     let node = s.with.as_ref();
     // An error inside a value that is still an expression is not an error yet.
-    let target = node.and_then(|n| n.at_path(&e.path));
-    if let Some(t) = target {
-        let mut has = false;
-        t.for_each_str(&mut |text, _| has |= expr::has_expr(text));
-        if has {
-            return;
-        }
+    if json_at(&probe, &e.path).is_some_and(json_has_expr) {
+        return;
     }
-    if e.message.starts_with("invalid type") && node.is_some_and(|n| n.to_json() != *with) {
+    if e.message.starts_with("invalid type")
+        && probe == *with
+        && node.is_some_and(|n| n.to_json() != *with)
+    {
         return;
     }
     let unknown_field = e
@@ -731,6 +826,7 @@ fn resolve_inputs(
     site_inputs: &[(yaml::Key, Node)],
     sets: &[String],
     diags: &mut Diagnostics,
+    require_inputs: bool,
 ) -> Map<String, Value> {
     let mut values = Map::new();
     for i in &wf.inputs {
@@ -819,7 +915,7 @@ fn resolve_inputs(
         }
     }
     for i in &wf.inputs {
-        if i.required && !values.contains_key(&i.name) {
+        if require_inputs && i.required && !values.contains_key(&i.name) {
             diags.push(
                 Diagnostic::new(
                     i.loc.clone(),

@@ -89,10 +89,38 @@ impl Redactor {
                 let (p, s): (Vec<_>, Vec<_>) = a.iter().map(|x| self.split_outputs(x)).unzip();
                 (Value::Array(p), Value::Array(s))
             }
-            Value::String(s) => (v.clone(), Value::String(self.redact(s).into_owned())),
+            // A string holding a secret is a secret: persisted as a placeholder that a resume
+            // recovers, never as "[redacted]" text that a later step would take for the value.
+            Value::String(s) if matches!(self.redact(s), Cow::Owned(_)) => {
+                (v.clone(), serde_json::json!({ SECRET_MARKER: Value::Null }))
+            }
             other => (other.clone(), other.clone()),
         }
     }
+}
+
+/// Whether the persisted outputs have a secret placeholder at `path` (or inside it).
+pub fn secret_at(persisted: &Value, path: &[String]) -> bool {
+    let mut cur = persisted;
+    for seg in path {
+        if let Value::Object(m) = cur
+            && m.contains_key(SECRET_MARKER)
+        {
+            return true;
+        }
+        cur = match cur {
+            Value::Object(m) => match m.get(seg) {
+                Some(x) => x,
+                None => return false,
+            },
+            Value::Array(a) => match seg.parse::<usize>().ok().and_then(|i| a.get(i)) {
+                Some(x) => x,
+                None => return has_secret_placeholder(cur),
+            },
+            _ => return false,
+        };
+    }
+    has_secret_placeholder(cur)
 }
 
 /// Whether persisted outputs had secrets removed (so a resume must re-observe them).
@@ -125,5 +153,11 @@ mod tests {
             r.redact_json(&json!(["K10abc::server:xyz"])),
             json!(["[redacted]"])
         );
+        // A plain string output holding a secret is persisted as a placeholder.
+        let (plain, kept) = r.split_outputs(&json!({"line": "t=K10abc::server:xyz", "ok": "yes"}));
+        assert_eq!(plain["line"], "t=K10abc::server:xyz");
+        assert_eq!(kept, json!({"line": {"$secret": null}, "ok": "yes"}));
+        assert!(secret_at(&kept, &["line".into()]));
+        assert!(!secret_at(&kept, &["ok".into()]));
     }
 }

@@ -4,7 +4,7 @@
 use crate::diag::Diagnostics;
 use crate::expr;
 use crate::plan::{Plan, PlannedStep, Sources, compile, compile_effective};
-use crate::redact::{Redactor, has_secret_placeholder};
+use crate::redact::{Redactor, has_secret_placeholder, secret_at};
 use crate::registry::Registry;
 use crate::spec::SecretSource;
 use crate::state::{Lease, LeaseError, RunRow, StateStore, StepRow, StoreError, Write};
@@ -17,14 +17,23 @@ use siteflow_step::{
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-/// Bytes of step output kept in the event log per attempt.
+/// Bytes of step output kept in the event log per attempt (as the README promises): the
+/// first half as it comes, the last half when the attempt ends, and between them a line
+/// saying how many bytes were dropped.
 const MAX_CAPTURE: usize = 256 * 1024;
+
+/// How often a runner looks for a `siteflow cancel` of its run.
+const CANCEL_POLL: Duration = Duration::from_millis(200);
+
+/// Bytes of a step's outputs (serialized) a run keeps; more fails the step. A script's
+/// `$SITEFLOW_OUTPUT` has its own, smaller limit; this one holds for every kind.
+const MAX_OUTPUTS: usize = 2 * 1024 * 1024;
 
 /// Errors that stop a run from starting or continuing.
 #[derive(Debug, thiserror::Error)]
@@ -307,7 +316,7 @@ impl Runner {
         )?;
         let run_id = new_run_id();
         let (trace_id, root_span_id) = telemetry::new_trace_ids();
-        let lease = Lease::this_process();
+        let mut lease = Lease::this_process();
         let row = RunRow {
             id: run_id.clone(),
             workflow: plan.workflow.name.clone(),
@@ -324,7 +333,7 @@ impl Runner {
             lease_holder: None,
             effective: Some(plan.effective.to_string()),
         };
-        self.store.create_run(row.clone(), lease.clone()).await?;
+        lease.generation = self.store.create_run(row.clone(), lease.clone()).await?;
         self.execute(
             row,
             plan,
@@ -364,8 +373,8 @@ impl Runner {
         rerun: Option<(String, bool)>,
     ) -> Result<Outcome, RunError> {
         let row = self.store.run(run_id).await?;
-        let lease = Lease::this_process();
-        self.store.acquire_lease(run_id, lease.clone()).await?;
+        let mut lease = Lease::this_process();
+        lease.generation = self.store.acquire_lease(run_id, lease.clone()).await?;
         let result = async {
             let mut sources: Sources = serde_json::from_str(&row.sources).map_err(|e| {
                 RunError::Usage(format!("run {run_id} has unreadable sources: {e}"))
@@ -463,17 +472,33 @@ impl Runner {
         );
         telemetry::attach_to_run_trace(&span, &run.trace_id, &run.root_span_id);
 
-        // The lease heartbeat; it also carries `siteflow cancel` requests.
+        // Every write of this run is fenced with the lease: once another runner takes the
+        // run over, nothing more of this one is written, and it stops at once.
+        let fence = Write::Fence {
+            holder: lease.holder.clone(),
+            generation: lease.generation,
+        };
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let on_lost = {
+            let (control, lost) = (self.control.clone(), lost.clone());
+            move || {
+                if !lost.swap(true, Ordering::SeqCst) {
+                    tracing::error!("the run's lease was taken over by another runner: stopping");
+                }
+                control.drain.cancel();
+                control.abort.cancel();
+            }
+        };
+        // The lease heartbeat.
         let hb_stop = CancellationToken::new();
         let hb = {
-            let (store, id, holder, control, every, grace, stop) = (
+            let (store, id, lease, every, stop, on_lost) = (
                 self.store.clone(),
                 run.id.clone(),
-                lease.holder.clone(),
-                self.control.clone(),
+                lease.clone(),
                 self.opts.heartbeat,
-                self.opts.grace,
                 hb_stop.clone(),
+                on_lost.clone(),
             );
             tokio::spawn(async move {
                 if every.is_zero() {
@@ -484,18 +509,52 @@ impl Runner {
                         _ = stop.cancelled() => break,
                         _ = tokio::time::sleep(every) => {}
                     }
-                    if let Ok(true) = store.heartbeat(&id, &holder).await
-                        && !control.drain.is_cancelled()
-                    {
-                        tracing::warn!("cancel requested through the state store");
-                        control.stop(grace);
+                    if let Err(StoreError::LeaseLost) = store.heartbeat(&id, &lease).await {
+                        on_lost();
+                        break;
                     }
                 }
             })
         };
-
+        // `siteflow cancel` (and a lost lease) is noticed within CANCEL_POLL; the start gate
+        // makes sure no step starts once a cancel is committed, whenever it is noticed.
+        let poll = {
+            let (store, id, lease, control, grace, stop, on_lost) = (
+                self.store.clone(),
+                run.id.clone(),
+                lease.clone(),
+                self.control.clone(),
+                self.opts.grace,
+                hb_stop.clone(),
+                on_lost.clone(),
+            );
+            let enabled = !self.opts.heartbeat.is_zero();
+            tokio::spawn(async move {
+                if !enabled {
+                    return;
+                }
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(CANCEL_POLL) => {}
+                    }
+                    match store.cancel_requested(&id, &lease).await {
+                        Ok(true) if !control.drain.is_cancelled() => {
+                            tracing::warn!("cancel requested through the state store");
+                            control.stop(grace);
+                        }
+                        Err(StoreError::LeaseLost) => {
+                            on_lost();
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            })
+        };
         let mut sched = Scheduler::new(
             self,
+            fence.clone(),
             run.id.clone(),
             &plan,
             prior,
@@ -517,10 +576,20 @@ impl Runner {
         // nothing.
         hb_stop.cancel();
         hb.abort();
+        poll.abort();
         // The answer first: the final status and the lease's release in one commit. Only
         // then is a large run's state freed, on a blocking thread, so that work never
         // competes with the commit for the CPUs.
+        let status = match status {
+            _ if lost.load(Ordering::SeqCst) => Err(RunError::Store(StoreError::LeaseLost)),
+            Err(RunError::Store(StoreError::LeaseLost)) => {
+                on_lost();
+                Err(RunError::Store(StoreError::LeaseLost))
+            }
+            other => other,
+        };
         let finished = match status {
+            Err(e @ RunError::Store(StoreError::LeaseLost)) => Err(e),
             Ok(status) => {
                 span.record(
                     "otel.status_code",
@@ -534,6 +603,7 @@ impl Runner {
                     .write(
                         &run.id,
                         vec![
+                            fence.clone(),
                             Write::RunStatus(status.name()),
                             Write::ReleaseLease {
                                 holder: lease.holder.clone(),
@@ -618,6 +688,7 @@ struct Spawn {
 
 struct Scheduler<'a> {
     runner: &'a Runner,
+    fence: Write,
     run_id: String,
     site: Option<String>,
     plan: &'a Plan,
@@ -647,6 +718,7 @@ impl<'a> Scheduler<'a> {
     #[allow(clippy::too_many_arguments)]
     fn new(
         runner: &'a Runner,
+        fence: Write,
         run_id: String,
         plan: &'a Plan,
         prior: Vec<StepRow>,
@@ -665,6 +737,7 @@ impl<'a> Scheduler<'a> {
         let pending_deps: Vec<usize> = plan.steps.iter().map(|s| s.deps.len()).collect();
         Scheduler {
             runner,
+            fence,
             run_id,
             site: plan.site.clone(),
             plan,
@@ -716,8 +789,19 @@ impl<'a> Scheduler<'a> {
                 self.schedule().await?;
             }
             if !self.writes.is_empty() {
-                let w = std::mem::take(&mut self.writes);
-                self.runner.store.write(&self.run_id, w).await?;
+                let mut w = std::mem::take(&mut self.writes);
+                w.insert(0, self.fence.clone());
+                if self.spawns.is_empty() {
+                    self.runner.store.write(&self.run_id, w).await?;
+                } else {
+                    // The starts commit only if no cancel is committed before them.
+                    w.insert(1, Write::StartGate);
+                    if self.runner.store.write_starts(&self.run_id, w).await? {
+                        tracing::warn!("cancel requested through the state store");
+                        self.unstart();
+                        self.runner.control.stop(self.runner.opts.grace);
+                    }
+                }
             }
             for s in std::mem::take(&mut self.spawns) {
                 self.spawn(s, tx.clone());
@@ -770,6 +854,19 @@ impl<'a> Scheduler<'a> {
             status = RunStatus::Succeeded;
         }
         Ok(status)
+    }
+
+    /// Takes back the starts a [`Write::StartGate`] refused: their instances wait again.
+    fn unstart(&mut self) {
+        for sp in std::mem::take(&mut self.spawns) {
+            let n = &mut self.nodes[sp.node];
+            n.queue.push_front(sp.inst);
+            n.running -= 1;
+            self.running -= 1;
+            if !self.startable.contains(&sp.node) {
+                self.startable.push(sp.node);
+            }
+        }
     }
 
     fn can_progress(&self) -> bool {
@@ -1005,6 +1102,7 @@ impl<'a> Scheduler<'a> {
         if self.reuse(i) {
             return;
         }
+        let secret_exprs = self.secret_exprs(i);
         let keyed: Vec<(String, Option<Value>)> = match &items {
             None => vec![(id.clone(), None)],
             Some(a) => a
@@ -1018,6 +1116,7 @@ impl<'a> Scheduler<'a> {
         for (key, item) in keyed {
             let input = if step.has_expr {
                 let ctx = self.context(step, item.as_ref());
+                self.register_derived_secrets(&secret_exprs, &ctx);
                 match expr::render_value(&step.with, &ctx) {
                     Ok(v) => v,
                     Err(e) => {
@@ -1105,12 +1204,76 @@ impl<'a> Scheduler<'a> {
         self.check_node_done(i);
     }
 
+    /// The expressions of step `i`'s `with` that read a secret: a workflow secret, or a
+    /// step output that is secret.
+    fn secret_exprs(&self, i: usize) -> Vec<String> {
+        fn strings<'v>(v: &'v Value, out: &mut Vec<&'v str>) {
+            match v {
+                Value::String(s) => out.push(s),
+                Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+                Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+                _ => {}
+            }
+        }
+        let step = &self.plan.steps[i];
+        if !step.has_expr {
+            return vec![];
+        }
+        let mut texts = vec![];
+        strings(&step.with, &mut texts);
+        let reads_secret = |r: &expr::Reference| match r.root.as_str() {
+            "secrets" => true,
+            "steps" => {
+                let Some(&j) = r.path.first().and_then(|id| self.index.get(id.as_str())) else {
+                    return false;
+                };
+                let outputs = match r.path[1..].split_first() {
+                    Some((o, tail)) if o == "outputs" => tail,
+                    Some(_) => return false,
+                    None => &[][..],
+                };
+                self.nodes[j]
+                    .instances
+                    .iter()
+                    .any(|x| x.persisted.as_ref().is_some_and(|p| secret_at(p, outputs)))
+            }
+            _ => false,
+        };
+        texts
+            .iter()
+            .flat_map(|t| expr::expressions(t))
+            .filter(|e| expr::references(e).iter().any(reads_secret))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Registers the values of expressions computed from secrets (`upper`, `reverse`, a
+    /// slice: copies the redactor would not know) as secrets themselves, so they are
+    /// redacted from logs and never stored as outputs, like the secrets they come from.
+    fn register_derived_secrets(&self, exprs: &[String], ctx: &Value) {
+        fn add(r: &Redactor, v: &Value) {
+            match v {
+                Value::String(s) => r.add(s),
+                Value::Array(a) => a.iter().for_each(|x| add(r, x)),
+                Value::Object(m) => m.values().for_each(|x| add(r, x)),
+                Value::Number(_) | Value::Bool(_) | Value::Null => {}
+            }
+        }
+        for e in exprs {
+            if let Ok(v) = expr::eval(e, ctx) {
+                add(&self.redactor, &v);
+            }
+        }
+    }
+
     /// A succeeded step whose secret outputs were not persisted: observe it again.
     async fn recover_secrets(&self, i: usize, inst: &Instance) -> Option<Value> {
         let step = &self.plan.steps[i];
         let kind = self.runner.registry.get(&step.spec.uses.value)?;
-        let (cx, _) = self.step_context(i, &inst.key, 0, CancellationToken::new(), None);
-        match kind.observe(&cx, &inst.input).await {
+        let (cx, host) = self.step_context(i, &inst.key, 0, CancellationToken::new(), None);
+        let observed = kind.observe(&cx, &inst.input).await;
+        host.end_attempt();
+        match observed {
             Ok(Observed::Satisfied(v)) => Some(self.redactor.split_outputs(&v).0),
             _ => {
                 tracing::warn!(step = %inst.key, "secret outputs could not be re-observed; the step runs again");
@@ -1152,12 +1315,13 @@ impl<'a> Scheduler<'a> {
         let step = &self.plan.steps[i];
         let host = Arc::new(EngineHost {
             store: self.runner.store.clone(),
+            fence: self.fence.clone(),
             run_id: self.run_id.clone(),
             key: key.to_string(),
             attempt: AtomicU32::new(attempt),
             redactor: self.redactor.clone(),
             observer: self.runner.observer.clone(),
-            captured: AtomicUsize::new(0),
+            capture: std::sync::Mutex::new(Capture::default()),
             progress: std::sync::Mutex::new(self.prior.get(key).and_then(|r| r.progress.clone())),
         });
         let mut cx = StepContext::new(
@@ -1190,7 +1354,11 @@ impl<'a> Scheduler<'a> {
             return;
         };
         let key = self.nodes[s.node].instances[s.inst].key.clone();
+        let (base, host) =
+            self.step_context(s.node, &key, s.attempt, CancellationToken::new(), None);
         let attempt_run = AttemptLoop {
+            fence: self.fence.clone(),
+            host: host.clone(),
             kind,
             key: key.clone(),
             step_id: step.spec.id.value.clone(),
@@ -1206,12 +1374,10 @@ impl<'a> Scheduler<'a> {
             redactor: self.redactor.clone(),
         };
         let make_cx = {
-            let (base, host) =
-                self.step_context(s.node, &key, s.attempt, CancellationToken::new(), None);
             move |attempt: u32, cancel: CancellationToken, tp: Option<String>| {
-                // Each attempt logs under its own number, with its own output budget.
+                // Each attempt logs under its own number, with its own output budget (the
+                // attempt loop ends each budget).
                 host.attempt.store(attempt, Ordering::Relaxed);
-                host.captured.store(0, Ordering::Relaxed);
                 let mut cx = base.clone();
                 cx.attempt = attempt;
                 cx.cancel = cancel;
@@ -1391,6 +1557,8 @@ impl RunStatus {
 /// One step instance's attempts: observe, apply, waits, timeouts, retries.
 struct AttemptLoop {
     kind: Arc<dyn DynStep>,
+    fence: Write,
+    host: Arc<EngineHost>,
     key: String,
     step_id: String,
     kind_name: String,
@@ -1435,34 +1603,52 @@ impl AttemptLoop {
             {
                 self.store.write_later(
                     &self.run_id,
-                    vec![Write::AttemptSpan {
-                        key: self.key.clone(),
-                        attempt,
-                        span_id,
-                    }],
+                    fenced(
+                        &self.fence,
+                        vec![Write::AttemptSpan {
+                            key: self.key.clone(),
+                            attempt,
+                            span_id,
+                        }],
+                    ),
                 );
             }
-            if attempt > first
-                && let Err(e) = self
+            if attempt > first {
+                let started = self
                     .store
-                    .write(
+                    .write_starts(
                         &self.run_id,
-                        vec![Write::Started {
-                            key: self.key.clone(),
-                            step_id: self.step_id.clone(),
-                            kind: self.kind_name.clone(),
-                            attempt,
-                            input_hash: self.input_hash.clone(),
-                            span_id: telemetry::span_id(&span),
-                        }],
+                        vec![
+                            self.fence.clone(),
+                            Write::StartGate,
+                            Write::Started {
+                                key: self.key.clone(),
+                                step_id: self.step_id.clone(),
+                                kind: self.kind_name.clone(),
+                                attempt,
+                                input_hash: self.input_hash.clone(),
+                                span_id: telemetry::span_id(&span),
+                            },
+                        ],
                     )
-                    .await
-            {
-                return (
-                    attempt,
-                    Err(StepError::permanent("StateStore", e.to_string())),
-                    false,
-                );
+                    .await;
+                match started {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        return (
+                            attempt - 1,
+                            Err(StepError::cancelled("the run was cancelled")),
+                            false,
+                        );
+                    }
+                    Err(e) => {
+                        return (
+                            attempt,
+                            Err(StepError::permanent("StateStore", e.to_string())),
+                            false,
+                        );
+                    }
+                }
             }
             self.observer.event(&RunEvent::Started {
                 key: self.key.clone(),
@@ -1495,8 +1681,10 @@ impl AttemptLoop {
             .map_err(|mut e| {
                 e.message = self.redactor.redact(&e.message).into_owned();
                 e
-            });
+            })
+            .and_then(|(v, satisfied)| outputs_within_limit(v).map(|v| (v, satisfied)));
             cancel.cancel();
+            self.host.end_attempt();
             match result {
                 Ok((v, satisfied)) => {
                     span.record("outcome", if satisfied { "satisfied" } else { "succeeded" });
@@ -1519,19 +1707,22 @@ impl AttemptLoop {
                     });
                     self.store.write_later(
                         &self.run_id,
-                        vec![
-                            Write::AttemptEnded {
-                                key: self.key.clone(),
-                                attempt,
-                                outcome: "failed",
-                                error: Some(e.clone()),
-                            },
-                            Write::WaitingRetry {
-                                key: self.key.clone(),
-                                attempt,
-                                delay,
-                            },
-                        ],
+                        fenced(
+                            &self.fence,
+                            vec![
+                                Write::AttemptEnded {
+                                    key: self.key.clone(),
+                                    attempt,
+                                    outcome: "failed",
+                                    error: Some(e.clone()),
+                                },
+                                Write::WaitingRetry {
+                                    key: self.key.clone(),
+                                    attempt,
+                                    delay,
+                                },
+                            ],
+                        ),
                     );
                     self.observer.event(&RunEvent::Retrying {
                         key: self.key.clone(),
@@ -1573,38 +1764,149 @@ impl AttemptLoop {
     }
 }
 
+/// `writes` behind the run's lease fence ([`Write::Fence`]).
+fn fenced(fence: &Write, mut writes: Vec<Write>) -> Vec<Write> {
+    writes.insert(0, fence.clone());
+    writes
+}
+
+/// A step's outputs, unless they serialize to more than [`MAX_OUTPUTS`] bytes.
+fn outputs_within_limit(v: Value) -> Result<Value, StepError> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    let _ = serde_json::to_writer(&mut n, &v);
+    if n.0 > MAX_OUTPUTS {
+        return Err(StepError::permanent(
+            "OutputTooLarge",
+            format!(
+                "the step's outputs are {} bytes; the limit is {MAX_OUTPUTS} bytes (2 MiB): pass large data through a file",
+                n.0
+            ),
+        ));
+    }
+    Ok(v)
+}
+
 /// The engine's side of a running step's context.
 struct EngineHost {
     store: StateStore,
+    fence: Write,
     run_id: String,
     key: String,
     attempt: AtomicU32,
     redactor: Arc<Redactor>,
     observer: Arc<dyn RunObserver>,
-    captured: AtomicUsize,
+    capture: std::sync::Mutex<Capture>,
     progress: std::sync::Mutex<Option<Value>>,
+}
+
+/// One attempt's output budget: the head goes to the event log as it comes; the tail waits
+/// in a window of at most half the budget until the attempt ends.
+#[derive(Default)]
+struct Capture {
+    head: usize,
+    tail: std::collections::VecDeque<(&'static str, String)>,
+    tail_bytes: usize,
+    dropped: u64,
+}
+
+impl Capture {
+    /// Whether `line` is stored now; otherwise it joins the tail window (which may push
+    /// older lines out).
+    fn keep(&mut self, kind: &'static str, line: &str) -> bool {
+        let len = line.len() + 1;
+        if self.tail.is_empty() && self.dropped == 0 && self.head + len <= MAX_CAPTURE / 2 {
+            self.head += len;
+            return true;
+        }
+        self.tail.push_back((kind, line.to_string()));
+        self.tail_bytes += len;
+        while self.tail_bytes > MAX_CAPTURE / 2
+            && let Some((_, old)) = self.tail.pop_front()
+        {
+            self.tail_bytes -= old.len() + 1;
+            self.dropped += old.len() as u64 + 1;
+        }
+        false
+    }
+
+    /// The events still to store when the attempt ends: the marker of the dropped middle
+    /// (if any) and the tail. The budget starts again.
+    fn finish(&mut self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::with_capacity(self.tail.len() + 1);
+        if self.dropped > 0 {
+            out.push((
+                "output",
+                format!(
+                    "[… {} bytes dropped: an attempt keeps the first and last {} KiB of its output …]",
+                    self.dropped,
+                    MAX_CAPTURE / 2 / 1024
+                ),
+            ));
+        }
+        out.extend(std::mem::take(&mut self.tail));
+        *self = Capture::default();
+        out
+    }
+}
+
+impl EngineHost {
+    /// Stores what the attempt's output budget held back (see [`Capture`]).
+    fn end_attempt(&self) {
+        let rest = self
+            .capture
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish();
+        if rest.is_empty() {
+            return;
+        }
+        let attempt = Some(self.attempt.load(Ordering::Relaxed));
+        let writes = rest
+            .into_iter()
+            .map(|(kind, message)| Write::Event {
+                key: Some(self.key.clone()),
+                attempt,
+                kind,
+                message,
+            })
+            .collect();
+        self.store
+            .write_later(&self.run_id, fenced(&self.fence, writes));
+    }
 }
 
 #[async_trait::async_trait]
 impl StepHost for EngineHost {
     fn log(&self, stream: LogStream, line: &str) {
-        let line = self.redactor.redact(line).into_owned();
-        let before = self.captured.fetch_add(line.len() + 1, Ordering::Relaxed);
-        if before < MAX_CAPTURE {
-            let kind = stream.name();
-            let message = if before + line.len() + 1 >= MAX_CAPTURE {
-                format!("{line}\n[output truncated: more than {MAX_CAPTURE} bytes]")
-            } else {
-                line.clone()
-            };
+        let line = self.redactor.redact(line);
+        // Every kind's lines are bounded here too, not only those the built-in kinds cut.
+        let line = siteflow_step::script::bounded_line(&line, 0).into_owned();
+        let keep_now = {
+            let mut c = self.capture.lock().unwrap_or_else(|e| e.into_inner());
+            c.keep(stream.name(), &line)
+        };
+        if keep_now {
             self.store.write_later(
                 &self.run_id,
-                vec![Write::Event {
-                    key: Some(self.key.clone()),
-                    attempt: Some(self.attempt.load(Ordering::Relaxed)),
-                    kind,
-                    message,
-                }],
+                fenced(
+                    &self.fence,
+                    vec![Write::Event {
+                        key: Some(self.key.clone()),
+                        attempt: Some(self.attempt.load(Ordering::Relaxed)),
+                        kind: stream.name(),
+                        message: line.clone(),
+                    }],
+                ),
             );
         }
         self.observer.event(&RunEvent::Log {
@@ -1627,10 +1929,13 @@ impl StepHost for EngineHost {
         self.store
             .write(
                 &self.run_id,
-                vec![Write::Progress {
-                    key: self.key.clone(),
-                    progress,
-                }],
+                vec![
+                    self.fence.clone(),
+                    Write::Progress {
+                        key: self.key.clone(),
+                        progress,
+                    },
+                ],
             )
             .await
             .map_err(|e| StepError::retryable("StateStore", e.to_string()))

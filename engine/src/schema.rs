@@ -32,7 +32,7 @@ struct InputDoc {
     r#type: InputTypeDoc,
     /// Value when none is given.
     default: Option<Value>,
-    /// A value must be given.
+    /// A value must be given (default: true when there is no `default`).
     required: Option<bool>,
     /// What it means.
     description: Option<String>,

@@ -457,7 +457,7 @@ fn parse_input(key: &Key, node: &Node, diags: &mut Diagnostics) -> Option<InputD
     let what = format!("input `{}`", key.name);
     let mut ty = None;
     let mut default = None;
-    let mut required = false;
+    let mut required = None;
     let mut description = None;
     for (k, v) in fields(node, INPUT_KEYS, &what, diags) {
         match k.name.as_str() {
@@ -479,7 +479,7 @@ fn parse_input(key: &Key, node: &Node, diags: &mut Diagnostics) -> Option<InputD
                 }
             }
             "default" => default = Some(v),
-            "required" => required = expect_bool(v, "`required`", diags).unwrap_or(false),
+            "required" => required = expect_bool(v, "`required`", diags),
             "description" => description = expect_str(v, "`description`", diags),
             _ => {}
         }
@@ -511,6 +511,8 @@ fn parse_input(key: &Key, node: &Node, diags: &mut Diagnostics) -> Option<InputD
         }
         v
     });
+    // An input without a default needs a value (unless it says `required: false`).
+    let required = required.unwrap_or(default.is_none());
     Some(InputDecl {
         name: key.name.clone(),
         loc: key.loc.clone(),

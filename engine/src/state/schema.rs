@@ -84,7 +84,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (namespace, key)
     ) WITHOUT ROWID;
     "#,
+    // 4: the lease's generation, which fences every write of the runner holding it.
+    "ALTER TABLE runs ADD COLUMN lease_generation INTEGER NOT NULL DEFAULT 0;",
 ];
+
+/// The schema version this siteflow writes (`PRAGMA user_version`).
+pub(crate) const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the database to the newest schema. The version is read and the migrations applied
 /// in one `IMMEDIATE` transaction, so processes opening a new database at once take turns

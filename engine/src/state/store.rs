@@ -52,6 +52,52 @@ pub enum StoreError {
     /// No run has this id.
     #[error("no run `{0}` in the state database")]
     NoSuchRun(String),
+    /// A reading command found a database older than this siteflow (it never migrates).
+    #[error(
+        "the state database {path} has schema version {found}, older than this siteflow's {current}; a command that writes (`siteflow run`, `resume`, `cancel`, `unlock`) upgrades it, then this one can read it"
+    )]
+    OldSchema {
+        /// The database path.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// This siteflow's version.
+        current: i64,
+    },
+    /// The database was written by a newer siteflow.
+    #[error(
+        "the state database {path} has schema version {found}, newer than this siteflow's {current}: use the siteflow that wrote it"
+    )]
+    NewSchema {
+        /// The database path.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// This siteflow's version.
+        current: i64,
+    },
+    /// This runner no longer holds the run's lease (another runner took it over): nothing
+    /// of the refused writes was made.
+    #[error(
+        "this runner lost the run's lease to another runner (it was stopped or cut off longer than the lease lasts); it stopped, and the new holder continues the run"
+    )]
+    LeaseLost,
+}
+
+/// The error a [`Write::Fence`] raises inside a transaction (rolled back with it); carried
+/// as a conversion failure, the one custom rusqlite error without extra features.
+#[derive(Debug, thiserror::Error)]
+#[error("the run's lease is held by another runner")]
+struct LeaseLostError;
+
+/// A query error, with a refused fence told apart.
+fn sql_error(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::ToSqlConversionFailure(inner) if inner.is::<LeaseLostError>() => {
+            StoreError::LeaseLost
+        }
+        _ => StoreError::Sql(e),
+    }
 }
 
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -184,6 +230,9 @@ pub struct Lease {
     pub pid: u32,
     /// The process's start time (from /proc), to tell a reused pid apart.
     pub pid_start: String,
+    /// Which taking of the lease this is (one more each time a runner takes it): every
+    /// write of the runner is fenced with it ([`Write::Fence`]).
+    pub generation: i64,
 }
 
 impl Lease {
@@ -199,6 +248,7 @@ impl Lease {
             host,
             pid,
             pid_start: process_start(pid).unwrap_or_default(),
+            generation: 0,
         }
     }
 }
@@ -254,6 +304,18 @@ pub const LEASE_TTL: Duration = Duration::from_secs(30);
 /// One change to a run's state; a batch of them is one commit.
 #[derive(Debug, Clone)]
 pub enum Write {
+    /// The `Started` writes after this one are skipped when a cancel of the run has been
+    /// requested (checked in the same transaction, so no step starts once a cancel is
+    /// committed); [`StateStore::write_starts`] says whether they were.
+    StartGate,
+    /// Refuses the whole commit (with [`StoreError::LeaseLost`]) unless `holder` still holds
+    /// the run's lease in `generation`: a runner that lost its lease writes nothing more.
+    Fence {
+        /// The holder.
+        holder: String,
+        /// The lease generation it took.
+        generation: i64,
+    },
     /// A step instance starts an attempt (status Running, attempt row, event).
     Started {
         /// Instance key.
@@ -392,6 +454,45 @@ impl StateStore {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::start(conn, path, false)
+    }
+
+    /// Opens an existing database for reading only: it is never created, migrated or
+    /// written. A database older than this siteflow is an error that says which command
+    /// upgrades it ([`StoreError::OldSchema`]).
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        let current = schema::VERSION;
+        if found < current {
+            return Err(StoreError::OldSchema {
+                path: path.to_path_buf(),
+                found,
+                current,
+            });
+        }
+        if found > current {
+            return Err(StoreError::NewSchema {
+                path: path.to_path_buf(),
+                found,
+                current,
+            });
+        }
+        Self::start(conn, path, true)
+    }
+
+    fn start(conn: Connection, path: &Path, read_only: bool) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let commits = Arc::new(AtomicU64::new(0));
         let c2 = commits.clone();
@@ -399,7 +500,7 @@ impl StateStore {
         let h2 = hot.clone();
         std::thread::Builder::new()
             .name("siteflow-state".into())
-            .spawn(move || store_thread(conn, rx, c2, &h2))
+            .spawn(move || store_thread(conn, rx, c2, &h2, read_only))
             .map_err(|e| StoreError::Commit(format!("spawn store thread: {e}")))?;
         Ok(StateStore {
             jobs: tx,
@@ -431,7 +532,7 @@ impl StateStore {
             let done: Completion = Box::new(move |commit| {
                 let out = match (r, commit) {
                     (Ok(v), Ok(())) => Ok(v),
-                    (Err(e), _) => Err(StoreError::Sql(e)),
+                    (Err(e), _) => Err(sql_error(e)),
                     (Ok(_), Err(e)) => Err(StoreError::Commit(e)),
                 };
                 let _ = tx.send(out);
@@ -467,20 +568,51 @@ impl StateStore {
 
     /// Applies writes as one durable commit (shared with whatever else is queued).
     pub async fn write(&self, run_id: &str, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.write_starts(run_id, writes).await.map(|_| ())
+    }
+
+    /// Like [`StateStore::write`]; returns `true` when a [`Write::StartGate`] found a cancel
+    /// requested, so the `Started` writes after it were not made.
+    pub async fn write_starts(&self, run_id: &str, writes: Vec<Write>) -> Result<bool, StoreError> {
         let run = run_id.to_string();
         self.call(move |conn| apply_writes(conn, &run, &writes))
             .await
     }
 
+    /// Whether a cancel of the run has been requested (`siteflow cancel`), or
+    /// [`StoreError::LeaseLost`] when `lease` no longer holds the run.
+    pub async fn cancel_requested(&self, run_id: &str, lease: &Lease) -> Result<bool, StoreError> {
+        let (run, holder, generation) =
+            (run_id.to_string(), lease.holder.clone(), lease.generation);
+        self.call(move |c| {
+            let row = c
+                .prepare_cached(
+                    "SELECT cancel_requested, lease_holder = ?2 AND lease_generation = ?3 FROM runs WHERE id = ?1",
+                )?
+                .query_row(params![run, holder, generation], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Option<bool>>(1)?))
+                })
+                .optional()?;
+            match row {
+                Some((_, Some(false) | None)) | None => {
+                    Err(rusqlite::Error::ToSqlConversionFailure(Box::new(LeaseLostError)))
+                }
+                Some((cancel, Some(true))) => Ok(cancel != 0),
+            }
+        })
+        .await
+    }
+
     /// Creates a run, holding its lease.
-    pub async fn create_run(&self, run: RunRow, lease: Lease) -> Result<(), StoreError> {
+    /// Returns the lease's generation (1).
+    pub async fn create_run(&self, run: RunRow, lease: Lease) -> Result<i64, StoreError> {
         self.call(move |c| {
             let now = now_ms();
             c.execute(
                 "INSERT INTO runs (id, workflow, site, status, created_at, updated_at, sources, sources_hash,
                    inputs, working_dir, trace_id, root_span_id, lease_holder, lease_host, lease_pid,
-                   lease_pid_start, lease_expires_at, effective)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                   lease_pid_start, lease_expires_at, effective, lease_generation)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, 1)",
                 params![
                     run.id,
                     run.workflow,
@@ -501,7 +633,7 @@ impl StateStore {
                     run.effective,
                 ],
             )?;
-            Ok(())
+            Ok(1)
         })
         .await
     }
@@ -520,8 +652,8 @@ impl StateStore {
         .await
     }
 
-    /// Takes the run's lease, or says who holds it.
-    pub async fn acquire_lease(&self, run_id: &str, lease: Lease) -> Result<(), LeaseError> {
+    /// Takes the run's lease, or says who holds it. Returns the lease's new generation.
+    pub async fn acquire_lease(&self, run_id: &str, lease: Lease) -> Result<i64, LeaseError> {
         let run = run_id.to_string();
         let r = self
             .call(move |c| {
@@ -555,14 +687,18 @@ impl StateStore {
                 }
                 c.execute(
                     "UPDATE runs SET lease_holder = ?2, lease_host = ?3, lease_pid = ?4, lease_pid_start = ?5,
-                       lease_expires_at = ?6, cancel_requested = 0, updated_at = ?7 WHERE id = ?1",
+                       lease_expires_at = ?6, cancel_requested = 0, updated_at = ?7,
+                       lease_generation = lease_generation + 1 WHERE id = ?1",
                     params![run, lease.holder, lease.host, lease.pid, lease.pid_start, now + LEASE_TTL.as_millis() as i64, now],
                 )?;
-                Ok(Ok(()))
+                c.query_row("SELECT lease_generation FROM runs WHERE id = ?1", [&run], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(Ok)
             })
             .await?;
         match r {
-            Ok(()) => Ok(()),
+            Ok(generation) => Ok(generation),
             Err(None) => Err(StoreError::NoSuchRun(run_id.to_string()).into()),
             Err(Some((holder, expires_in))) => Err(LeaseError::Held {
                 run: run_id.to_string(),
@@ -572,14 +708,19 @@ impl StateStore {
         }
     }
 
-    /// Extends the lease; returns whether a cancel was requested.
-    pub async fn heartbeat(&self, run_id: &str, holder: &str) -> Result<bool, StoreError> {
-        let (run, holder) = (run_id.to_string(), holder.to_string());
+    /// Extends the lease; returns whether a cancel was requested, or
+    /// [`StoreError::LeaseLost`] when `lease` no longer holds the run.
+    pub async fn heartbeat(&self, run_id: &str, lease: &Lease) -> Result<bool, StoreError> {
+        let (run, holder, generation) =
+            (run_id.to_string(), lease.holder.clone(), lease.generation);
         self.call(move |c| {
-            c.execute(
-                "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_holder = ?2",
-                params![run, holder, now_ms() + LEASE_TTL.as_millis() as i64],
+            let n = c.execute(
+                "UPDATE runs SET lease_expires_at = ?3 WHERE id = ?1 AND lease_holder = ?2 AND lease_generation = ?4",
+                params![run, holder, now_ms() + LEASE_TTL.as_millis() as i64, generation],
             )?;
+            if n == 0 {
+                return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(LeaseLostError)));
+            }
             c.query_row(
                 "SELECT cancel_requested FROM runs WHERE id = ?1",
                 [&run],
@@ -977,10 +1118,34 @@ fn error_json(e: &Option<StepError>) -> Option<String> {
     e.as_ref().and_then(|e| serde_json::to_string(e).ok())
 }
 
-fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result<()> {
+/// Applies `writes`; returns whether a [`Write::StartGate`] skipped the `Started` writes.
+fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result<bool> {
     let now = now_ms();
+    let mut skip_starts = false;
     for w in writes {
         match w {
+            Write::StartGate => {
+                skip_starts = c
+                    .prepare_cached("SELECT cancel_requested FROM runs WHERE id = ?1")?
+                    .query_row([run], |r| r.get::<_, i64>(0))
+                    .optional()?
+                    .is_some_and(|v| v != 0);
+            }
+            Write::Fence { holder, generation } => {
+                let held = c
+                    .prepare_cached(
+                        "SELECT 1 FROM runs WHERE id = ?1 AND lease_holder = ?2 AND lease_generation = ?3",
+                    )?
+                    .query_row(params![run, holder, generation], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if !held {
+                    return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(
+                        LeaseLostError,
+                    )));
+                }
+            }
+            Write::Started { .. } if skip_starts => {}
             Write::Started {
                 key,
                 step_id,
@@ -1132,7 +1297,7 @@ fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result
             }
         }
     }
-    Ok(())
+    Ok(skip_starts)
 }
 
 fn event(
@@ -1198,6 +1363,7 @@ fn store_thread(
     rx: mpsc::Receiver<Msg>,
     commits: Arc<AtomicU64>,
     hot: &AtomicBool,
+    read_only: bool,
 ) {
     const MAX_BATCH: usize = 4096;
     let mut next: Option<Msg> = None;
@@ -1233,9 +1399,13 @@ fn store_thread(
         let mut done = Vec::with_capacity(batch.len());
         let outcome = (|| -> rusqlite::Result<()> {
             // IMMEDIATE: take the write lock up front, so concurrent processes queue on
-            // the busy timeout instead of failing a read-to-write upgrade.
-            let mut tx =
-                conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // the busy timeout instead of failing a read-to-write upgrade. A read-only
+            // store never takes it.
+            let mut tx = conn.transaction_with_behavior(if read_only {
+                rusqlite::TransactionBehavior::Deferred
+            } else {
+                rusqlite::TransactionBehavior::Immediate
+            })?;
             for job in batch.drain(..) {
                 let sp = tx.savepoint()?;
                 let (ok, completion) = job(&sp);

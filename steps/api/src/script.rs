@@ -8,6 +8,44 @@ use std::collections::BTreeMap;
 /// Bytes of stdout kept as the `stdout` output (the tail).
 pub const STDOUT_LIMIT: usize = 64 * 1024;
 
+/// Bytes of one output line kept: a longer line keeps its first `LINE_LIMIT` bytes and a
+/// note of how many were dropped (so a script printing one huge line never has the whole
+/// line in memory).
+pub const LINE_LIMIT: usize = 16 * 1024;
+
+/// Bytes a script may write to `$SITEFLOW_OUTPUT`, all values together: outputs are small
+/// results passed to later steps (large data belongs in a file whose path is the output).
+pub const OUTPUT_FILE_LIMIT: u64 = 1024 * 1024;
+
+/// The error of a script whose `$SITEFLOW_OUTPUT` holds more than [`OUTPUT_FILE_LIMIT`].
+pub fn output_file_too_large(len: u64, where_: &str) -> StepError {
+    StepError::permanent(
+        "OutputTooLarge",
+        format!(
+            "the script{where_} wrote {len} bytes to $SITEFLOW_OUTPUT; the limit is {OUTPUT_FILE_LIMIT} bytes (1 MiB) for all its values together: write large data to a file and output its path"
+        ),
+    )
+}
+
+/// A line cut to [`LINE_LIMIT`] bytes (at a character boundary), with a note of how many
+/// bytes were dropped (`dropped` counts bytes already dropped while reading). A line that
+/// was cut already (its note fits in the slack) passes unchanged.
+pub fn bounded_line(line: &str, dropped: usize) -> std::borrow::Cow<'_, str> {
+    const NOTE_ROOM: usize = 64;
+    if dropped == 0 && line.len() <= LINE_LIMIT + NOTE_ROOM {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut end = LINE_LIMIT.min(line.len());
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    let dropped = dropped + (line.len() - end);
+    std::borrow::Cow::Owned(format!(
+        "{} [… {dropped} bytes of this line dropped …]",
+        &line[..end]
+    ))
+}
+
 /// Output of a script step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ScriptOutput {
@@ -71,6 +109,15 @@ mod tests {
         assert_eq!(o.outputs.get("b").map(String::as_str), Some(" two=2"));
         assert_eq!(o.outputs.len(), 2);
         assert_eq!(tail("héllo", 4), "llo");
+        let long = "é".repeat(LINE_LIMIT);
+        let cut = bounded_line(&long, 5);
+        assert!(cut.len() < LINE_LIMIT + 64, "{}", cut.len());
+        assert!(cut.ends_with(&format!(
+            "[… {} bytes of this line dropped …]",
+            long.len() - LINE_LIMIT + 5
+        )));
+        assert_eq!(bounded_line("short", 0), "short");
+        assert_eq!(bounded_line(&cut, 0), cut, "a cut line is not cut again");
         let e = exit_status_error(3, " on node1", &["boom".into()]);
         assert_eq!(e.code, "ExitStatus");
         assert!(e.class.is_retryable());

@@ -7,6 +7,7 @@ mod sleep;
 mod wait_until;
 
 pub use noop::Noop;
+pub use process::kill_running_scripts;
 pub use shell::{Shell, ShellInput, ShellOutput};
 pub use sleep::Sleep;
 pub use wait_until::WaitUntil;

@@ -2,14 +2,16 @@
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use siteflow_step::script::{STDOUT_LIMIT, ScriptOutput};
+use siteflow_step::script::{
+    LINE_LIMIT, OUTPUT_FILE_LIMIT, STDOUT_LIMIT, ScriptOutput, bounded_line, output_file_too_large,
+};
 use siteflow_step::{LogStream, StepContext, StepError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 
 /// What a script did, and the last lines of its stderr (for the error message).
@@ -46,6 +48,57 @@ pub fn remove_stale_script_dirs() {
             }
         }
     });
+}
+
+/// Process groups of the scripts running now (each script leads its own group).
+static RUNNING_GROUPS: std::sync::Mutex<BTreeSet<i32>> = std::sync::Mutex::new(BTreeSet::new());
+
+/// Kills (SIGKILL) the process groups of every script still running. For the exits that run
+/// no destructors (`std::process::exit`): otherwise a dropped script kills its own group.
+pub fn kill_running_scripts() {
+    let groups = std::mem::take(&mut *RUNNING_GROUPS.lock().unwrap_or_else(|e| e.into_inner()));
+    for g in groups {
+        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+    }
+}
+
+/// A running script's process group: registered while it runs, killed if the script is
+/// abandoned (cancelled, timed out, its future dropped) before it exits. A script that
+/// exits leaves what it started in the background alone.
+struct GroupGuard {
+    pgid: Option<i32>,
+    exited: bool,
+}
+
+impl GroupGuard {
+    fn new(pid: Option<u32>) -> Self {
+        let pgid = pid.and_then(|p| i32::try_from(p).ok());
+        if let Some(g) = pgid {
+            RUNNING_GROUPS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(g);
+        }
+        GroupGuard {
+            pgid,
+            exited: false,
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        let Some(g) = self.pgid else { return };
+        RUNNING_GROUPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&g);
+        if !self.exited {
+            // killpg, never an external `kill -KILL -<pgid>` (procps kill reads `-<n>`
+            // without `--` as an option).
+            let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+        }
+    }
 }
 
 /// Runs `script` with bash from a 0600 temp file (so rendered values, secrets included,
@@ -108,49 +161,124 @@ pub(crate) async fn run_script(
     })?;
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
+    let mut group = GroupGuard::new(child.id());
     let out_task = async {
-        let mut lines = BufReader::new(stdout).lines();
         let mut kept = String::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            cx.log(LogStream::Stdout, &line);
-            kept.push_str(&line);
+        read_bounded_lines(stdout, |line| {
+            cx.log(LogStream::Stdout, line);
+            kept.push_str(line);
             kept.push('\n');
             // Keep memory bounded on chatty scripts; the exact tail is cut at the end.
             if kept.len() > 2 * STDOUT_LIMIT {
                 kept = siteflow_step::script::tail(&kept, STDOUT_LIMIT).to_string();
             }
-        }
+        })
+        .await;
         kept
     };
     let err_task = async {
-        let mut lines = BufReader::new(stderr).lines();
         let mut tail: Vec<String> = vec![];
-        while let Ok(Some(line)) = lines.next_line().await {
-            cx.log(LogStream::Stderr, &line);
-            tail.push(line);
+        read_bounded_lines(stderr, |line| {
+            cx.log(LogStream::Stderr, line);
+            tail.push(line.to_string());
             if tail.len() > 5 {
                 tail.remove(0);
             }
-        }
+        })
+        .await;
         tail
     };
     let (stdout, stderr_tail, status) = tokio::select! {
         r = async { tokio::join!(out_task, err_task, child.wait()) } => r,
         _ = cx.cancel.cancelled() => {
-            // Stop the whole process group, not just bash: killpg, never an external
-            // `kill -KILL -<pgid>` (procps kill reads `-<n>` without `--` as an option).
-            if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            }
+            // Dropping the guard kills the whole process group, not just bash.
+            drop(group);
             let _ = child.kill().await;
             return Err(StepError::cancelled("the step was cancelled"));
         }
     };
+    group.exited = true;
     let status = status.map_err(|e| io("wait for script", e))?;
     let exit_code = status.code().unwrap_or(-1);
-    let output_file = std::fs::read_to_string(&out_path).unwrap_or_default();
+    // Checked before reading: the file is read whole, and a script may write gigabytes.
+    let len = tokio::fs::metadata(&out_path).await.map_or(0, |m| m.len());
+    if len > OUTPUT_FILE_LIMIT {
+        return Err(output_file_too_large(len, ""));
+    }
+    let output_file = tokio::fs::read(&out_path)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     Ok(ScriptResult {
         output: ScriptOutput::new(exit_code, &stdout, &output_file),
         stderr_tail,
     })
+}
+
+/// Calls `on_line` for each line of `r` (without its `\n` or `\r\n`), reading in chunks so a
+/// line longer than [`LINE_LIMIT`] is never held whole: its first `LINE_LIMIT` bytes are
+/// kept, the rest counted and noted at the line's end.
+async fn read_bounded_lines(r: impl AsyncRead + Unpin, mut on_line: impl FnMut(&str)) {
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    let mut line: Vec<u8> = Vec::with_capacity(256);
+    let mut dropped = 0usize;
+    let mut emit = |line: &mut Vec<u8>, dropped: &mut usize| {
+        if line.last() == Some(&b'\r') && *dropped == 0 {
+            line.pop();
+        }
+        let text = String::from_utf8_lossy(line);
+        on_line(&bounded_line(&text, *dropped));
+        line.clear();
+        *dropped = 0;
+    };
+    // A read error ends the stream like EOF does.
+    while let Ok(buf) = r.fill_buf().await {
+        if buf.is_empty() {
+            if !line.is_empty() || dropped > 0 {
+                emit(&mut line, &mut dropped);
+            }
+            break;
+        }
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let chunk = &buf[..newline.unwrap_or(buf.len())];
+        let take = LINE_LIMIT.saturating_sub(line.len()).min(chunk.len());
+        line.extend_from_slice(&chunk[..take]);
+        dropped += chunk.len() - take;
+        let used = chunk.len() + usize::from(newline.is_some());
+        r.consume(used);
+        if newline.is_some() {
+            emit(&mut line, &mut dropped);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines_of(input: &[u8]) -> Vec<String> {
+        let mut out = vec![];
+        read_bounded_lines(input, |l| out.push(l.to_string())).await;
+        out
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_while_reading() {
+        let mut input = b"a\r\nb\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 3 * LINE_LIMIT + 7));
+        input.extend(b"\nlast");
+        let lines = lines_of(&input).await;
+        assert_eq!(lines[..2], ["a", "b"]);
+        assert_eq!(lines.len(), 4);
+        assert!(lines[2].starts_with(&"x".repeat(LINE_LIMIT)));
+        assert!(
+            lines[2].ends_with(&format!(
+                "[… {} bytes of this line dropped …]",
+                2 * LINE_LIMIT + 7
+            )),
+            "{}",
+            &lines[2][LINE_LIMIT..]
+        );
+        assert_eq!(lines[3], "last");
+    }
 }

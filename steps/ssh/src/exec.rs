@@ -260,6 +260,8 @@ impl ExecOutput {
 pub(crate) struct LineSplitter {
     stream: LogStream,
     pending: Vec<u8>,
+    /// Bytes of the pending line dropped past `LINE_LIMIT` (a huge line is never held).
+    dropped: usize,
 }
 
 impl LineSplitter {
@@ -267,6 +269,7 @@ impl LineSplitter {
         Self {
             stream,
             pending: Vec::new(),
+            dropped: 0,
         }
     }
 
@@ -275,7 +278,13 @@ impl LineSplitter {
         self.pending.extend_from_slice(bytes);
         while let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=pos).collect();
-            emit(sink, self.stream, &line[..line.len() - 1]);
+            emit(sink, self.stream, &line[..line.len() - 1], self.dropped);
+            self.dropped = 0;
+        }
+        let limit = siteflow_step::script::LINE_LIMIT;
+        if self.pending.len() > limit {
+            self.dropped += self.pending.len() - limit;
+            self.pending.truncate(limit);
         }
     }
 
@@ -283,14 +292,22 @@ impl LineSplitter {
         if let Some(sink) = sink
             && !self.pending.is_empty()
         {
-            emit(sink, self.stream, &std::mem::take(&mut self.pending));
+            emit(
+                sink,
+                self.stream,
+                &std::mem::take(&mut self.pending),
+                std::mem::take(&mut self.dropped),
+            );
         }
     }
 }
 
-fn emit(sink: LineSink<'_>, stream: LogStream, line: &[u8]) {
+fn emit(sink: LineSink<'_>, stream: LogStream, line: &[u8], dropped: usize) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    sink(stream, &String::from_utf8_lossy(line));
+    sink(
+        stream,
+        &siteflow_step::script::bounded_line(&String::from_utf8_lossy(line), dropped),
+    );
 }
 
 pub(crate) fn capture(buf: &mut Vec<u8>, bytes: &[u8]) {

@@ -152,6 +152,12 @@ async fn run_script(
         Some(pos) => (&text[..pos], &text[pos + needle.len()..]),
         None => (text.as_str(), ""),
     };
+    if tail.len() as u64 > siteflow_step::script::OUTPUT_FILE_LIMIT {
+        return Err(siteflow_step::script::output_file_too_large(
+            tail.len() as u64,
+            &format!(" on {}", remote.target.label()),
+        ));
+    }
     let stderr = out.stderr_text();
     let lines: Vec<&str> = stderr.lines().collect();
     let stderr_tail: Vec<String> = lines[lines.len().saturating_sub(5)..]

@@ -1,0 +1,97 @@
+//! Secret outputs across a resume: a `$SITEFLOW_OUTPUT` value holding a secret (or a
+//! transformed copy of one) is never stored in clear, and a resumed run recovers it (here
+//! by running the producer again) instead of feeding the later step `[redacted]`.
+
+mod support;
+
+use support::Sandbox;
+
+const TOKEN: &str = "s3cr3t-T0ken-value";
+
+const WF: &str = r#"name: secret-outputs
+secrets:
+  tok: { env: SF_TEST_TOKEN }
+steps:
+  - id: a
+    uses: shell
+    with:
+      run: |
+        echo a >> log.txt
+        echo "token=${{ secrets.tok }}" >> "$SITEFLOW_OUTPUT"
+        echo "up=${{ secrets.tok | upper }}" >> "$SITEFLOW_OUTPUT"
+        echo "rev=${{ secrets.tok | reverse }}" >> "$SITEFLOW_OUTPUT"
+        echo "part=${{ secrets.tok[2:12] }}" >> "$SITEFLOW_OUTPUT"
+  - id: b
+    uses: shell
+    with:
+      env: { T: "${{ steps.a.outputs.token }}", U: "${{ steps.a.outputs.up }}" }
+      run: |
+        echo "$T $U" > got.txt
+        test -f ok
+"#;
+
+/// Every file of the state directory (database, WAL) holds none of the values.
+fn assert_nothing_in_clear(sb: &Sandbox) {
+    let rev: String = TOKEN.chars().rev().collect();
+    let forbidden = [
+        TOKEN.to_string(),
+        TOKEN.to_uppercase(),
+        rev,
+        TOKEN[2..12].to_string(),
+    ];
+    for e in std::fs::read_dir(sb.path(".siteflow")).unwrap() {
+        let p = e.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        for f in &forbidden {
+            assert!(
+                !bytes.windows(f.len()).any(|w| w == f.as_bytes()),
+                "{} holds `{f}` in clear",
+                p.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_secret_output_survives_a_resume_and_is_never_stored() {
+    let sb = Sandbox::new();
+    sb.write("wf.yaml", WF);
+    let run = |args: &[&str]| {
+        let out = sb
+            .command(args)
+            .env("SF_TEST_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, _) = run(&["run", "wf.yaml"]);
+    assert_eq!(code, Some(1), "b fails the first time");
+    assert_eq!(
+        sb.read("got.txt"),
+        format!("{TOKEN} {}\n", TOKEN.to_uppercase())
+    );
+    assert_nothing_in_clear(&sb);
+    let id = sb.last_run();
+    let shown = sb.run(&["runs", "show", &id, "--output", "json"]).json();
+    let a = &shown["steps"][0];
+    assert_eq!(a["id"], "a");
+    for k in ["token", "up", "rev", "part"] {
+        assert_eq!(a["outputs"][k], "[redacted]", "{a}");
+    }
+
+    std::fs::write(sb.path("ok"), "").unwrap();
+    std::fs::remove_file(sb.path("got.txt")).unwrap();
+    let (code, out) = run(&["resume", &id]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        sb.read("got.txt"),
+        format!("{TOKEN} {}\n", TOKEN.to_uppercase()),
+        "b got the secret, not a placeholder"
+    );
+    // `a` cannot be observed (no `check`), so it ran again to recover its outputs.
+    assert_eq!(sb.lines("log.txt"), ["a", "a"]);
+    assert_nothing_in_clear(&sb);
+}

@@ -398,10 +398,7 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
                             .position(|e| e.vm_id.eq_ignore_ascii_case(&resource_id));
                         let Some(at) = at else { return };
                         let entry = h.remove(at);
-                        let _ = std::fs::write(
-                            &hosts_file,
-                            serde_json::to_string_pretty(&*h).unwrap_or_default(),
-                        );
+                        save_hosts(&hosts_file, &h);
                         entry.name
                     };
                     let n = net.lock().await;
@@ -462,10 +459,7 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
                     {
                         let mut h = hosts.lock().unwrap_or_else(|p| p.into_inner());
                         h.push(entry);
-                        let _ = std::fs::write(
-                            &hosts_file,
-                            serde_json::to_string_pretty(&*h).unwrap_or_default(),
-                        );
+                        save_hosts(&hosts_file, &h);
                     }
                     eprintln!(
                         "backed VM {} with a test host at {public}",
@@ -658,11 +652,16 @@ async fn existing_cluster(
         veth: host.veth(),
         vnet_veth: host.vnet_veth(),
     });
-    let _ = std::fs::write(
-        hosts_file,
-        serde_json::to_string_pretty(&*h).unwrap_or_default(),
-    );
+    save_hosts(hosts_file, &h);
     Ok(path)
+}
+
+/// Writes the hosts list (`hosts.json`) the CLI and tests read.
+fn save_hosts(path: &Path, hosts: &[HostEntry]) {
+    let _ = std::fs::write(
+        path,
+        serde_json::to_string_pretty(hosts).unwrap_or_default(),
+    );
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

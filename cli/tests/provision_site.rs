@@ -144,6 +144,16 @@ fn host_of(sb: &Sandbox, vm_name: &str) -> Value {
         .unwrap_or_else(|| panic!("no host for VM {vm_name}: {:?}", hosts(sb)))
 }
 
+/// The run's JSON document (`--output json`) at the start of `out`, whatever went to stderr
+/// after it.
+fn json_doc(out: &str) -> Value {
+    serde_json::Deserializer::from_str(out.trim_start_matches(|c| c != '{'))
+        .into_iter::<Value>()
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| panic!("{out}"))
+}
+
 /// One step of a run's JSON document (`runs show --output json`, `run --output json`).
 fn step_of(doc: &Value, id: &str) -> Value {
     doc["steps"]
@@ -740,12 +750,7 @@ fn seed_002_connects_an_existing_cluster_by_its_kubeconfig() {
     let site = site.to_str().unwrap();
     let (code, out) = siteflow(&sb, &["run", "--site", site, "--output", "json"]);
     assert_eq!(code, 0, "{out}");
-    // The run's JSON document, then whatever went to stderr.
-    let doc: Value = serde_json::Deserializer::from_str(out.trim_start_matches(|c| c != '{'))
-        .into_iter::<Value>()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_else(|| panic!("{out}"));
+    let doc = json_doc(&out);
     let step = |id: &str| step_of(&doc, id);
     assert_eq!(
         step("arc")["outputs"]["connectivity_status"],
@@ -856,11 +861,7 @@ fn flux_bootstrap_commits_to_git_applies_and_converges_once() {
     ];
     let (code, out) = siteflow(&sb, &args);
     assert_eq!(code, 0, "{out}");
-    let doc: Value = serde_json::Deserializer::from_str(out.trim_start_matches(|c| c != '{'))
-        .into_iter::<Value>()
-        .next()
-        .and_then(Result::ok)
-        .unwrap_or_else(|| panic!("{out}"));
+    let doc = json_doc(&out);
     assert_eq!(step_of(&doc, "flux")["status"], "Skipped", "{doc:#}");
     let boot = step_of(&doc, "flux-bootstrap");
     assert_eq!(boot["status"], "Succeeded", "{doc:#}");
@@ -940,11 +941,7 @@ fn seed_003_scale_set_agents_scale_out_then_in_draining_departed_nodes() {
             ],
         );
         assert_eq!(code, 0, "{out}");
-        serde_json::Deserializer::from_str(out.trim_start_matches(|c| c != '{'))
-            .into_iter::<Value>()
-            .next()
-            .and_then(Result::ok)
-            .unwrap_or_else(|| panic!("{out}"))
+        json_doc(&out)
     };
     let pool_names = |doc: &Value| -> Vec<String> {
         step_of(doc, "pool")["outputs"]["instances"]

@@ -203,6 +203,13 @@ pub struct Outcome {
     pub status: RunStatus,
 }
 
+/// A secret file's text without its final newline; the error names the file.
+fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.strip_suffix('\n').unwrap_or(&t).to_string())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Reads every declared secret from its source (file paths relative to `working_dir`); a
 /// required one that cannot be read is an error. Each value is registered with `redactor`.
 pub fn read_secrets(
@@ -216,16 +223,13 @@ pub fn read_secrets(
         let value = match &s.source {
             SecretSource::Env(var) => match (std::env::var(var), env_files.get(var)) {
                 (Ok(v), _) => Ok(v),
-                (Err(_), Some(path)) => std::fs::read_to_string(path)
-                    .map(|t| t.strip_suffix('\n').unwrap_or(&t).to_string())
-                    .map_err(|e| format!("`{var}` is not set, and {}: {e}", path.display())),
+                (Err(_), Some(path)) => {
+                    read_secret_file(path).map_err(|e| format!("`{var}` is not set, and {e}"))
+                }
                 (Err(_), None) => Err(format!("environment variable `{var}` is not set")),
             },
             SecretSource::File(p) => {
-                let path = working_dir.join(p);
-                std::fs::read_to_string(&path)
-                    .map(|t| t.strip_suffix('\n').unwrap_or(&t).to_string())
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                read_secret_file(&working_dir.join(p)).map_err(|e| format!("cannot read {e}"))
             }
         };
         match value {

@@ -27,6 +27,14 @@ fn parse_selector(s: &str) -> Result<(String, String), StepError> {
         .ok_or_else(|| invalid(format!("`selector` is `key=value`, got {s:?}")))
 }
 
+/// What both pool kinds check before they run.
+fn validate_pool(ssh: &SshTargetInput, selector: &str, timeout: &str) -> Result<(), StepError> {
+    ssh.validate()?;
+    parse_selector(selector)?;
+    siteflow_step::parse_duration(timeout).map_err(invalid)?;
+    Ok(())
+}
+
 async fn pool(remote: &Remote, selector: &(String, String)) -> Result<Vec<NodeStatus>, StepError> {
     let all = nodes(remote).await?.ok_or_else(|| {
         StepError::retryable("ApiServerDown", "the API server does not answer yet")
@@ -116,10 +124,7 @@ impl Step for K3sDrain {
     }
 
     fn validate(&self, input: &K3sDrainInput) -> Result<(), StepError> {
-        input.ssh.validate()?;
-        parse_selector(&input.selector)?;
-        siteflow_step::parse_duration(&input.timeout).map_err(invalid)?;
-        Ok(())
+        validate_pool(&input.ssh, &input.selector, &input.timeout)
     }
 
     async fn observe(
@@ -206,10 +211,7 @@ impl Step for K3sPruneNodes {
     }
 
     fn validate(&self, input: &K3sPruneNodesInput) -> Result<(), StepError> {
-        input.ssh.validate()?;
-        parse_selector(&input.selector)?;
-        siteflow_step::parse_duration(&input.timeout).map_err(invalid)?;
-        Ok(())
+        validate_pool(&input.ssh, &input.selector, &input.timeout)
     }
 
     async fn observe(

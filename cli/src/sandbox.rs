@@ -439,12 +439,21 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
                                 .next()
                                 .map(str::to_string)
                         }),
+                        preload_k3s_simulator: true,
                     };
-                    let mut n = net.lock().await;
-                    let host = n.add_vm_host(spec).await.map_err(|e| format!("{e:#}"))?;
+                    // The net is held only to reserve and to list the host: VMs of many
+                    // sites are created at once.
+                    let reservation = net
+                        .lock()
+                        .await
+                        .reserve_vm_host(spec)
+                        .map_err(|e| format!("{e:#}"))?;
+                    let host = reservation.build().await.map_err(|e| format!("{e:#}"))?;
                     host.install_k3s_simulator()
                         .await
                         .map_err(|e| format!("{e:#}"))?;
+                    let mut n = net.lock().await;
+                    let host = n.adopt(host).map_err(|e| format!("{e:#}"))?;
                     let entry = HostEntry {
                         name: vm.computer_name.clone(),
                         vm_id: vm.resource_id.clone(),
@@ -618,6 +627,7 @@ async fn existing_cluster(
             host_key_private: None,
             private_ip: None,
             network: None,
+            preload_k3s_simulator: true,
         })
         .await
         .map_err(|e| format!("{e:#}"))?;

@@ -46,11 +46,13 @@ fn two_s() -> String {
     "2s".into()
 }
 
-/// The repository Flux is bootstrapped from.
+/// The repository Flux is bootstrapped from: over https with a token, or over ssh with a
+/// deploy key.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GitSource {
-    /// An https URL (`https://host/org/fleet.git`).
+    /// An https URL (`https://host/org/fleet.git`) or an ssh URL
+    /// (`ssh://git@host[:port]/org/fleet.git`, with `ssh_key_file` and `known_hosts_file`).
     pub url: String,
     /// Branch.
     #[serde(default = "main_branch")]
@@ -67,6 +69,36 @@ pub struct GitSource {
     /// A PEM CA bundle the git host's certificate chains to (also given to Flux).
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// For an ssh URL: the deploy key's private key (an OpenSSH key file without a
+    /// passphrase, mode 0600), used for the push and given to Flux in its Secret.
+    #[serde(default)]
+    pub ssh_key_file: Option<String>,
+    /// For an ssh URL: a known_hosts file with the git host's key (checked strictly, and
+    /// given to Flux).
+    #[serde(default)]
+    pub known_hosts_file: Option<String>,
+}
+
+impl GitSource {
+    fn is_ssh(&self) -> bool {
+        self.url.starts_with("ssh://")
+    }
+
+    /// The deploy key and known_hosts, read (the key registered as a secret).
+    fn ssh_material(&self, cx: &StepContext) -> Result<Option<(String, String)>, StepError> {
+        let (Some(key), Some(known)) = (&self.ssh_key_file, &self.known_hosts_file) else {
+            return Ok(None);
+        };
+        let read = |f: &str| {
+            let p = cx.resolve_path(f);
+            std::fs::read_to_string(&p).map_err(|e| {
+                StepError::permanent("SourceUnreadable", format!("{}: {e}", p.display()))
+            })
+        };
+        let key = read(key)?;
+        cx.add_secret(key.trim());
+        Ok(Some((key, read(known)?)))
+    }
 }
 
 /// A k3s server reached over SSH.
@@ -164,6 +196,10 @@ fn objects(
         data.insert("username".into(), json!(b64(&input.git.username)));
         data.insert("password".into(), json!(b64(t.expose())));
     }
+    if let Some((key, known_hosts)) = input.git.ssh_material(cx)? {
+        data.insert("identity".into(), json!(b64(&key)));
+        data.insert("known_hosts".into(), json!(b64(&known_hosts)));
+    }
     if let Some(ca) = &input.git.ca_file {
         let p = cx.resolve_path(ca);
         let pem = std::fs::read_to_string(&p).map_err(|e| {
@@ -218,6 +254,17 @@ impl Git {
             env.push((format!("GIT_CONFIG_KEY_{i}"), k));
             env.push((format!("GIT_CONFIG_VALUE_{i}"), v));
         }
+        if let (Some(key), Some(known)) = (&source.ssh_key_file, &source.known_hosts_file) {
+            // Paths only: the key itself stays in its 0600 file.
+            env.push((
+                "GIT_SSH_COMMAND".into(),
+                format!(
+                    "ssh -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={}",
+                    shell_quote(&cx.resolve_path(key).display().to_string()),
+                    shell_quote(&cx.resolve_path(known).display().to_string()),
+                ),
+            ));
+        }
         // (`http.sslCAInfo` from GIT_CONFIG_* is not honoured by Debian's git; this is.)
         if let Some(ca) = &source.ca_file {
             env.push((
@@ -254,11 +301,21 @@ impl Git {
             let class_auth = err.contains("Authentication failed")
                 || err.contains("could not read Username")
                 || err.contains(" 401")
-                || err.contains(" 403");
-            return Err(if class_auth {
+                || err.contains(" 403")
+                || err.contains("Permission denied (publickey");
+            return Err(if err.contains("Host key verification failed") {
+                StepError::permanent(
+                    "GitHostKeyUnknown",
+                    format!(
+                        "git {what}: {err}; put the git host's key in `git.known_hosts_file` (ssh-keyscan it once and check its fingerprint)"
+                    ),
+                )
+            } else if class_auth {
                 StepError::permanent(
                     "GitAuthFailed",
-                    format!("git {what}: {err}; check the token (it needs push rights)"),
+                    format!(
+                        "git {what}: {err}; check the token or deploy key (it needs push rights)"
+                    ),
                 )
             } else {
                 StepError::retryable("GitFailed", format!("git {what}: {err}"))
@@ -479,10 +536,28 @@ impl Step for FluxBootstrap {
             (None, Some(t)) => t.validate()?,
             _ => return Err(invalid("give exactly one cluster: `k3s` or `kubeconfig`")),
         }
-        if !input.git.url.starts_with("https://") && !input.git.url.starts_with("http://") {
+        let g = &input.git;
+        if g.is_ssh() {
+            if g.ssh_key_file.is_none() || g.known_hosts_file.is_none() {
+                return Err(invalid(
+                    "an ssh `git.url` needs `git.ssh_key_file` (the deploy key) and `git.known_hosts_file`",
+                ));
+            }
+            if g.token.is_some() || g.ca_file.is_some() {
+                return Err(invalid(
+                    "`git.token` and `git.ca_file` are for https URLs; an ssh URL uses `git.ssh_key_file`",
+                ));
+            }
+        } else if g.url.starts_with("https://") || g.url.starts_with("http://") {
+            if g.ssh_key_file.is_some() || g.known_hosts_file.is_some() {
+                return Err(invalid(
+                    "`git.ssh_key_file` and `git.known_hosts_file` need an ssh URL (`ssh://git@host/org/repo.git`)",
+                ));
+            }
+        } else {
             return Err(invalid(format!(
-                "`git.url` must be an https URL (got {:?}); ssh deploy keys are not supported yet",
-                input.git.url
+                "`git.url` must be an https URL or an ssh:// URL (got {:?}); scp-like `git@host:repo` is not accepted by Flux either",
+                g.url
             )));
         }
         if input.git.branch.is_empty() || input.git.path.is_empty() {

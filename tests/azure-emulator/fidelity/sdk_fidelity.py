@@ -174,6 +174,23 @@ nic = network.network_interfaces.get(RG, "nic1")
 check(nic.virtual_machine.id.lower() == vm.id.lower(), "nic attached to vm")
 step("vm create (LRO) + get + instance view")
 
+# VM sizes: the spec's VirtualMachineSizeTypes stopped at 2023's sizes; current ones are taken
+# (a resize of vm1 to a v6 size), a size no region has is refused.
+vm.hardware_profile.vm_size = "Standard_D2as_v6"
+vm.instance_view = None
+vm = compute.virtual_machines.begin_create_or_update(RG, "vm1", vm, **POLL).result()
+check(vm.hardware_profile.vm_size == "Standard_D2as_v6", f"resized to {vm.hardware_profile.vm_size}")
+try:
+    vm.hardware_profile.vm_size = "Standard_Q4s_v5"
+    compute.virtual_machines.begin_create_or_update(RG, "vm1", vm, **POLL).result()
+    check(False, "a made-up VM size accepted")
+except HttpResponseError as e:
+    check(
+        e.status_code == 400 and e.error.code == "InvalidParameter" and e.error.target == "vmSize",
+        f"vm size error: {e.status_code} {e.error.code} {e.error.target}",
+    )
+step("current VM sizes accepted, made-up ones refused (InvalidParameter, target vmSize)")
+
 # The onboarding key pair, as `az connectedk8s connect` makes it (base64 DER PKCS#1 public key).
 agent_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 agent_pub = base64.b64encode(

@@ -60,6 +60,7 @@ async fn official_python_sdks_drive_the_emulator() {
         "login",
         "provider register + wait",
         "vm create",
+        "current VM sizes accepted",
         "connected cluster",
         "key vault set/get",
         "delete vm",

@@ -73,15 +73,28 @@ fn sandbox(bin: &Path, dir: &Path, verb: &str) -> Result<()> {
 }
 
 /// The `--set` values that point provision-site at the sandbox, as its daemon records them
-/// for `siteflow run`.
-fn sandbox_sets(dir: &Path) -> Result<Vec<String>> {
+/// for `siteflow run`, for the inputs the workflow declares (as `siteflow run` filters them).
+fn sandbox_sets(dir: &Path, wf_path: &Path, wf_text: &str) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(dir.join(".siteflow/sandbox/sandbox.json"))?;
     let info: serde_json::Value = serde_json::from_str(&text)?;
     let sets: Vec<String> = serde_json::from_value(info["sets"].clone())?;
     if sets.is_empty() {
         bail!("sandbox.json lists no `sets`: is the siteflow binary older than this benchmark?");
     }
-    Ok(sets)
+    let file = Arc::new(siteflow_engine::diag::SourceFile {
+        name: wf_path.display().to_string(),
+        text: wf_text.to_string(),
+    });
+    let root = siteflow_engine::yaml::parse(&file).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let mut diags = siteflow_engine::diag::Diagnostics::default();
+    let workflow = siteflow_engine::spec::parse_workflow(&root, &mut diags);
+    Ok(sets
+        .into_iter()
+        .filter(|s| {
+            let name = s.split(['=', '.']).next().unwrap_or_default();
+            workflow.inputs.iter().any(|i| i.name == name)
+        })
+        .collect())
 }
 
 /// One step instance's span: its first attempt's start to its last attempt's end (ms).
@@ -128,8 +141,10 @@ fn critical_chain(attempts: &[AttemptRow]) -> Vec<Span> {
 }
 
 pub async fn provision(args: ProvisionArgs) -> Result<()> {
-    if args.sites == 0 || args.sites * (args.agents + 1) > 200 {
-        bail!("a sandbox holds at most 200 hosts: --sites × (--agents + 1) ≤ 200");
+    // One host of the sandbox is its existing (non-Azure) cluster.
+    let most = siteflow_testhosts::layout::MAX_HOSTS - 1;
+    if args.sites == 0 || args.sites * (args.agents + 1) > most {
+        bail!("a sandbox holds at most {most} VMs: --sites × (--agents + 1) ≤ {most}");
     }
     let bin = siteflow_bin(&args)?;
     let dir = tempfile::tempdir()?;
@@ -170,7 +185,7 @@ async fn run_sites(args: &ProvisionArgs, dir: &Path, wf_path: &Path, wf_text: &s
             .with(siteflow_steps_kube::steps()),
     );
     let store = StateStore::open(&dir.join("state.db"))?;
-    let sets = sandbox_sets(dir)?;
+    let sets = sandbox_sets(dir, wf_path, wf_text)?;
     let began = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..args.sites {

@@ -13,7 +13,7 @@ pub const NAME_PREFIX: &str = "sfth";
 /// Slots a harness instance can take; each is a /24.
 pub const SLOTS: std::ops::RangeInclusive<u8> = 1..=250;
 /// Most hosts one harness instance can bring up.
-pub const MAX_HOSTS: usize = 200;
+pub const MAX_HOSTS: usize = 240;
 /// Second octet of the subnets (10.250.x.0/24).
 const SUBNET_OCTET: u8 = 250;
 /// Last octet of the first host's address.

@@ -29,7 +29,7 @@ pub use command::shell_quote;
 pub use host::TestHost;
 pub use hostfs::{USER_NOPASSWD, USER_PASSWD, USER_PASSWORD};
 pub use keys::fingerprint;
-pub use net::{TestNet, VmHostSpec};
+pub use net::{HostReservation, TestNet, VmHostSpec};
 pub use sim_install::{
     INSTALL_SCRIPT, STATS_DIR, ServiceStats, k3s_sim_binary, set_simulator_embedded,
 };

@@ -1,12 +1,13 @@
 //! Putting the k3s simulator onto a test host (binary, `systemctl` stand-in, install script) and
 //! starting its enabled services when the host boots.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 use crate::command::shell_quote;
 use crate::host::TestHost;
+use crate::hostfs::private_location;
 
 /// Directory inside a host with the simulator's "download cache".
 pub const SIM_DIR: &str = "/usr/local/lib/k3s-sim";
@@ -50,6 +51,32 @@ pub fn k3s_sim_binary() -> Result<PathBuf> {
     )
 }
 
+/// The simulator's place in a host's download cache.
+const SIM_BIN: &str = "/usr/local/lib/k3s-sim/k3s-sim";
+
+/// Hard-links the net's shared simulator into the (not yet mounted) upper layer of a host.
+pub(crate) fn preload(slot: u8, host_dir: &Path) -> Result<()> {
+    let shared = crate::layout::slot_dir(slot).join("k3s-sim");
+    let (target, _) =
+        private_location(host_dir, Path::new(SIM_BIN)).expect("/usr/local is private");
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(&target);
+    std::fs::hard_link(&shared, &target)
+        .or_else(|_| std::fs::copy(&shared, &target).map(|_| ()))
+        .context("preloading the k3s simulator")
+}
+
+/// Whether `a` and `b` are the same file (hard links of one inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 /// Restart/start/stop counts the `systemctl` stand-in kept for a unit.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub struct ServiceStats {
@@ -67,9 +94,12 @@ impl TestHost {
     pub async fn install_k3s_simulator(&self) -> Result<()> {
         // The bytes go in over stdin: the host's /tmp (and anything else private to its
         // mount namespace) may hide the build's own path, e.g. a target dir under /tmp.
-        let bin = std::fs::read(k3s_sim_binary()?).context("reading the k3s simulator binary")?;
-        self.write_file(&format!("{SIM_DIR}/k3s-sim"), &bin, 0o755)
-            .await?;
+        let shared = crate::layout::slot_dir(self.slot).join("k3s-sim");
+        if !same_file(&self.root_path(SIM_BIN), &shared) {
+            let bin =
+                std::fs::read(k3s_sim_binary()?).context("reading the k3s simulator binary")?;
+            self.write_file(SIM_BIN, &bin, 0o755).await?;
+        }
         self.write_file(INSTALL_SCRIPT, INSTALL_SH.as_bytes(), 0o755)
             .await?;
         self.exec_local_ok(&format!(

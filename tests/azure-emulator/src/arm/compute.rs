@@ -28,6 +28,23 @@ pub(super) fn prepare(
     existing: Option<&Resource>,
 ) -> Result<Value, ArmError> {
     let mut b = base_body(kind, id, p.name(), body);
+    let size = if kind.ty == VMS {
+        b.pointer("/properties/hardwareProfile/vmSize")
+    } else {
+        b.pointer("/sku/name")
+    };
+    if let Some(size) = size.and_then(Value::as_str)
+        && !super::vm_size::valid(size)
+    {
+        return Err(ArmError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            format!(
+                "The value {size} provided for the VM size is not valid. The valid sizes in the current region are listed by GET /subscriptions/{{subscriptionId}}/providers/Microsoft.Compute/locations/{{location}}/vmSizes."
+            ),
+        )
+        .target("vmSize"));
+    }
     let old = existing.map(|r| r.body.clone()).unwrap_or(json!({}));
     // ARM assigns a system-assigned identity's principal and tenant ids (read-only).
     if b.pointer("/identity/type")

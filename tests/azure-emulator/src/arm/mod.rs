@@ -11,6 +11,7 @@ mod path;
 mod resources;
 mod rp;
 pub(crate) mod state;
+mod vm_size;
 
 use std::sync::Arc;
 

@@ -149,8 +149,11 @@ fn fetch(server: &Server, repo: &Value) -> Result<String> {
         .pointer("/spec/url")
         .and_then(Value::as_str)
         .context("spec.url is missing")?;
-    if !url.starts_with("https://") && !url.starts_with("http://") && !url.starts_with("git://") {
-        bail!("the simulator's source-controller fetches https, http and git URLs, not {url}");
+    if !["https://", "http://", "git://", "ssh://"]
+        .iter()
+        .any(|p| url.starts_with(p))
+    {
+        bail!("the simulator's source-controller fetches https, http, ssh and git URLs, not {url}");
     }
     let branch = repo
         .pointer("/spec/ref/branch")
@@ -158,6 +161,7 @@ fn fetch(server: &Server, repo: &Value) -> Result<String> {
         .unwrap_or("master");
     let mut basic = None;
     let mut ca_file = None;
+    let mut ssh = None;
     if let Some(secret) = repo.pointer("/spec/secretRef/name").and_then(Value::as_str) {
         let s = server
             .object(&format!("Secret/{ns}/{secret}"))
@@ -176,13 +180,60 @@ fn fetch(server: &Server, repo: &Value) -> Result<String> {
             std::fs::write(&path, ca)?;
             ca_file = Some(path);
         }
+        // Like source-controller: an ssh URL takes `identity` and `known_hosts`.
+        if url.starts_with("ssh://") {
+            let identity = field("identity")
+                .with_context(|| format!("secret '{ns}/{secret}' has no `identity`"))?;
+            let known = field("known_hosts")
+                .with_context(|| format!("secret '{ns}/{secret}' has no `known_hosts`"))?;
+            ssh = Some(ssh_files(ns, name, &identity, &known)?);
+        }
     }
-    let env = git_env(
+    if url.starts_with("ssh://") && ssh.is_none() {
+        bail!("an ssh URL needs spec.secretRef with `identity` and `known_hosts`");
+    }
+    let mut env = git_env(
         basic.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
         ca_file.as_deref(),
     );
+    if let Some((key, known)) = ssh {
+        env.push((
+            "GIT_SSH_COMMAND".into(),
+            format!(
+                "ssh -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={}",
+                key.display(),
+                known.display()
+            ),
+        ));
+    }
     let sha = crate::sim::arc::fetch(&env, url, branch, &checkout(ns, name))?;
     Ok(format!("{branch}@sha1:{sha}"))
+}
+
+/// The Secret's deploy key (0600) and known_hosts as files for ssh.
+fn ssh_files(
+    ns: &str,
+    name: &str,
+    identity: &str,
+    known_hosts: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(DIR)?;
+    let key = Path::new(DIR).join(format!("{ns}-{name}-identity"));
+    let known = Path::new(DIR).join(format!("{ns}-{name}-known_hosts"));
+    let _ = std::fs::remove_file(&key);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key)?;
+    f.write_all(identity.as_bytes())?;
+    if !identity.ends_with('\n') {
+        f.write_all(b"\n")?;
+    }
+    std::fs::write(&known, known_hosts)?;
+    Ok((key, known))
 }
 
 fn apply(server: &Server, checkout: &Path, path: &str) -> Result<usize> {

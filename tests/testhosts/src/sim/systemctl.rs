@@ -222,7 +222,9 @@ fn start(unit: &str) -> Result<()> {
     std::fs::write(pid_file(unit), format!("{pid} {start}"))?;
     bump(unit, |s| s.starts += 1)?;
     if u.notify {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // k3s's units say TimeoutStartSec=0 (wait for the notification as long as the
+        // process lives); bounded here so a wedged simulator cannot hang a test forever.
+        let deadline = Instant::now() + Duration::from_secs(300);
         while !ready_file(unit).exists() {
             if main_pid(unit).is_none() || Instant::now() > deadline {
                 bail!(
@@ -237,14 +239,23 @@ fn start(unit: &str) -> Result<()> {
 
 fn stop(unit: &str) -> Result<()> {
     if let Some(pid) = main_pid(unit) {
+        // As systemd: SIGTERM, up to DefaultTimeoutStopSec (90 s) for the process to go,
+        // then SIGKILL; either way the job ends only once the process is gone, so a start
+        // that follows never races the old process for its port and its files.
         let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while main_pid(unit).is_some() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let gone = |limit: Duration| {
+            let deadline = Instant::now() + limit;
+            while main_pid(unit).is_some() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            main_pid(unit).is_none()
+        };
         // Only if it is still our process (its pid may be reused once it is gone).
-        if main_pid(unit).is_some() {
+        if !gone(Duration::from_secs(90)) {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            if !gone(Duration::from_secs(30)) {
+                bail!("Job for {unit} failed: its process {pid} did not die after SIGKILL.");
+            }
         }
         bump(unit, |s| s.stops += 1)?;
     }

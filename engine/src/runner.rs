@@ -1864,6 +1864,18 @@ impl Capture {
 }
 
 impl EngineHost {
+    /// Commits `write` behind the run's lease fence, in one transaction: a runner that lost
+    /// its lease gets the permanent `LeaseLost` error and nothing is written.
+    async fn write_fenced(&self, write: Write) -> Result<(), StepError> {
+        self.store
+            .write(&self.run_id, fenced(&self.fence, vec![write]))
+            .await
+            .map_err(|e| match e {
+                StoreError::LeaseLost => StepError::permanent("LeaseLost", e.to_string()),
+                e => StepError::retryable("StateStore", e.to_string()),
+            })
+    }
+
     /// Stores what the attempt's output budget held back (see [`Capture`]).
     fn end_attempt(&self) {
         let rest = self
@@ -1930,19 +1942,11 @@ impl StepHost for EngineHost {
     async fn save_progress(&self, progress: Value) -> Result<(), StepError> {
         let progress = self.redactor.redact_json(&progress);
         *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(progress.clone());
-        self.store
-            .write(
-                &self.run_id,
-                vec![
-                    self.fence.clone(),
-                    Write::Progress {
-                        key: self.key.clone(),
-                        progress,
-                    },
-                ],
-            )
-            .await
-            .map_err(|e| StepError::retryable("StateStore", e.to_string()))
+        self.write_fenced(Write::Progress {
+            key: self.key.clone(),
+            progress,
+        })
+        .await
     }
 
     async fn run_value(&self, namespace: &str, key: &str) -> Result<Option<Value>, StepError> {
@@ -1959,10 +1963,12 @@ impl StepHost for EngineHost {
         value: Value,
     ) -> Result<(), StepError> {
         let value = self.redactor.redact_json(&value);
-        self.store
-            .set_run_value(&self.run_id, namespace, key, value)
-            .await
-            .map_err(|e| StepError::retryable("StateStore", e.to_string()))
+        self.write_fenced(Write::RunValue {
+            namespace: namespace.to_string(),
+            key: key.to_string(),
+            value,
+        })
+        .await
     }
 
     async fn shared_value(&self, namespace: &str, key: &str) -> Result<Option<Value>, StepError> {
@@ -1979,10 +1985,12 @@ impl StepHost for EngineHost {
         value: Value,
     ) -> Result<(), StepError> {
         let value = self.redactor.redact_json(&value);
-        self.store
-            .set_shared_value(namespace, key, value, Some(&self.run_id))
-            .await
-            .map_err(|e| StepError::retryable("StateStore", e.to_string()))
+        self.write_fenced(Write::SharedValue {
+            namespace: namespace.to_string(),
+            key: key.to_string(),
+            value,
+        })
+        .await
     }
 
     fn add_secret(&self, value: &str) {

@@ -85,6 +85,13 @@ impl RunStatus {
 /// What happened, for progress displays.
 #[derive(Debug, Clone)]
 pub enum RunEvent {
+    /// The run holds its lease and is about to schedule its steps.
+    RunStarted {
+        /// The run's id.
+        run_id: String,
+        /// Whether an existing run goes on (`resume`, `rerun`) rather than a new one.
+        resumed: bool,
+    },
     /// An attempt started.
     Started {
         /// Instance key.
@@ -338,6 +345,10 @@ impl Runner {
             effective: Some(plan.effective.to_string()),
         };
         lease.generation = self.store.create_run(row.clone(), lease.clone()).await?;
+        self.observer.event(&RunEvent::RunStarted {
+            run_id: run_id.clone(),
+            resumed: false,
+        });
         self.execute(
             row,
             plan,
@@ -379,6 +390,10 @@ impl Runner {
         let row = self.store.run(run_id).await?;
         let mut lease = Lease::this_process();
         lease.generation = self.store.acquire_lease(run_id, lease.clone()).await?;
+        self.observer.event(&RunEvent::RunStarted {
+            run_id: run_id.to_string(),
+            resumed: true,
+        });
         let result = async {
             let mut sources: Sources = serde_json::from_str(&row.sources).map_err(|e| {
                 RunError::Usage(format!("run {run_id} has unreadable sources: {e}"))

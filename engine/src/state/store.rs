@@ -4,7 +4,7 @@
 use super::schema;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
-use siteflow_step::StepError;
+use siteflow_step::{LogStream, StepError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -984,6 +984,33 @@ impl StateStore {
                 })
             })?
             .collect()
+        })
+        .await
+    }
+
+    /// The last `lines` lines (oldest first) a step instance's `attempt` wrote to `stream`
+    /// (`stderr`, `stdout`), as stored: redacted and bounded.
+    pub async fn log_tail(
+        &self,
+        run_id: &str,
+        key: &str,
+        attempt: u32,
+        stream: LogStream,
+        lines: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let (run, key) = (run_id.to_string(), key.to_string());
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT message FROM events WHERE run_id = ?1 AND step_key = ?2 AND attempt = ?3
+                 AND kind = ?4 ORDER BY seq DESC LIMIT ?5",
+            )?;
+            let mut tail = st
+                .query_map(params![run, key, attempt, stream.name(), lines], |r| {
+                    r.get::<_, String>(0)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tail.reverse();
+            Ok(tail)
         })
         .await
     }

@@ -174,11 +174,18 @@ impl RunObserver for Spinners {
                 let line = run_started(run_id, *resumed);
                 self.board.multi.suspend(|| eprintln!("{line}"));
             }
-            RunEvent::Started { key, kind, attempt } => self.board.update(key, |l| {
-                l.attempt = *attempt;
-                l.retry = None;
-                l.text = kind.clone();
-            }),
+            RunEvent::Started { key, kind, attempt } => {
+                self.board.update(key, |l| {
+                    l.attempt = *attempt;
+                    l.retry = None;
+                    l.text = kind.clone();
+                });
+                // The time shown is the attempt's.
+                let steps = self.board.steps.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((pb, _)) = steps.get(key) {
+                    pb.reset_elapsed();
+                }
+            }
             RunEvent::Retrying {
                 key,
                 attempt,
@@ -200,7 +207,8 @@ impl RunObserver for Spinners {
                     "Skipped" => "-",
                     _ => "✗",
                 };
-                let msg = match note {
+                // One line keeps the bars in place; the summary shows a failure's stderr.
+                let msg = match note.as_deref().and_then(|n| n.lines().next()) {
                     Some(n) => format!("{mark} {} ({n})", status.to_lowercase()),
                     None => format!("{mark} {}", status.to_lowercase()),
                 };

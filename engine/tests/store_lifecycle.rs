@@ -3,8 +3,8 @@
 
 use siteflow_engine::plan::{SourceText, Sources, compile};
 use siteflow_engine::registry::Registry;
-use siteflow_engine::runner::{NoObserver, RunOptions, RunStatus, Runner};
-use siteflow_engine::state::StateStore;
+use siteflow_engine::runner::{NoObserver, RunError, RunOptions, RunStatus, Runner};
+use siteflow_engine::state::{StateStore, StoreError};
 use siteflow_step::{Observed, Progress, Step, StepContext, StepError};
 use std::sync::Arc;
 
@@ -207,7 +207,11 @@ async fn values_saved_after_the_lease_was_lost_are_refused() {
     };
     let runner = Runner::new(registry, store.clone(), opts, Arc::new(NoObserver));
     let outcome = runner.start(plan, sources).await;
-    assert!(outcome.is_err(), "the runner that lost its lease says so");
+    assert!(
+        matches!(outcome, Err(RunError::Store(StoreError::LeaseLost))),
+        "the runner that lost its lease says so: {:?}",
+        outcome.map(|o| o.status)
+    );
 
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert_eq!(seen.before.len(), 2);

@@ -12,6 +12,7 @@ use siteflow_engine::plan::{self, Plan, SourceText, Sources};
 use siteflow_engine::registry::Registry;
 use siteflow_engine::runner::{Outcome, RunError, RunObserver, RunOptions, RunStatus, Runner};
 use siteflow_engine::state::{LeaseError, StateStore, Unlock};
+use siteflow_step::LogStream;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -808,6 +809,7 @@ async fn report(store: &StateStore, outcome: &Outcome, output: Output) -> Result
         Output::Json => println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default()),
         Output::Text => {
             print_steps(&doc);
+            print_failed_stderr(store, &doc).await?;
             let hint = match outcome.status {
                 RunStatus::Succeeded => String::new(),
                 _ => format!(" — resume with: siteflow resume {}", outcome.run_id),
@@ -843,6 +845,47 @@ fn print_steps(doc: &Value) {
             err
         );
     }
+}
+
+/// Stderr lines of a failed step shown in the summary: the last few of its last attempt.
+const SUMMARY_STDERR_LINES: u32 = 10;
+/// Characters of one such line shown (lines are stored up to 16 KiB).
+const SUMMARY_LINE_CHARS: usize = 200;
+
+/// The last stderr lines of each failed step's last attempt, as the event log holds them
+/// (secrets redacted).
+async fn print_failed_stderr(store: &StateStore, doc: &Value) -> Result<(), Failure> {
+    let run_id = doc["run_id"].as_str().unwrap_or_default();
+    for s in doc["steps"].as_array().into_iter().flatten() {
+        let (Some(key), Some(attempt)) = (s["id"].as_str(), s["attempts"].as_u64()) else {
+            continue;
+        };
+        if s["status"] != "Failed" || attempt == 0 {
+            continue;
+        }
+        let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+        let tail = store
+            .log_tail(
+                run_id,
+                key,
+                attempt,
+                LogStream::Stderr,
+                SUMMARY_STDERR_LINES,
+            )
+            .await?;
+        if tail.is_empty() {
+            continue;
+        }
+        println!("\n{key}: last stderr lines (attempt {attempt}):");
+        for line in tail {
+            let mut shown: String = line.chars().take(SUMMARY_LINE_CHARS).collect();
+            if shown.len() < line.len() {
+                shown.push('…');
+            }
+            println!("  {shown}");
+        }
+    }
+    Ok(())
 }
 
 fn plan_document(p: &Plan) -> Value {

@@ -30,19 +30,26 @@ steps:
         test -f ok
 "#;
 
-/// Every file of the state directory (database, WAL) holds none of the values.
-fn assert_nothing_in_clear(sb: &Sandbox) {
-    let rev: String = TOKEN.chars().rev().collect();
-    let forbidden = [
+/// The token and the copies of it the workflows make: upper case, reversed, a slice.
+fn copies() -> [String; 4] {
+    [
         TOKEN.to_string(),
         TOKEN.to_uppercase(),
-        rev,
+        TOKEN.chars().rev().collect(),
         TOKEN[2..12].to_string(),
-    ];
+    ]
+}
+
+/// Every file of the state directory (database, WAL) holds none of the values.
+fn assert_nothing_in_clear(sb: &Sandbox) {
+    assert_none_stored(sb, &copies());
+}
+
+fn assert_none_stored(sb: &Sandbox, forbidden: &[String]) {
     for e in std::fs::read_dir(sb.path(".siteflow")).unwrap() {
         let p = e.unwrap().path();
         let bytes = std::fs::read(&p).unwrap();
-        for f in &forbidden {
+        for f in forbidden {
             assert!(
                 !bytes.windows(f.len()).any(|w| w == f.as_bytes()),
                 "{} holds `{f}` in clear",
@@ -94,4 +101,63 @@ fn a_secret_output_survives_a_resume_and_is_never_stored() {
     // `a` cannot be observed (no `check`), so it ran again to recover its outputs.
     assert_eq!(sb.lines("log.txt"), ["a", "a"]);
     assert_nothing_in_clear(&sb);
+}
+
+/// Copies of a secret a step prints or outputs: those made by expressions (`upper`,
+/// `reverse`, a slice) are recognised, in stdout as in `$SITEFLOW_OUTPUT`; one the script
+/// makes itself (`rev`, `tr`) cannot be, so the step lists it in `secret_outputs`, and it
+/// is then never stored either, while a later step still receives the value.
+#[test]
+fn transformed_copies_of_a_secret_are_never_stored() {
+    let sb = Sandbox::new();
+    sb.write(
+        "wf.yaml",
+        r#"name: transformed
+secrets:
+  tok: { env: SF_TEST_TOKEN }
+steps:
+  - id: copier
+    uses: shell
+    with:
+      env: { TOK: "${{ secrets.tok }}" }
+      secret_outputs: [shell_rev, pin]
+      run: |
+        echo "printed ${{ secrets.tok | upper }} and ${{ secrets.tok | reverse }}"
+        echo "part ${{ secrets.tok[2:12] }}"
+        echo "shell_rev=$(printf %s "$TOK" | rev | tr a-z A-Z)" >> "$SITEFLOW_OUTPUT"
+        echo "pin=$(printf %s "$TOK" | cut -c1-3 | rev)" >> "$SITEFLOW_OUTPUT"
+        echo "plain=not secret" >> "$SITEFLOW_OUTPUT"
+  - id: b
+    uses: shell
+    with:
+      env: { R: "${{ steps.copier.outputs.shell_rev }}", P: "${{ steps.copier.outputs.pin }}" }
+      run: echo "$R $P" > got.txt
+"#,
+    );
+    let r = sb.run_with_env(
+        &["run", "wf.yaml", "--output", "json"],
+        &[("SF_TEST_TOKEN", TOKEN)],
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let shell_rev: String = TOKEN.chars().rev().collect::<String>().to_uppercase();
+    let pin: String = TOKEN[..3].chars().rev().collect();
+    assert_eq!(sb.read("got.txt"), format!("{shell_rev} {pin}\n"));
+
+    let mut forbidden = copies().to_vec();
+    forbidden.push(shell_rev);
+    assert_none_stored(&sb, &forbidden);
+    // The 3-byte copy is too short to search for in text, but as an output it is a secret.
+    let doc = r.json();
+    assert_eq!(doc["steps"][0]["id"], "copier");
+    let a = &doc["steps"][0]["outputs"];
+    assert_eq!(a["shell_rev"], "[redacted]", "{a}");
+    assert_eq!(a["pin"], "[redacted]", "{a}");
+    assert_eq!(a["plain"], "not secret", "{a}");
+    assert_eq!(a["stdout"], "[redacted]", "stdout holds copies: {a}");
+    let logs = sb.run(&["logs", &sb.last_run()]);
+    assert!(
+        logs.stdout.contains("printed [redacted] and [redacted]"),
+        "{}",
+        logs.stdout
+    );
 }

@@ -16,12 +16,18 @@ const MIN_LEN: usize = 4;
 #[derive(Default, Debug)]
 pub struct Redactor {
     secrets: RwLock<Vec<String>>,
+    /// Secrets shorter than [`MIN_LEN`]: an output that is exactly one is still a secret.
+    short: RwLock<Vec<String>>,
 }
 
 impl Redactor {
     /// Adds a value to redact.
     pub fn add(&self, value: &str) {
         if value.len() < MIN_LEN {
+            let mut s = self.short.write().unwrap_or_else(|e| e.into_inner());
+            if !value.is_empty() && !s.iter().any(|x| x == value) {
+                s.push(value.to_string());
+            }
             return;
         }
         let mut s = self.secrets.write().unwrap_or_else(|e| e.into_inner());
@@ -43,6 +49,12 @@ impl Redactor {
             out = out.replace(x.as_str(), REDACTED);
         }
         Cow::Owned(out)
+    }
+
+    /// Whether `s` is one of the short secrets (never searched for in text).
+    fn is_short(&self, s: &str) -> bool {
+        let short = self.short.read().unwrap_or_else(|e| e.into_inner());
+        short.iter().any(|x| x == s)
     }
 
     /// A JSON value with every string redacted.
@@ -91,7 +103,7 @@ impl Redactor {
             }
             // A string holding a secret is a secret: persisted as a placeholder that a resume
             // recovers, never as "[redacted]" text that a later step would take for the value.
-            Value::String(s) if matches!(self.redact(s), Cow::Owned(_)) => {
+            Value::String(s) if matches!(self.redact(s), Cow::Owned(_)) || self.is_short(s) => {
                 (v.clone(), serde_json::json!({ SECRET_MARKER: Value::Null }))
             }
             other => (other.clone(), other.clone()),
@@ -159,5 +171,16 @@ mod tests {
         assert_eq!(kept, json!({"line": {"$secret": null}, "ok": "yes"}));
         assert!(secret_at(&kept, &["line".into()]));
         assert!(!secret_at(&kept, &["ok".into()]));
+    }
+
+    /// A secret too short to search for in text is still never stored as an output.
+    #[test]
+    fn a_short_secret_output_is_a_placeholder() {
+        let r = Redactor::default();
+        r.add("xy1");
+        assert_eq!(r.redact("xy1 stays in text"), "xy1 stays in text");
+        let (plain, kept) = r.split_outputs(&json!({"pin": "xy1", "other": "xy12"}));
+        assert_eq!(plain, json!({"pin": "xy1", "other": "xy12"}));
+        assert_eq!(kept, json!({"pin": {"$secret": null}, "other": "xy12"}));
     }
 }

@@ -85,6 +85,13 @@ impl RunStatus {
 /// What happened, for progress displays.
 #[derive(Debug, Clone)]
 pub enum RunEvent {
+    /// The run holds its lease and is about to schedule its steps.
+    RunStarted {
+        /// The run's id.
+        run_id: String,
+        /// Whether an existing run goes on (`resume`, `rerun`) rather than a new one.
+        resumed: bool,
+    },
     /// An attempt started.
     Started {
         /// Instance key.
@@ -338,6 +345,10 @@ impl Runner {
             effective: Some(plan.effective.to_string()),
         };
         lease.generation = self.store.create_run(row.clone(), lease.clone()).await?;
+        self.observer.event(&RunEvent::RunStarted {
+            run_id: run_id.clone(),
+            resumed: false,
+        });
         self.execute(
             row,
             plan,
@@ -379,6 +390,10 @@ impl Runner {
         let row = self.store.run(run_id).await?;
         let mut lease = Lease::this_process();
         lease.generation = self.store.acquire_lease(run_id, lease.clone()).await?;
+        self.observer.event(&RunEvent::RunStarted {
+            run_id: run_id.to_string(),
+            resumed: true,
+        });
         let result = async {
             let mut sources: Sources = serde_json::from_str(&row.sources).map_err(|e| {
                 RunError::Usage(format!("run {run_id} has unreadable sources: {e}"))
@@ -1864,6 +1879,18 @@ impl Capture {
 }
 
 impl EngineHost {
+    /// Commits `write` behind the run's lease fence, in one transaction: a runner that lost
+    /// its lease gets the permanent `LeaseLost` error and nothing is written.
+    async fn write_fenced(&self, write: Write) -> Result<(), StepError> {
+        self.store
+            .write(&self.run_id, fenced(&self.fence, vec![write]))
+            .await
+            .map_err(|e| match e {
+                StoreError::LeaseLost => StepError::permanent("LeaseLost", e.to_string()),
+                e => StepError::retryable("StateStore", e.to_string()),
+            })
+    }
+
     /// Stores what the attempt's output budget held back (see [`Capture`]).
     fn end_attempt(&self) {
         let rest = self
@@ -1930,19 +1957,11 @@ impl StepHost for EngineHost {
     async fn save_progress(&self, progress: Value) -> Result<(), StepError> {
         let progress = self.redactor.redact_json(&progress);
         *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(progress.clone());
-        self.store
-            .write(
-                &self.run_id,
-                vec![
-                    self.fence.clone(),
-                    Write::Progress {
-                        key: self.key.clone(),
-                        progress,
-                    },
-                ],
-            )
-            .await
-            .map_err(|e| StepError::retryable("StateStore", e.to_string()))
+        self.write_fenced(Write::Progress {
+            key: self.key.clone(),
+            progress,
+        })
+        .await
     }
 
     async fn run_value(&self, namespace: &str, key: &str) -> Result<Option<Value>, StepError> {
@@ -1959,10 +1978,12 @@ impl StepHost for EngineHost {
         value: Value,
     ) -> Result<(), StepError> {
         let value = self.redactor.redact_json(&value);
-        self.store
-            .set_run_value(&self.run_id, namespace, key, value)
-            .await
-            .map_err(|e| StepError::retryable("StateStore", e.to_string()))
+        self.write_fenced(Write::RunValue {
+            namespace: namespace.to_string(),
+            key: key.to_string(),
+            value,
+        })
+        .await
     }
 
     async fn shared_value(&self, namespace: &str, key: &str) -> Result<Option<Value>, StepError> {
@@ -1979,10 +2000,12 @@ impl StepHost for EngineHost {
         value: Value,
     ) -> Result<(), StepError> {
         let value = self.redactor.redact_json(&value);
-        self.store
-            .set_shared_value(namespace, key, value, Some(&self.run_id))
-            .await
-            .map_err(|e| StepError::retryable("StateStore", e.to_string()))
+        self.write_fenced(Write::SharedValue {
+            namespace: namespace.to_string(),
+            key: key.to_string(),
+            value,
+        })
+        .await
     }
 
     fn add_secret(&self, value: &str) {

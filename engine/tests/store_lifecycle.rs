@@ -3,8 +3,8 @@
 
 use siteflow_engine::plan::{SourceText, Sources, compile};
 use siteflow_engine::registry::Registry;
-use siteflow_engine::runner::{NoObserver, RunOptions, RunStatus, Runner};
-use siteflow_engine::state::StateStore;
+use siteflow_engine::runner::{NoObserver, RunError, RunOptions, RunStatus, Runner};
+use siteflow_engine::state::{StateStore, StoreError};
 use siteflow_step::{Observed, Progress, Step, StepContext, StepError};
 use std::sync::Arc;
 
@@ -66,15 +66,19 @@ async fn checkpoint_truncates_the_wal_and_keeps_every_commit() {
     assert_eq!(sum, (0..200).sum::<i64>() + 1000 + 1001);
 }
 
-struct Nothing;
+/// Does nothing; with a [`Takeover`], saves values across a takeover of its run.
+#[derive(Default)]
+struct TestStep {
+    takeover: Option<Takeover>,
+}
 
-impl Step for Nothing {
-    const KIND: &'static str = "test.nothing";
+impl Step for TestStep {
+    const KIND: &'static str = "test.step";
     type Input = serde_json::Map<String, serde_json::Value>;
     type Output = serde_json::Map<String, serde_json::Value>;
 
     fn description(&self) -> &'static str {
-        "does nothing"
+        "does nothing, or saves values across a takeover of its run"
     }
 
     async fn observe(
@@ -87,9 +91,12 @@ impl Step for Nothing {
 
     async fn apply(
         &self,
-        _: &StepContext,
+        cx: &StepContext,
         _: &Self::Input,
     ) -> Result<Progress<Self::Output>, StepError> {
+        if let Some(t) = &self.takeover {
+            t.save_across(cx).await?;
+        }
         Ok(Progress::Done(Default::default()))
     }
 }
@@ -100,11 +107,11 @@ impl Step for Nothing {
 async fn a_finished_run_is_final_and_unleased() {
     let dir = tempfile::tempdir().unwrap();
     let store = StateStore::open(&dir.path().join("state.db")).unwrap();
-    let registry = Arc::new(Registry::new().with(vec![Arc::new(Nothing)]));
+    let registry = Arc::new(Registry::new().with(vec![Arc::new(TestStep::default())]));
     let sources = Sources {
         workflow: SourceText {
             path: "w.yaml".into(),
-            text: "name: w\nsteps:\n  - id: a\n    uses: test.nothing\n  - id: b\n    uses: test.nothing\n    needs: [a]\n".into(),
+            text: "name: w\nsteps:\n  - id: a\n    uses: test.step\n  - id: b\n    uses: test.step\n    needs: [a]\n".into(),
         },
         site: None,
         sets: vec![],
@@ -127,4 +134,109 @@ async fn a_finished_run_is_final_and_unleased() {
     runner.settle().await;
     let row = store.run(&outcome.run_id).await.unwrap();
     assert_eq!((row.status.as_str(), row.lease_holder), ("Succeeded", None));
+}
+
+/// What a [`Takeover`] saw of its writes: before and after another runner took the run over.
+#[derive(Default)]
+struct Seen {
+    before: Vec<Result<(), StepError>>,
+    after: Vec<Result<(), StepError>>,
+}
+
+/// Saves a run value and a shared value, lets another runner take the run's lease over (a
+/// new generation), then tries both again.
+struct Takeover {
+    store: StateStore,
+    seen: Arc<std::sync::Mutex<Seen>>,
+}
+
+impl Takeover {
+    async fn save_across(&self, cx: &StepContext) -> Result<(), StepError> {
+        let writes = async |n: i64| {
+            vec![
+                cx.set_run_value("t", "run", serde_json::json!(n)).await,
+                cx.set_shared_value("t", "shared", serde_json::json!(n))
+                    .await,
+            ]
+        };
+        let before = writes(1).await;
+        let run = cx.run_id.clone();
+        self.store
+            .call(move |c| {
+                c.execute(
+                    "UPDATE runs SET lease_holder = 'other@elsewhere:1', lease_generation = lease_generation + 1 WHERE id = ?1",
+                    [run],
+                )
+                .map(|_| ())
+            })
+            .await
+            .map_err(|e| StepError::permanent("Test", e.to_string()))?;
+        let after = writes(2).await;
+        *self.seen.lock().unwrap() = Seen { before, after };
+        Ok(())
+    }
+}
+
+/// A step's run and shared values are fenced with the run's lease like every other write:
+/// once another runner took the run over, they are refused with `LeaseLost` and nothing of
+/// them is written (issue #9, item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_saved_after_the_lease_was_lost_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(&dir.path().join("state.db")).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+    let registry = Arc::new(Registry::new().with(vec![Arc::new(TestStep {
+        takeover: Some(Takeover {
+            store: store.clone(),
+            seen: seen.clone(),
+        }),
+    })]));
+    let sources = Sources {
+        workflow: SourceText {
+            path: "w.yaml".into(),
+            text: "name: w\nsteps:\n  - id: a\n    uses: test.step\n".into(),
+        },
+        site: None,
+        sets: vec![],
+    };
+    let plan = compile(&sources, &registry).unwrap();
+    // No heartbeat or cancel poll: the step's own writes are what meet the fence.
+    let opts = RunOptions {
+        heartbeat: std::time::Duration::ZERO,
+        ..RunOptions::default()
+    };
+    let runner = Runner::new(registry, store.clone(), opts, Arc::new(NoObserver));
+    let outcome = runner.start(plan, sources).await;
+    assert!(
+        matches!(outcome, Err(RunError::Store(StoreError::LeaseLost))),
+        "the runner that lost its lease says so: {:?}",
+        outcome.map(|o| o.status)
+    );
+
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(seen.before.len(), 2);
+    assert!(seen.before.iter().all(Result::is_ok), "{:?}", seen.before);
+    assert_eq!(seen.after.len(), 2);
+    for r in &seen.after {
+        let e = r
+            .as_ref()
+            .expect_err("a write after the takeover was refused");
+        assert_eq!(e.code, "LeaseLost", "{e:?}");
+        assert!(e.message.contains("lost the run's lease"), "{e:?}");
+    }
+    let values: Vec<(String, String)> = store
+        .call(|c| {
+            c.prepare(
+                "SELECT 'run', value FROM run_values UNION ALL SELECT 'shared', value FROM shared_values",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        values,
+        [("run".into(), "1".into()), ("shared".into(), "1".into())],
+        "only the writes made while the lease was held"
+    );
 }

@@ -65,7 +65,16 @@ impl Sandbox {
     }
 
     pub fn run(&self, args: &[&str]) -> Ran {
-        let out: Output = self.command(args).output().expect("run siteflow");
+        self.run_with_env(args, &[])
+    }
+
+    /// Like [`Sandbox::run`], with extra environment variables (secrets).
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
+        let out: Output = self
+            .command(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run siteflow");
         Ran {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

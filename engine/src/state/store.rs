@@ -4,7 +4,7 @@
 use super::schema;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
-use siteflow_step::StepError;
+use siteflow_step::{LogStream, StepError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -404,6 +404,24 @@ pub enum Write {
     ReleaseLease {
         /// The holder giving it up.
         holder: String,
+    },
+    /// A run-scoped value a step saved ([`StateStore::run_value`]).
+    RunValue {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// The value (already redacted).
+        value: Value,
+    },
+    /// A value every run shares, saved by a step of this run ([`StateStore::shared_value`]).
+    SharedValue {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// The value (already redacted).
+        value: Value,
     },
     /// Forget a step's result so it runs again (`rerun`, `--reload`).
     Reset {
@@ -970,6 +988,33 @@ impl StateStore {
         .await
     }
 
+    /// The last `lines` lines (oldest first) a step instance's `attempt` wrote to `stream`
+    /// (`stderr`, `stdout`), as stored: redacted and bounded.
+    pub async fn log_tail(
+        &self,
+        run_id: &str,
+        key: &str,
+        attempt: u32,
+        stream: LogStream,
+        lines: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let (run, key) = (run_id.to_string(), key.to_string());
+        self.call(move |c| {
+            let mut st = c.prepare(
+                "SELECT message FROM events WHERE run_id = ?1 AND step_key = ?2 AND attempt = ?3
+                 AND kind = ?4 ORDER BY seq DESC LIMIT ?5",
+            )?;
+            let mut tail = st
+                .query_map(params![run, key, attempt, stream.name(), lines], |r| {
+                    r.get::<_, String>(0)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            tail.reverse();
+            Ok(tail)
+        })
+        .await
+    }
+
     /// A run-scoped value.
     pub async fn run_value(
         &self,
@@ -990,26 +1035,6 @@ impl StateStore {
         .await
     }
 
-    /// Saves a run-scoped value durably.
-    pub async fn set_run_value(
-        &self,
-        run_id: &str,
-        ns: &str,
-        key: &str,
-        value: Value,
-    ) -> Result<(), StoreError> {
-        let (run, ns, key) = (run_id.to_string(), ns.to_string(), key.to_string());
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO run_values (run_id, namespace, key, value) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (run_id, namespace, key) DO UPDATE SET value = excluded.value",
-                params![run, ns, key, value.to_string()],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
     /// A value every run of this database shares.
     pub async fn shared_value(&self, ns: &str, key: &str) -> Result<Option<Value>, StoreError> {
         let (ns, key) = (ns.to_string(), key.to_string());
@@ -1025,7 +1050,8 @@ impl StateStore {
         .await
     }
 
-    /// Saves a shared value durably, noting the run that saved it.
+    /// Saves a shared value durably, noting the run that saved it. Unfenced: a runner saves
+    /// its shared values with [`Write::SharedValue`] behind its lease's [`Write::Fence`].
     pub async fn set_shared_value(
         &self,
         ns: &str,
@@ -1034,18 +1060,8 @@ impl StateStore {
         run_id: Option<&str>,
     ) -> Result<(), StoreError> {
         let (ns, key, run) = (ns.to_string(), key.to_string(), run_id.map(str::to_string));
-        let now = now_ms();
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO shared_values (namespace, key, value, updated_at, run_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
-                 updated_at = excluded.updated_at, run_id = excluded.run_id",
-                params![ns, key, value.to_string(), now, run],
-            )?;
-            Ok(())
-        })
-        .await
+        self.call(move |c| put_shared_value(c, &ns, &key, &value, run.as_deref(), now_ms()))
+            .await
     }
 
     /// Every shared value of a namespace: (key, value, updated_at ms, run id), by key.
@@ -1288,6 +1304,22 @@ fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result
                 c.prepare_cached(RELEASE_LEASE)?
                     .execute(params![run, holder])?;
             }
+            Write::RunValue {
+                namespace,
+                key,
+                value,
+            } => {
+                c.prepare_cached(
+                    "INSERT INTO run_values (run_id, namespace, key, value) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (run_id, namespace, key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![run, namespace, key, value.to_string()])?;
+            }
+            Write::SharedValue {
+                namespace,
+                key,
+                value,
+            } => put_shared_value(c, namespace, key, value, Some(run), now)?,
             Write::Reset { step_id } => {
                 c.prepare_cached(
                     "UPDATE steps SET status = 'Pending', outputs = NULL, error = NULL, progress = NULL
@@ -1298,6 +1330,25 @@ fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result
         }
     }
     Ok(skip_starts)
+}
+
+/// Inserts or replaces a shared value, noting the run that saved it.
+fn put_shared_value(
+    c: &Connection,
+    ns: &str,
+    key: &str,
+    value: &Value,
+    run: Option<&str>,
+    at: i64,
+) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO shared_values (namespace, key, value, updated_at, run_id)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
+         updated_at = excluded.updated_at, run_id = excluded.run_id",
+    )?
+    .execute(params![ns, key, value.to_string(), at, run])?;
+    Ok(())
 }
 
 fn event(

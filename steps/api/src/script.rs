@@ -67,6 +67,19 @@ impl ScriptOutput {
             outputs: parse_output_lines(output_file),
         }
     }
+
+    /// Registers the values of the outputs named in `secret` (a step's `secret_outputs`) as
+    /// secrets: they are redacted from what follows and never stored (nor is `stdout` when
+    /// it holds one). How a script transforms a secret cannot be recognised, so the workflow
+    /// says which outputs are secret.
+    pub fn mark_secrets(self, cx: &crate::StepContext, secret: &[String]) -> Self {
+        for name in secret {
+            if let Some(v) = self.outputs.get(name) {
+                cx.add_secret(v);
+            }
+        }
+        self
+    }
 }
 
 /// The `key=value` lines of an output file (blank keys ignored; later lines win).

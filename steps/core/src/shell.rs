@@ -23,6 +23,10 @@ pub struct ShellInput {
     pub working_directory: Option<String>,
     /// A script whose exit 0 means "already done": `run` is then skipped.
     pub check: Option<String>,
+    /// Outputs whose values are secrets (say a transformed copy of one): redacted from logs
+    /// and never stored.
+    #[serde(default)]
+    pub secret_outputs: Vec<String>,
 }
 
 /// Output of `shell`: exit code, stdout (its last 64 KiB) and every `key=value` line the
@@ -55,7 +59,7 @@ impl Step for Shell {
         };
         let r = run_script(cx, check, &input.env, input.working_directory.as_deref()).await?;
         Ok(if r.output.exit_code == 0 {
-            Observed::Satisfied(r.output)
+            Observed::Satisfied(r.output.mark_secrets(cx, &input.secret_outputs))
         } else {
             Observed::NotSatisfied {
                 reason: Some(format!("check exited {}", r.output.exit_code)),
@@ -78,6 +82,8 @@ impl Step for Shell {
         if r.output.exit_code != 0 {
             return Err(exit_status_error(r.output.exit_code, "", &r.stderr_tail));
         }
-        Ok(Progress::Done(r.output))
+        Ok(Progress::Done(
+            r.output.mark_secrets(cx, &input.secret_outputs),
+        ))
     }
 }

@@ -29,6 +29,10 @@ pub struct SshExecInput {
     /// Stop the script on the host after this long (`30s`, `5m`).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Outputs whose values are secrets (say a transformed copy of one): redacted from logs
+    /// and never stored.
+    #[serde(default)]
+    pub secret_outputs: Vec<String>,
 }
 
 /// Output of `ssh.exec`: the same shape as the local `shell` step's.
@@ -199,7 +203,7 @@ impl Step for SshExec {
         let remote = self.pool.remote(cx, &input.ssh, false).await?;
         let (r, _) = run_script(&remote, cx, input, check).await?;
         Ok(if r.exit_code == 0 {
-            Observed::Satisfied(r)
+            Observed::Satisfied(r.mark_secrets(cx, &input.secret_outputs))
         } else {
             Observed::NotSatisfied {
                 reason: Some(format!("check exited {}", r.exit_code)),
@@ -218,7 +222,7 @@ impl Step for SshExec {
             let on = format!(" on {}", remote.target.label());
             return Err(exit_status_error(r.exit_code, &on, &stderr_tail));
         }
-        Ok(Progress::Done(r))
+        Ok(Progress::Done(r.mark_secrets(cx, &input.secret_outputs)))
     }
 }
 

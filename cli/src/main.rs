@@ -1236,7 +1236,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 let (key, n) = (&a.step_key, a.attempt);
                 entries.push((
                     a.started_at,
-                    -1,
+                    -2,
                     key.clone(),
                     Some(n),
                     "started".into(),
@@ -1245,10 +1245,11 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 if let (Some(end), Some(outcome @ ("succeeded" | "satisfied"))) =
                     (a.finished_at, a.outcome.as_deref())
                 {
-                    // On a tie (one commit ends a step and starts the next), the end comes first.
+                    // On a tie (one commit ends a step and starts the next), the end comes first
+                    // (orders: events 2 × seq, an attempt's end after its own events).
                     entries.push((
                         end,
-                        -2,
+                        -4,
                         key.clone(),
                         Some(n),
                         outcome.into(),
@@ -1256,9 +1257,25 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     ));
                 }
             }
-            for e in store.events(run, step.as_deref()).await? {
+            let events = store.events(run, step.as_deref()).await?;
+            // An attempt's end comes after its own output, even within one millisecond.
+            for end in entries.iter_mut().filter(|e| e.1 == -4) {
+                let last_own = events
+                    .iter()
+                    .filter(|e| {
+                        e.at == end.0
+                            && e.step_key.as_deref() == Some(end.2.as_str())
+                            && e.attempt == end.3
+                    })
+                    .map(|e| e.seq)
+                    .max();
+                if let Some(seq) = last_own {
+                    end.1 = seq * 2 + 1;
+                }
+            }
+            for e in events {
                 let who = e.step_key.unwrap_or_else(|| "run".into());
-                entries.push((e.at, e.seq, who, e.attempt, e.kind, e.message));
+                entries.push((e.at, e.seq * 2, who, e.attempt, e.kind, e.message));
             }
             entries.sort_by_key(|e| (e.0, e.1));
             match output {

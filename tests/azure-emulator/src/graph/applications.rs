@@ -23,7 +23,7 @@ fn app_json(app: &Application, tenant: &str) -> Value {
         "passwordCredentials": app.passwords.iter().map(|p| p.to_json()).collect::<Vec<_>>(),
         "keyCredentials": [],
         "identifierUris": [],
-        "tags": []
+        "tags": app.tags
     })
 }
 
@@ -101,6 +101,15 @@ fn create(shared: &Shared, req: &Req) -> Resp {
         app_id: uuid::Uuid::new_v4().to_string(),
         display_name: name.to_string(),
         created: crate::clock::rfc3339_now(),
+        tags: body
+            .get("tags")
+            .and_then(Value::as_array)
+            .map(|t| {
+                t.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
         passwords: Vec::new(),
     };
     let out = app_json(&app, &shared.config.tenant_id);

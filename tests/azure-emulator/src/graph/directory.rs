@@ -37,6 +37,8 @@ pub(crate) struct Application {
     pub(crate) app_id: String,
     pub(crate) display_name: String,
     pub(crate) created: String,
+    /// Free-form tags (`tags` of the application resource).
+    pub(crate) tags: Vec<String>,
     pub(crate) passwords: Vec<Password>,
 }
 
@@ -191,6 +193,7 @@ mod tests {
             app_id: "a1".into(),
             display_name: "x".into(),
             created: String::new(),
+            tags: vec![],
             passwords: vec![],
         });
         let app = d.app_mut("o1").unwrap();

@@ -96,6 +96,19 @@ pub fn owner_tags(cx: &StepContext, extra: &Tags) -> Tags {
     t
 }
 
+/// The tags to write on a resource that has `existing` tags: this step's owner tags and
+/// `extra` over them, keeping the tag of the run that created it.
+pub fn adopted_tags(cx: &StepContext, existing: Tags, extra: &Tags) -> Tags {
+    let mut tags = existing;
+    for (k, v) in owner_tags(cx, extra) {
+        if k == TAG_RUN && tags.contains_key(&k) {
+            continue;
+        }
+        tags.insert(k, v);
+    }
+    tags
+}
+
 /// Whether an existing resource's tags say this step (of this site) owns it.
 pub fn is_ours(cx: &StepContext, tags: Option<&Tags>) -> bool {
     let Some(tags) = tags else { return false };

@@ -3,8 +3,8 @@
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use siteflow_azure::Service;
 use siteflow_azure::models::{SecretBundle, SecretSetParameters, Tags};
+use siteflow_azure::{ArmClient, Service};
 use siteflow_step::{Observed, Progress, Secret, Step, StepContext, StepError, schemars};
 
 use crate::common::{AzureConnection, cancellable, owner_tags};
@@ -82,13 +82,86 @@ pub struct KvOutput {
 /// The step kind.
 pub struct KeyVaultSecretStep;
 
-fn secret_url(input: &KvInput, suffix: &str) -> String {
-    let base = match (&input.vault_url, &input.vault) {
+/// The URL of secret `name` in a vault given by name (`https://{vault}.{suffix}`) or URL.
+pub fn secret_url(
+    vault: Option<&str>,
+    vault_url: Option<&str>,
+    name: &str,
+    suffix: &str,
+) -> String {
+    let base = match (vault_url, vault) {
         (Some(u), _) => u.trim_end_matches('/').to_string(),
         (None, Some(v)) => format!("https://{v}.{suffix}"),
         (None, None) => String::new(),
     };
-    format!("{base}/secrets/{}", input.name)
+    format!("{base}/secrets/{name}")
+}
+
+fn input_url(input: &KvInput, suffix: &str) -> String {
+    secret_url(
+        input.vault.as_deref(),
+        input.vault_url.as_deref(),
+        &input.name,
+        suffix,
+    )
+}
+
+/// A secret as read back: its id (with version), value and tags.
+pub(crate) struct StoredSecret {
+    pub(crate) id: String,
+    pub(crate) value: Secret<String>,
+    pub(crate) tags: Tags,
+}
+
+/// Reads the latest version of the secret at `url` (`None` when there is none); the value is
+/// registered for redaction.
+pub(crate) async fn read_secret(
+    cx: &StepContext,
+    client: &ArmClient,
+    url: &str,
+) -> Result<Option<StoredSecret>, StepError> {
+    let url = format!("{url}?api-version={API}");
+    let resp = cancellable(
+        cx,
+        client.send_raw(Service::KeyVault, "GET", &url, None, &[]),
+    )
+    .await?;
+    if resp.status == 404 {
+        return Ok(None);
+    }
+    let b: SecretBundle = resp.ok().and_then(|r| r.json()).map_err(StepError::from)?;
+    let value = b.value.unwrap_or_default();
+    cx.add_secret(&value);
+    Ok(Some(StoredSecret {
+        id: b.id.unwrap_or_default(),
+        value: Secret::new(value),
+        tags: b.tags.unwrap_or_default(),
+    }))
+}
+
+/// Writes a new version of the secret at `url`, tagged for this step plus `tags`; returns
+/// the version's id.
+pub(crate) async fn write_secret(
+    cx: &StepContext,
+    client: &ArmClient,
+    url: &str,
+    value: &str,
+    tags: &Tags,
+    content_type: Option<String>,
+) -> Result<String, StepError> {
+    cx.add_secret(value);
+    let url = format!("{url}?api-version={API}");
+    let body = serde_json::to_value(SecretSetParameters {
+        value: value.to_string(),
+        tags: Some(owner_tags(cx, tags)),
+        content_type,
+    })
+    .unwrap_or_default();
+    let b: SecretBundle = cancellable(cx, client.send(Service::KeyVault, "PUT", &url, Some(&body)))
+        .await?
+        .json()
+        .map_err(StepError::from)?;
+    Ok(b.id.unwrap_or_default())
 }
 
 fn generate(len: usize, charset: Charset) -> String {
@@ -105,24 +178,10 @@ fn generate(len: usize, charset: Charset) -> String {
 
 async fn read(cx: &StepContext, input: &KvInput) -> Result<Option<KvOutput>, StepError> {
     let client = input.azure.client()?;
-    let url = format!(
-        "{}?api-version={API}",
-        secret_url(input, &client.endpoints().keyvault_suffix)
-    );
-    let resp = cancellable(
-        cx,
-        client.send_raw(Service::KeyVault, "GET", &url, None, &[]),
-    )
-    .await?;
-    if resp.status == 404 {
-        return Ok(None);
-    }
-    let b: SecretBundle = resp.ok().and_then(|r| r.json()).map_err(StepError::from)?;
-    let value = b.value.unwrap_or_default();
-    cx.add_secret(&value);
-    Ok(Some(KvOutput {
-        id: b.id.unwrap_or_default(),
-        value: Secret::new(value),
+    let url = input_url(input, &client.endpoints().keyvault_suffix);
+    Ok(read_secret(cx, &client, &url).await?.map(|s| KvOutput {
+        id: s.id,
+        value: s.value,
     }))
 }
 
@@ -212,25 +271,19 @@ impl Step for KeyVaultSecretStep {
                 generate(input.length, input.charset)
             }
         };
-        cx.add_secret(&value);
         let client = input.azure.client()?;
-        let url = format!(
-            "{}?api-version={API}",
-            secret_url(input, &client.endpoints().keyvault_suffix)
-        );
-        let body = serde_json::to_value(SecretSetParameters {
-            value: value.clone(),
-            tags: Some(owner_tags(cx, &Tags::new())),
-            content_type: input.content_type.clone(),
-        })
-        .unwrap_or_default();
-        let b: SecretBundle =
-            cancellable(cx, client.send(Service::KeyVault, "PUT", &url, Some(&body)))
-                .await?
-                .json()
-                .map_err(StepError::from)?;
+        let url = input_url(input, &client.endpoints().keyvault_suffix);
+        let id = write_secret(
+            cx,
+            &client,
+            &url,
+            &value,
+            &Tags::new(),
+            input.content_type.clone(),
+        )
+        .await?;
         Ok(Progress::Done(KvOutput {
-            id: b.id.unwrap_or_default(),
+            id,
             value: Secret::new(value),
         }))
     }

@@ -1,5 +1,6 @@
 //! siteflow step kinds for Azure: resource groups, provider registration, networks, VMs, scale
-//! sets, Key Vault secrets, Graph service principals and ACR tokens.
+//! sets, Key Vault secrets, Graph service principals, applications with passwords, role
+//! assignments, managed identities with federated credentials, and ACR tokens.
 //!
 //! Every kind observes before it applies (GET first), adopts what carries its siteflow tags,
 //! reports drift in the step log, tags what it creates (`siteflow-site`, `siteflow-run`,
@@ -10,9 +11,12 @@ pub mod common;
 pub mod graph;
 pub mod keys;
 pub mod keyvault;
+pub mod managed_identity;
 pub mod network;
 pub mod providers;
 pub mod resource_group;
+pub mod role_assignment;
+pub mod service_principal;
 pub mod vm;
 pub mod vmss;
 
@@ -30,5 +34,9 @@ pub fn steps() -> Vec<Arc<dyn DynStep>> {
         Arc::new(keyvault::KeyVaultSecretStep),
         Arc::new(graph::GraphServicePrincipalStep),
         Arc::new(acr::AcrTokenStep),
+        Arc::new(service_principal::ServicePrincipalStep),
+        Arc::new(role_assignment::RoleAssignmentStep),
+        Arc::new(managed_identity::ManagedIdentityStep),
+        Arc::new(managed_identity::FederatedCredentialStep),
     ]
 }

@@ -7,7 +7,7 @@ use siteflow_step::{Observed, Progress, Step, StepContext, StepError, schemars};
 use std::time::Duration;
 
 use crate::common::{
-    AzureConnection, Drive, Pending, cancellable, drive, is_ours, not_owned, owner_tags, same,
+    AzureConnection, Drive, Pending, adopted_tags, cancellable, drive, is_ours, not_owned, same,
 };
 
 /// API version of Microsoft.Resources.
@@ -177,17 +177,11 @@ impl Step for ResourceGroupStep {
             }
             Mode::Present => {
                 let existing: Option<ResourceGroup> = cancellable(cx, client.get_opt(&url)).await?;
-                let (location, mut tags) = match &existing {
+                let (location, tags) = match &existing {
                     Some(rg) => (rg.location.clone(), rg.tags.clone().unwrap_or_default()),
                     None => (input.location.clone(), Tags::new()),
                 };
-                for (k, v) in owner_tags(cx, &input.tags) {
-                    // Keep the creating run's tag on an adopted group.
-                    if k == crate::common::TAG_RUN && tags.contains_key(&k) {
-                        continue;
-                    }
-                    tags.insert(k, v);
-                }
+                let tags = adopted_tags(cx, tags, &input.tags);
                 let body = json!({"location": location, "tags": tags});
                 match drive(cx, &client, &mut pending, "group", "PUT", &url, Some(&body)).await? {
                     Drive::Wait(after) => Ok(Progress::Wait {

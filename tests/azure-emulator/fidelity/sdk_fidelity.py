@@ -19,8 +19,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.identity import ClientSecretCredential
 from azure.keyvault.secrets import SecretClient
+from azure.mgmt.authorization import AuthorizationManagementClient
+from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.hybridkubernetes import ConnectedKubernetesClient
+from azure.mgmt.msi import ManagedServiceIdentityClient
+from azure.mgmt.msi.models import FederatedIdentityCredential, Identity
 from azure.mgmt.network import NetworkManagementClient
 from azure.mgmt.compute.models import VirtualMachine
 from azure.mgmt.hybridkubernetes.models import ConnectedCluster
@@ -81,6 +85,8 @@ check(rg.name == RG and rg.properties.provisioning_state == "Succeeded", f"resou
 check(resources.resource_groups.check_existence(RG), "resource group exists")
 step("resource group create/get")
 
+# Registered now, used much later (after the RP's own propagation delay).
+resources.providers.register("Microsoft.ManagedIdentity")
 prov = resources.providers.register("Microsoft.Kubernetes")
 check(prov.registration_state in ("Registering", "Registered"), f"register: {prov.registration_state}")
 deadline = time.time() + 20
@@ -248,6 +254,64 @@ try:
 except ResourceNotFoundError:
     pass
 step("key vault set/get (401 challenge flow)")
+
+msi = ManagedServiceIdentityClient(cred, SUB, **common)
+authz = AuthorizationManagementClient(cred, SUB, **common)
+ident = msi.user_assigned_identities.create_or_update(RG, "wi1", Identity(location=LOC, tags={"run": "fidelity"}))
+check(ident.principal_id and ident.client_id and ident.tenant_id == TENANT, f"identity ids: {ident.as_dict()}")
+check(msi.user_assigned_identities.get(RG, "wi1").principal_id == ident.principal_id, "identity get")
+fic = msi.federated_identity_credentials.create_or_update(
+    RG, "wi1", "sa1",
+    FederatedIdentityCredential(issuer="https://oidc.example.test/", subject="system:serviceaccount:default:app",
+                                audiences=["api://AzureADTokenExchange"]),
+)
+check(fic.subject == "system:serviceaccount:default:app" and fic.audiences == ["api://AzureADTokenExchange"], f"fic: {fic.as_dict()}")
+check([f.name for f in msi.federated_identity_credentials.list(RG, "wi1")] == ["sa1"], "fic list")
+step("managed identity + federated credential (azure-mgmt-msi)")
+
+scope = f"/subscriptions/{SUB}/resourceGroups/{RG}"
+contributor = f"/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c"
+name = "05c5a614-a7d6-4502-b150-c2fb455033ff"
+ra = authz.role_assignments.create(
+    scope, name,
+    RoleAssignmentCreateParameters(role_definition_id=contributor, principal_id=ident.principal_id, principal_type="ServicePrincipal"),
+)
+check(ra.scope == scope and ra.principal_id == ident.principal_id, f"role assignment: {ra.as_dict()}")
+check(authz.role_assignments.get(scope, name).role_definition_id.endswith("b24988ac-6180-42a0-ab88-20f7382dd24c"), "ra get")
+try:
+    authz.role_assignments.create(
+        scope, "15c5a614-a7d6-4502-b150-c2fb455033ff",
+        RoleAssignmentCreateParameters(role_definition_id=contributor, principal_id=ident.principal_id,
+                                       principal_type="ServicePrincipal"),
+    )
+    check(False, "duplicate role assignment accepted")
+except HttpResponseError as e:
+    check(e.status_code == 409 and e.error.code == "RoleAssignmentExists", f"duplicate: {e.status_code} {e.error.code}")
+try:
+    authz.role_assignments.create(
+        scope, "25c5a614-a7d6-4502-b150-c2fb455033ff",
+        RoleAssignmentCreateParameters(role_definition_id=contributor, principal_id="9d9d9d9d-0000-0000-0000-000000000000",
+                                       principal_type="ServicePrincipal"),
+    )
+    check(False, "unknown principal accepted")
+except HttpResponseError as e:
+    check(e.status_code == 400 and e.error.code == "PrincipalNotFound", f"unknown principal: {e.status_code} {e.error.code}")
+# The model defaults principalType to User (the spec's default): ARM refuses that for a
+# service principal.
+try:
+    authz.role_assignments.create(
+        scope, "35c5a614-a7d6-4502-b150-c2fb455033ff",
+        RoleAssignmentCreateParameters(role_definition_id=contributor.replace("b24988ac-6180-42a0-ab88-20f7382dd24c", "acdd72a7-3385-48ef-bd42-f606fba81ae7"),
+                                       principal_id=ident.principal_id),
+    )
+    check(False, "principalType User accepted for a service principal")
+except HttpResponseError as e:
+    check(e.status_code == 400 and e.error.code == "UnmatchedPrincipalType", f"default type: {e.status_code} {e.error.code}")
+check([r.name for r in authz.role_assignments.list_for_resource_group(RG)] == [name], "ra list")
+check(authz.role_assignments.delete(scope, name).name == name, "ra delete")
+check(authz.role_assignments.delete(scope, name) is None, "ra delete again: 204")
+msi.user_assigned_identities.delete(RG, "wi1")
+step("role assignment create/get/list/delete + RoleAssignmentExists + PrincipalNotFound (azure-mgmt-authorization)")
 
 compute.virtual_machines.begin_delete(RG, "vm1", **POLL).result()
 try:

@@ -51,6 +51,10 @@ pub struct EmulatorConfig {
     /// After a registration completes, how long the provider's own front end still answers
     /// `MissingSubscriptionRegistration` (seconds), as real ARM does for a short while.
     pub registration_propagation_secs: f64,
+    /// How long a service principal created at run time (an application's, a managed
+    /// identity's) stays unknown to ARM (seconds): role assignments naming it fail with
+    /// `PrincipalNotFound` meanwhile unless they give `principalType`, as with Entra replication.
+    pub principal_replication_secs: f64,
     /// Base duration of a long-running operation (seconds); each resource type scales it.
     pub lro_secs: f64,
     /// A fixed `Retry-After` (seconds) for LRO responses. `None`: at time scale 1, as real ARM
@@ -104,6 +108,7 @@ impl Default for EmulatorConfig {
             ],
             provider_registration_secs: 20.0,
             registration_propagation_secs: 10.0,
+            principal_replication_secs: 10.0,
             lro_secs: 4.0,
             lro_retry_after_secs: None,
             min_retry_after_secs: 10,

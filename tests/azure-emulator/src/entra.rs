@@ -142,6 +142,53 @@ fn audience_of(scope: &str) -> String {
         .to_string()
 }
 
+/// The (client id, object id) a client-credentials login stands for: a configured principal,
+/// or an application of the directory with one of its passwords and a service principal.
+fn login(shared: &Shared, client_id: &str, secret: Option<&str>) -> Result<(String, String), Resp> {
+    let bad_secret = || {
+        aad_error(
+            shared,
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.",
+        )
+    };
+    if let Some(principal) = shared.config.principal(client_id) {
+        if secret != Some(principal.client_secret.as_str()) {
+            return Err(bad_secret());
+        }
+        return Ok((principal.client_id.clone(), principal.object_id.clone()));
+    }
+    match shared
+        .lock_directory()
+        .login(client_id, secret.unwrap_or_default())
+    {
+        Some(Ok(object_id)) => Ok((client_id.to_string(), object_id)),
+        Some(Err(false)) => Err(bad_secret()),
+        Some(Err(true)) => Err(aad_error(
+            shared,
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000229,
+            &format!(
+                "The client application {client_id} is missing service principal in the tenant {}.",
+                shared.config.tenant_id
+            ),
+        )),
+        None => Err(aad_error(
+            shared,
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{}'.",
+                shared.config.tenant_id
+            ),
+        )),
+    }
+}
+
 fn token(shared: &Shared, req: &Req) -> Resp {
     let form = req.form();
     let grant = Req::form_value(&form, "grant_type").unwrap_or("");
@@ -155,28 +202,11 @@ fn token(shared: &Shared, req: &Req) -> Resp {
         );
     }
     let client_id = Req::form_value(&form, "client_id").unwrap_or("");
-    let Some(principal) = shared.config.principal(client_id) else {
-        return aad_error(
-            shared,
-            StatusCode::BAD_REQUEST,
-            "unauthorized_client",
-            700016,
-            &format!(
-                "Application with identifier '{client_id}' was not found in the directory '{}'.",
-                shared.config.tenant_id
-            ),
-        );
-    };
     let secret = Req::form_value(&form, "client_secret");
-    if secret != Some(principal.client_secret.as_str()) {
-        return aad_error(
-            shared,
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            7000215,
-            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app.",
-        );
-    }
+    let (client_id, object_id) = match login(shared, client_id, secret) {
+        Ok(who) => who,
+        Err(resp) => return resp,
+    };
     let scope = Req::form_value(&form, "scope")
         .or_else(|| Req::form_value(&form, "resource"))
         .unwrap_or("");
@@ -197,10 +227,10 @@ fn token(shared: &Shared, req: &Req) -> Resp {
         "iat": now,
         "nbf": now,
         "exp": now + TOKEN_LIFETIME,
-        "appid": principal.client_id,
-        "azp": principal.client_id,
-        "oid": principal.object_id,
-        "sub": principal.object_id,
+        "appid": client_id,
+        "azp": client_id,
+        "oid": object_id,
+        "sub": object_id,
         "tid": shared.config.tenant_id,
         "idtyp": "app",
         "ver": "1.0"

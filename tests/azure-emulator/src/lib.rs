@@ -2,8 +2,9 @@
 //!
 //! One HTTPS endpoint (self-signed CA generated at start) serves Entra ID tokens, the ARM
 //! control plane (resource groups, providers, network, compute, Arc connected clusters,
-//! cluster extensions and Flux configurations), the Key Vault secrets data plane, a slice of
-//! Microsoft Graph and the ACR token exchange. Behaviour follows the REST specs and the ARM
+//! cluster extensions and Flux configurations, role assignments, user-assigned identities with
+//! federated credentials), the Key Vault secrets data plane, a slice of Microsoft Graph
+//! (service principals, applications and their passwords) and the ACR token exchange. Behaviour follows the REST specs and the ARM
 //! RPC: api-version checks, long-running operations, error bodies, throttling headers.
 //! Faults (429 storms, 5xx, slow or failing operations, write limits) are injected through
 //! [`FaultControl`] or `/_emulator/faults`; every request lands in a redacted request log.

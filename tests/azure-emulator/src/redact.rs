@@ -12,6 +12,7 @@ const SECRET_KEYS: &[&str] = &[
     "client_secret",
     "clientsecret",
     "password",
+    "secrettext",
     "access_token",
     "refresh_token",
     "privatekey",

@@ -19,6 +19,8 @@ pub(crate) enum SchemaFile {
     Extensions,
     Flux,
     KeyVault,
+    Authorization,
+    Msi,
 }
 
 impl SchemaFile {
@@ -35,6 +37,8 @@ impl SchemaFile {
             }
             Self::Flux => include_str!("../schemas/schema-k8sconfig-flux-2025-04-01.json"),
             Self::KeyVault => include_str!("../schemas/schema-keyvault-secrets.json"),
+            Self::Authorization => include_str!("../schemas/schema-authorization-2022-04-01.json"),
+            Self::Msi => include_str!("../schemas/schema-msi-2024-11-30.json"),
         }
     }
 
@@ -43,7 +47,9 @@ impl SchemaFile {
     }
 
     fn parsed(self) -> &'static Value {
-        static CELLS: [OnceLock<Value>; 7] = [
+        static CELLS: [OnceLock<Value>; 9] = [
+            OnceLock::new(),
+            OnceLock::new(),
             OnceLock::new(),
             OnceLock::new(),
             OnceLock::new(),
@@ -305,6 +311,8 @@ mod tests {
             SchemaFile::Extensions,
             SchemaFile::Flux,
             SchemaFile::KeyVault,
+            SchemaFile::Authorization,
+            SchemaFile::Msi,
         ] {
             assert!(f.parsed()["definitions"].is_object(), "{f:?}");
         }

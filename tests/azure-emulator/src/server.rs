@@ -20,6 +20,7 @@ use crate::arm::state::{AdvanceCtx, ArmState, HookJob};
 use crate::clock::{Clock, rfc3339_now};
 use crate::config::EmulatorConfig;
 use crate::faults::{FaultControl, FaultState};
+use crate::graph::directory::Directory;
 use crate::hook::VmBackingHook;
 use crate::http::{Req, Resp, split_path};
 use crate::keyvault::VaultState;
@@ -40,6 +41,7 @@ pub(crate) struct Shared {
     pub(crate) log: RequestLog,
     arm: Mutex<ArmState>,
     vault: Mutex<VaultState>,
+    directory: Mutex<Directory>,
     hook: RwLock<Option<Arc<dyn VmBackingHook>>>,
     graph_forbidden: AtomicBool,
     /// The Arc data plane refuses agents (503) while set: an agent that connects late.
@@ -53,6 +55,15 @@ impl Shared {
 
     pub(crate) fn lock_vault(&self) -> MutexGuard<'_, VaultState> {
         self.vault.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn lock_directory(&self) -> MutexGuard<'_, Directory> {
+        self.directory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long a new principal stays invisible to ARM (Entra replication).
+    pub(crate) fn principal_replication(&self) -> std::time::Duration {
+        self.clock.scaled(self.config.principal_replication_secs)
     }
 
     pub(crate) fn hook_is_set(&self) -> bool {
@@ -201,6 +212,7 @@ impl EmulatorBuilder {
             log: RequestLog::default(),
             arm: Mutex::new(arm_state),
             vault: Mutex::new(VaultState::default()),
+            directory: Mutex::new(Directory::default()),
             hook: RwLock::new(self.hook),
         });
         let tls = material.server_config.clone();

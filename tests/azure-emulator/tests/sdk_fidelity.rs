@@ -63,6 +63,8 @@ async fn official_python_sdks_drive_the_emulator() {
         "current VM sizes accepted",
         "connected cluster",
         "key vault set/get",
+        "managed identity + federated credential",
+        "role assignment create/get/list/delete",
         "delete vm",
     ] {
         assert!(stdout.contains(step), "step {step} missing from\n{stdout}");

@@ -9,6 +9,10 @@ pub(crate) enum Family {
     Compute,
     Cluster,
     K8sConfig,
+    /// Microsoft.Authorization (synchronous; no registration needed).
+    Authorization,
+    /// Microsoft.ManagedIdentity (synchronous).
+    ManagedIdentity,
 }
 
 /// Headers on a long-running PUT/PATCH/DELETE.
@@ -141,6 +145,30 @@ pub(crate) const FLUX_VERSIONS: &[&str] = &[
     "2023-05-01",
     "2024-11-01",
     "2025-04-01",
+];
+/// Microsoft.Authorization role assignments and definitions (the spec folder's newest stable
+/// is 2022-04-01, which az and azure-mgmt-authorization 4 send).
+pub(crate) const AUTHORIZATION_VERSIONS: &[&str] = &[
+    "2015-07-01",
+    "2018-01-01-preview",
+    "2018-09-01-preview",
+    "2020-04-01-preview",
+    "2020-10-01-preview",
+    "2022-04-01",
+];
+/// Microsoft.ManagedIdentity (newest stable in the spec folder: 2026-05-31; azure-mgmt-msi
+/// 7.1 sends 2024-11-30).
+pub(crate) const MSI_VERSIONS: &[&str] = &[
+    "2015-08-31-preview",
+    "2018-11-30",
+    "2021-09-30-preview",
+    "2022-01-31-preview",
+    "2023-01-31",
+    "2023-07-31-preview",
+    "2024-11-30",
+    "2025-01-31-preview",
+    "2026-04-30",
+    "2026-05-31",
 ];
 /// Microsoft.Resources: resource groups and providers (old versions too: azure-mgmt-core
 /// auto-registration uses 2016-02-01, az 2.91 uses 2024-11-01).
@@ -318,9 +346,62 @@ pub(crate) static KINDS: &[Kind] = &[
     },
 ];
 
+/// A type served synchronously by its own module (no operation, no provisioning stages).
+const fn synchronous(
+    ty: &'static str,
+    api_versions: &'static [&'static str],
+    family: Family,
+    tracked: bool,
+) -> Kind {
+    Kind {
+        ty,
+        api_versions,
+        schema: None,
+        patch_schema: None,
+        family,
+        put_headers: LroHeaders::AsyncOperation,
+        delete_async_header: false,
+        patch: PatchStyle::SyncTags,
+        create_stages: &[],
+        duration_factor: 0.0,
+        tracked,
+        read_only: false,
+    }
+}
+
+pub(crate) static SYNCHRONOUS_KINDS: &[Kind] = &[
+    synchronous(
+        "Microsoft.Authorization/roleAssignments",
+        AUTHORIZATION_VERSIONS,
+        Family::Authorization,
+        false,
+    ),
+    synchronous(
+        "Microsoft.Authorization/roleDefinitions",
+        AUTHORIZATION_VERSIONS,
+        Family::Authorization,
+        false,
+    ),
+    synchronous(
+        "Microsoft.ManagedIdentity/userAssignedIdentities",
+        MSI_VERSIONS,
+        Family::ManagedIdentity,
+        true,
+    ),
+    synchronous(
+        "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials",
+        MSI_VERSIONS,
+        Family::ManagedIdentity,
+        false,
+    ),
+];
+
 /// The kind for a `Namespace/type[/child]` string (case-insensitive).
 pub(crate) fn lookup(ty: &str) -> Option<&'static Kind> {
-    KINDS.iter().find(|k| k.ty.eq_ignore_ascii_case(ty))
+    KINDS
+        .iter()
+        .chain(SYNCHRONOUS_KINDS)
+        .find(|k| k.ty.eq_ignore_ascii_case(ty))
 }
 
 /// Provider namespaces the emulator knows, with extra resource types for the provider body.
@@ -336,7 +417,7 @@ pub(crate) const NAMESPACES: &[(&str, &[&str])] = &[
     ("Microsoft.ExtendedLocation", &["customLocations"]),
     ("Microsoft.ContainerRegistry", &["registries"]),
     ("Microsoft.KeyVault", &["vaults"]),
-    ("Microsoft.ManagedIdentity", &["userAssignedIdentities"]),
+    ("Microsoft.ManagedIdentity", &[]),
 ];
 
 /// The canonical spelling of a known namespace.
@@ -351,6 +432,7 @@ pub(crate) fn canonical_namespace(ns: &str) -> Option<&'static str> {
 pub(crate) fn namespace_versions(ns: &str) -> Vec<&'static str> {
     let mut v: Vec<&'static str> = KINDS
         .iter()
+        .chain(SYNCHRONOUS_KINDS)
         .filter(|k| k.namespace().eq_ignore_ascii_case(ns))
         .flat_map(|k| k.api_versions.iter().copied())
         .collect();

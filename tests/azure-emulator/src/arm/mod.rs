@@ -1,11 +1,13 @@
 //! Azure Resource Manager: authentication, throttling and fault injection, correlation and
 //! rate-limit headers, then dispatch to the resource modules.
 
+mod authorization;
 mod compute;
 mod error;
 mod kinds;
 mod kubernetes;
 pub(crate) mod metadata;
+mod msi;
 mod network;
 mod path;
 mod resources;

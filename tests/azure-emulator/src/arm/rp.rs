@@ -8,7 +8,7 @@ use super::kinds::{self, Family, Kind, LroHeaders, PatchStyle};
 use super::path::ResPath;
 use super::resources::{parse_body, status_resp};
 use super::state::{ArmState, Resource, key};
-use super::{ArmError, Ctx, compute, kubernetes, list_body, network};
+use super::{ArmError, Ctx, authorization, compute, kubernetes, list_body, msi, network};
 use crate::clock::rfc3339_now;
 use crate::http::Resp;
 use crate::lro::{OpAction, Operation, add_retry_after};
@@ -117,6 +117,14 @@ pub(super) fn handle(ctx: &Ctx<'_>, st: &mut ArmState, p: &ResPath) -> Result<Re
         .sub(&p.sub)
         .map(|s| s.id.clone())
         .ok_or_else(|| ArmError::subscription_not_found(&p.sub))?;
+    if kind.family == Family::Authorization {
+        if let Some(rg) = &p.rg
+            && st.group(&sub, rg).is_none()
+        {
+            return Err(ArmError::resource_group_not_found(rg));
+        }
+        return authorization::handle(ctx, st, p, kind, &sub);
+    }
     if !st.provider_registered(&sub, kind.namespace())
         || st.provider_propagating(&sub, kind.namespace(), ctx.now)
     {
@@ -132,6 +140,12 @@ pub(super) fn handle(ctx: &Ctx<'_>, st: &mut ArmState, p: &ResPath) -> Result<Re
             return Err(method_not_allowed(ctx));
         }
         return list(ctx, st, p, kind);
+    }
+    if kind.family == Family::ManagedIdentity {
+        if p.action.is_some() {
+            return Err(method_not_allowed(ctx));
+        }
+        return msi::handle(ctx, st, p, kind);
     }
     let id = p.id_with(kind, &p.names);
     let rkey = key(&id);
@@ -158,7 +172,7 @@ pub(super) fn handle(ctx: &Ctx<'_>, st: &mut ArmState, p: &ResPath) -> Result<Re
     }
 }
 
-fn method_not_allowed(ctx: &Ctx<'_>) -> ArmError {
+pub(super) fn method_not_allowed(ctx: &Ctx<'_>) -> ArmError {
     ArmError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "MethodNotAllowed",
@@ -235,6 +249,7 @@ pub(super) fn render(ctx: &Ctx<'_>, st: &ArmState, r: &Resource) -> Value {
         Family::Network => network::render(st, r),
         Family::Compute => compute::render(ctx, st, r),
         Family::Cluster | Family::K8sConfig => kubernetes::render(r),
+        Family::Authorization | Family::ManagedIdentity => r.body.clone(),
     }
 }
 
@@ -330,6 +345,8 @@ fn put(
         Family::Compute => compute::prepare(ctx, st, p, kind, id, body, existing)?,
         Family::Cluster => kubernetes::prepare_cluster(ctx, st, p, kind, id, body, existing)?,
         Family::K8sConfig => kubernetes::prepare_config(ctx, st, p, kind, id, body, existing)?,
+        // Served by their own modules before the generic flow.
+        Family::Authorization | Family::ManagedIdentity => return Err(method_not_allowed(ctx)),
     };
     let stages: Vec<&'static str> = if is_new {
         kind.create_stages.to_vec()
@@ -375,7 +392,7 @@ fn put(
     match kind.family {
         Family::Network => network::after_put(ctx, st, &rkey)?,
         Family::Compute => compute::after_put(ctx, st, &rkey, &op_id, is_new),
-        Family::Cluster | Family::K8sConfig => {}
+        Family::Cluster | Family::K8sConfig | Family::Authorization | Family::ManagedIdentity => {}
     }
     let op = st
         .ops

@@ -269,7 +269,8 @@ impl ArmState {
                         super::kubernetes::on_cluster_succeeded(self, &rkey, ctx)
                     }
                     Some(Family::K8sConfig) => super::kubernetes::on_config_succeeded(self, &rkey),
-                    Some(Family::Network) | None => {}
+                    Some(Family::Network | Family::Authorization | Family::ManagedIdentity)
+                    | None => {}
                 }
             }
             OpAction::Delete => {

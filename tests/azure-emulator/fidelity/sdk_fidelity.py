@@ -22,6 +22,17 @@ from azure.keyvault.secrets import SecretClient
 from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
 from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.containerservice import ContainerServiceClient
+from azure.mgmt.containerservice.models import (
+    AgentPool,
+    ManagedCluster,
+    ManagedClusterAADProfile,
+    ManagedClusterAgentPoolProfile,
+    ManagedClusterIdentity,
+    ManagedClusterOIDCIssuerProfile,
+    ManagedClusterSecurityProfile,
+    ManagedClusterSecurityProfileWorkloadIdentity,
+)
 from azure.mgmt.hybridkubernetes import ConnectedKubernetesClient
 from azure.mgmt.msi import ManagedServiceIdentityClient
 from azure.mgmt.msi.models import FederatedIdentityCredential, Identity
@@ -87,6 +98,7 @@ step("resource group create/get")
 
 # Registered now, used much later (after the RP's own propagation delay).
 resources.providers.register("Microsoft.ManagedIdentity")
+resources.providers.register("Microsoft.ContainerService")
 prov = resources.providers.register("Microsoft.Kubernetes")
 check(prov.registration_state in ("Registering", "Registered"), f"register: {prov.registration_state}")
 deadline = time.time() + 20
@@ -312,6 +324,52 @@ check(authz.role_assignments.delete(scope, name).name == name, "ra delete")
 check(authz.role_assignments.delete(scope, name) is None, "ra delete again: 204")
 msi.user_assigned_identities.delete(RG, "wi1")
 step("role assignment create/get/list/delete + RoleAssignmentExists + PrincipalNotFound (azure-mgmt-authorization)")
+
+# AKS (azure-mgmt-containerservice): a managed cluster with Entra ID, no local accounts, the
+# OIDC issuer and workload identity; a user pool; credentials.
+aks = ContainerServiceClient(cred, SUB, **common)
+mc = aks.managed_clusters.begin_create_or_update(
+    RG,
+    "aks1",
+    ManagedCluster(
+        location=LOC,
+        identity=ManagedClusterIdentity(type="SystemAssigned"),
+        dns_prefix="aks1",
+        kubernetes_version="1.33",
+        agent_pool_profiles=[ManagedClusterAgentPoolProfile(name="system", count=1, vm_size="Standard_D2s_v5", mode="System")],
+        aad_profile=ManagedClusterAADProfile(managed=True, enable_azure_rbac=True, admin_group_object_i_ds=["00000000-0000-0000-0000-0000000000aa"]),
+        disable_local_accounts=True,
+        oidc_issuer_profile=ManagedClusterOIDCIssuerProfile(enabled=True),
+        security_profile=ManagedClusterSecurityProfile(workload_identity=ManagedClusterSecurityProfileWorkloadIdentity(enabled=True)),
+    ),
+    **POLL,
+).result()
+check(mc.provisioning_state == "Succeeded", f"aks state {mc.provisioning_state}")
+check(mc.fqdn.endswith(f".hcp.{LOC}.azmk8s.io"), f"aks fqdn {mc.fqdn}")
+check(mc.oidc_issuer_profile.issuer_url.startswith(f"https://{LOC}.oic.prod-aks.azure.com/"), "issuer url")
+check(mc.identity_profile["kubeletidentity"].client_id, "kubelet identity")
+check(mc.node_resource_group == f"MC_{RG}_aks1_{LOC}", f"node rg {mc.node_resource_group}")
+pool = aks.agent_pools.begin_create_or_update(
+    RG, "aks1", "apps", AgentPool(count=2, vm_size="Standard_D4as_v6", mode="User"), **POLL
+).result()
+check(pool.count == 2 and pool.provisioning_state == "Succeeded", f"pool {pool.count} {pool.provisioning_state}")
+check(sorted(p.name for p in aks.agent_pools.list(RG, "aks1")) == ["apps", "system"], "pools listed")
+check(len(aks.managed_clusters.get(RG, "aks1").agent_pool_profiles) == 2, "profiles follow the pools")
+creds = aks.managed_clusters.list_cluster_user_credentials(RG, "aks1")
+check("kubelogin" in creds.kubeconfigs[0].value.decode(), "user kubeconfig uses kubelogin")
+try:
+    aks.managed_clusters.list_cluster_admin_credentials(RG, "aks1")
+    check(False, "admin credential with local accounts disabled")
+except HttpResponseError as e:
+    check(e.status_code == 400, f"admin credential: {e.status_code} {e.error.code}")
+try:
+    aks.agent_pools.begin_delete(RG, "aks1", "system", **POLL).result()
+    check(False, "the last system pool deleted")
+except HttpResponseError as e:
+    check(e.error.code == "OperationNotAllowed", f"system pool delete: {e.error.code}")
+aks.agent_pools.begin_delete(RG, "aks1", "apps", **POLL).result()
+aks.managed_clusters.begin_delete(RG, "aks1", **POLL).result()
+step("aks managed cluster + agent pool + credentials (azure-mgmt-containerservice)")
 
 compute.virtual_machines.begin_delete(RG, "vm1", **POLL).result()
 try:

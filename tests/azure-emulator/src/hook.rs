@@ -112,3 +112,67 @@ where
 {
     Arc::new(FnHook(f))
 }
+
+/// One agent pool of a managed cluster, as the cluster hook sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// The pool's name (its nodes are `aks-<pool>-<n>`).
+    pub name: String,
+    /// Nodes wanted.
+    pub count: u32,
+    /// `System` or `User`.
+    pub mode: String,
+    /// `nodeLabels`.
+    pub node_labels: Vec<(String, String)>,
+    /// `nodeTaints` (`key=value:Effect`).
+    pub node_taints: Vec<String>,
+}
+
+/// What a managed cluster (AKS) should look like: sent when it is created and whenever its
+/// pools change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedClusterSpec {
+    /// ARM resource id of the managed cluster.
+    pub resource_id: String,
+    /// Its name.
+    pub name: String,
+    /// The resource group.
+    pub resource_group: String,
+    /// The Kubernetes version asked for.
+    pub kubernetes_version: String,
+    /// The API server's host name (`fqdn`).
+    pub fqdn: String,
+    /// The service-account issuer the API server must use (OIDC issuer enabled), else `None`.
+    pub oidc_issuer_url: Option<String>,
+    /// Agent pools.
+    pub pools: Vec<PoolSpec>,
+}
+
+/// Where a backed managed cluster's API server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterBacking {
+    /// `https://host:port` of the API server.
+    pub server_url: String,
+    /// PEM of the CA its serving certificate chains to.
+    pub ca_pem: String,
+    /// A cluster-admin bearer token (the local admin account's credential).
+    pub admin_token: String,
+}
+
+/// Backs managed clusters with real (simulated) Kubernetes API servers. The create or pool
+/// change finishes once [`ClusterBackingHook::cluster_reconciled`] returns; an `Err` fails it.
+pub trait ClusterBackingHook: Send + Sync + 'static {
+    /// Create the cluster, or bring its nodes to `spec`'s pools.
+    fn cluster_reconciled(
+        &self,
+        spec: ManagedClusterSpec,
+    ) -> Pin<Box<dyn Future<Output = Result<ClusterBacking, String>> + Send + '_>>;
+
+    /// The managed cluster was deleted: its hosts should go away with it.
+    fn cluster_deleted(
+        &self,
+        _resource_id: String,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
+}

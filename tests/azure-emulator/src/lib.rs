@@ -40,6 +40,9 @@ mod token;
 
 pub use config::{EmulatorConfig, GraphServicePrincipal, ServicePrincipal};
 pub use faults::{Fault, FaultControl, FaultRule, WriteLimit};
-pub use hook::{VmBacking, VmBackingHook, VmCreated, hook_fn, hook_fns};
+pub use hook::{
+    ClusterBacking, ClusterBackingHook, ManagedClusterSpec, PoolSpec, VmBacking, VmBackingHook,
+    VmCreated, hook_fn, hook_fns,
+};
 pub use log::{LogEntry, RequestLog};
 pub use server::{Emulator, EmulatorBuilder, EmulatorHandle};

@@ -21,6 +21,7 @@ pub(crate) enum SchemaFile {
     KeyVault,
     Authorization,
     Msi,
+    ContainerService,
 }
 
 impl SchemaFile {
@@ -39,6 +40,9 @@ impl SchemaFile {
             Self::KeyVault => include_str!("../schemas/schema-keyvault-secrets.json"),
             Self::Authorization => include_str!("../schemas/schema-authorization-2022-04-01.json"),
             Self::Msi => include_str!("../schemas/schema-msi-2024-11-30.json"),
+            Self::ContainerService => {
+                include_str!("../schemas/schema-containerservice-2026-08-01.json")
+            }
         }
     }
 
@@ -47,7 +51,8 @@ impl SchemaFile {
     }
 
     fn parsed(self) -> &'static Value {
-        static CELLS: [OnceLock<Value>; 9] = [
+        static CELLS: [OnceLock<Value>; 10] = [
+            OnceLock::new(),
             OnceLock::new(),
             OnceLock::new(),
             OnceLock::new(),

@@ -16,12 +16,12 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::arm::state::{AdvanceCtx, ArmState, HookJob};
+use crate::arm::state::{AdvanceCtx, ArmState, HookJob, HookWhat};
 use crate::clock::{Clock, rfc3339_now};
 use crate::config::EmulatorConfig;
 use crate::faults::{FaultControl, FaultState};
 use crate::graph::directory::Directory;
-use crate::hook::VmBackingHook;
+use crate::hook::{ClusterBackingHook, VmBackingHook};
 use crate::http::{Req, Resp, split_path};
 use crate::keyvault::VaultState;
 use crate::log::{LogEntry, RequestLog};
@@ -43,6 +43,7 @@ pub(crate) struct Shared {
     vault: Mutex<VaultState>,
     directory: Mutex<Directory>,
     hook: RwLock<Option<Arc<dyn VmBackingHook>>>,
+    cluster_hook: RwLock<Option<Arc<dyn ClusterBackingHook>>>,
     graph_forbidden: AtomicBool,
     /// The Arc data plane refuses agents (503) while set: an agent that connects late.
     pub(crate) arc_refuse: AtomicBool,
@@ -70,6 +71,13 @@ impl Shared {
         self.hook.read().map(|h| h.is_some()).unwrap_or(false)
     }
 
+    pub(crate) fn cluster_hook_is_set(&self) -> bool {
+        self.cluster_hook
+            .read()
+            .map(|h| h.is_some())
+            .unwrap_or(false)
+    }
+
     pub(crate) fn graph_forbidden(&self) -> bool {
         self.graph_forbidden.load(Ordering::SeqCst)
     }
@@ -86,9 +94,16 @@ impl Shared {
         }
     }
 
-    /// Tells the VM hook a backed VM was deleted.
+    /// Tells the hooks a backed VM or managed cluster was deleted.
     pub(crate) fn spawn_release(self: &Arc<Self>, resource_id: String) {
-        if let Some(h) = self.hook.read().ok().and_then(|h| h.clone()) {
+        let is_cluster = resource_id
+            .to_ascii_lowercase()
+            .contains("/providers/microsoft.containerservice/managedclusters/");
+        if is_cluster {
+            if let Some(h) = self.cluster_hook.read().ok().and_then(|h| h.clone()) {
+                tokio::spawn(async move { h.cluster_deleted(resource_id).await });
+            }
+        } else if let Some(h) = self.hook.read().ok().and_then(|h| h.clone()) {
             tokio::spawn(async move { h.vm_deleted(resource_id).await });
         }
     }
@@ -96,16 +111,23 @@ impl Shared {
     /// Runs the VM hook for `job` and records its result on the operation.
     pub(crate) fn spawn_hook(self: &Arc<Self>, job: HookJob) {
         let hook = self.hook.read().ok().and_then(|h| h.clone());
+        let cluster_hook = self.cluster_hook.read().ok().and_then(|h| h.clone());
         let shared = Arc::clone(self);
         tokio::spawn(async move {
-            let result = match hook {
-                Some(h) => h.vm_created(job.vm).await,
-                None => Err("the VM backing hook was removed".to_string()),
+            let result = match (job.what, hook, cluster_hook) {
+                (HookWhat::Vm(vm), Some(h), _) => h.vm_created(vm).await.map(Backed::Vm),
+                (HookWhat::Cluster(c), _, Some(h)) => {
+                    h.cluster_reconciled(c).await.map(Backed::Cluster)
+                }
+                _ => Err("the backing hook was removed".to_string()),
             };
             let mut st = shared.lock_arm();
             match result {
-                Ok(backing) => {
+                Ok(Backed::Vm(backing)) => {
                     st.backings.insert(job.resource_key, backing);
+                }
+                Ok(Backed::Cluster(backing)) => {
+                    st.cluster_backings.insert(job.resource_key, backing);
                 }
                 Err(e) => {
                     if let Some(op) = st.ops.get_mut(&job.op_id) {
@@ -120,6 +142,12 @@ impl Shared {
     }
 }
 
+/// A hook's answer.
+enum Backed {
+    Vm(crate::hook::VmBacking),
+    Cluster(crate::hook::ClusterBacking),
+}
+
 /// Entry point: `Emulator::builder()`.
 pub struct Emulator;
 
@@ -132,6 +160,7 @@ impl Emulator {
             port: 0,
             ip: None,
             hook: None,
+            cluster_hook: None,
         }
     }
 }
@@ -143,6 +172,7 @@ pub struct EmulatorBuilder {
     port: u16,
     ip: Option<std::net::IpAddr>,
     hook: Option<Arc<dyn VmBackingHook>>,
+    cluster_hook: Option<Arc<dyn ClusterBackingHook>>,
 }
 
 impl EmulatorBuilder {
@@ -174,6 +204,13 @@ impl EmulatorBuilder {
     /// Installs a VM backing hook from the start.
     pub fn vm_backing_hook(mut self, hook: Arc<dyn VmBackingHook>) -> Self {
         self.hook = Some(hook);
+        self
+    }
+
+    /// Installs a managed-cluster backing hook from the start (without one, a managed
+    /// cluster's credentials name an API server nobody serves).
+    pub fn cluster_backing_hook(mut self, hook: Arc<dyn ClusterBackingHook>) -> Self {
+        self.cluster_hook = Some(hook);
         self
     }
 
@@ -214,6 +251,7 @@ impl EmulatorBuilder {
             vault: Mutex::new(VaultState::default()),
             directory: Mutex::new(Directory::default()),
             hook: RwLock::new(self.hook),
+            cluster_hook: RwLock::new(self.cluster_hook),
         });
         let tls = material.server_config.clone();
         let acceptor = tokio_rustls::TlsAcceptor::from(material.server_config);

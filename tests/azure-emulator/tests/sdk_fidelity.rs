@@ -63,6 +63,7 @@ async fn official_python_sdks_drive_the_emulator() {
         "current VM sizes accepted",
         "connected cluster",
         "key vault set/get",
+        "aks managed cluster + agent pool + credentials",
         "managed identity + federated credential",
         "role assignment create/get/list/delete",
         "delete vm",

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::kinds::{self, Kind};
 use super::path::ResPath;
 use super::rp::{base_body, new_op, not_found, visible};
-use super::state::{ArmState, HookJob, Resource, key};
+use super::state::{ArmState, HookJob, HookWhat, Resource, key};
 use super::{ArmError, Ctx, list_body};
 use crate::hook::{VmBacking, VmCreated};
 use crate::http::Resp;
@@ -46,18 +46,7 @@ pub(super) fn prepare(
         .target("vmSize"));
     }
     let old = existing.map(|r| r.body.clone()).unwrap_or(json!({}));
-    // ARM assigns a system-assigned identity's principal and tenant ids (read-only).
-    if b.pointer("/identity/type")
-        .and_then(Value::as_str)
-        .is_some_and(|t| t.to_ascii_lowercase().contains("systemassigned"))
-    {
-        let principal = old
-            .pointer("/identity/principalId")
-            .cloned()
-            .unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()));
-        b["identity"]["principalId"] = principal;
-        b["identity"]["tenantId"] = json!(ctx.shared.config.tenant_id);
-    }
+    super::rp::system_identity(ctx, &mut b, &old);
     let props = b["properties"].as_object_mut().expect("object");
     props.remove("provisioningState");
     props.remove("instanceView");
@@ -255,7 +244,7 @@ fn queue_hook(st: &mut ArmState, op_id: &str, rkey: &str, vm: VmCreated) {
     st.pending_hooks.push(HookJob {
         op_id: op_id.to_string(),
         resource_key: rkey.to_string(),
-        vm,
+        what: HookWhat::Vm(vm),
     });
 }
 

@@ -9,6 +9,8 @@ pub(crate) enum Family {
     Compute,
     Cluster,
     K8sConfig,
+    /// Microsoft.ContainerService managed clusters (AKS) and their agent pools.
+    Aks,
     /// Microsoft.Authorization (synchronous; no registration needed).
     Authorization,
     /// Microsoft.ManagedIdentity (synchronous).
@@ -145,6 +147,27 @@ pub(crate) const FLUX_VERSIONS: &[&str] = &[
     "2023-05-01",
     "2024-11-01",
     "2025-04-01",
+];
+/// Microsoft.ContainerService managedClusters (stable folders; azure-mgmt-containerservice
+/// 41.8 sends 2026-08-01).
+pub(crate) const AKS_VERSIONS: &[&str] = &[
+    "2017-08-31",
+    "2019-04-01",
+    "2020-03-01",
+    "2021-05-01",
+    "2022-04-01",
+    "2023-01-01",
+    "2023-08-01",
+    "2024-02-01",
+    "2024-07-01",
+    "2024-10-01",
+    "2025-01-01",
+    "2025-05-01",
+    "2025-08-01",
+    "2025-10-01",
+    "2026-01-01",
+    "2026-03-01",
+    "2026-08-01",
 ];
 /// Microsoft.Authorization role assignments and definitions (the spec folder's newest stable
 /// is 2022-04-01, which az and azure-mgmt-authorization 4 send).
@@ -317,6 +340,35 @@ pub(crate) static KINDS: &[Kind] = &[
         read_only: false,
     },
     Kind {
+        ty: "Microsoft.ContainerService/managedClusters",
+        api_versions: AKS_VERSIONS,
+        schema: Some((SchemaFile::ContainerService, "ManagedCluster")),
+        patch_schema: None,
+        family: Family::Aks,
+        put_headers: LroHeaders::AsyncOperation,
+        delete_async_header: true,
+        patch: PatchStyle::Lro200,
+        create_stages: CREATE_STAGES,
+        // A managed cluster takes minutes where a VM takes one.
+        duration_factor: 3.0,
+        tracked: true,
+        read_only: false,
+    },
+    Kind {
+        ty: "Microsoft.ContainerService/managedClusters/agentPools",
+        api_versions: AKS_VERSIONS,
+        schema: Some((SchemaFile::ContainerService, "AgentPool")),
+        patch_schema: None,
+        family: Family::Aks,
+        put_headers: LroHeaders::AsyncOperation,
+        delete_async_header: true,
+        patch: PatchStyle::Lro200,
+        create_stages: CREATE_STAGES,
+        duration_factor: 2.0,
+        tracked: false,
+        read_only: false,
+    },
+    Kind {
         ty: "Microsoft.KubernetesConfiguration/extensions",
         api_versions: EXTENSION_VERSIONS,
         schema: Some((SchemaFile::Extensions, "Extension")),
@@ -418,6 +470,7 @@ pub(crate) const NAMESPACES: &[(&str, &[&str])] = &[
     ("Microsoft.ContainerRegistry", &["registries"]),
     ("Microsoft.KeyVault", &["vaults"]),
     ("Microsoft.ManagedIdentity", &[]),
+    ("Microsoft.ContainerService", &[]),
 ];
 
 /// The canonical spelling of a known namespace.

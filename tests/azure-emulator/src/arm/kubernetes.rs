@@ -26,17 +26,7 @@ pub(super) fn prepare_cluster(
     let mut b = base_body(kind, id, p.name(), body);
     let old = existing.map(|r| r.body.clone()).unwrap_or(json!({}));
     b["systemData"] = system_data(ctx, existing);
-    if b.pointer("/identity/type")
-        .and_then(Value::as_str)
-        .is_some_and(|t| t.eq_ignore_ascii_case("SystemAssigned"))
-    {
-        let principal = old
-            .pointer("/identity/principalId")
-            .cloned()
-            .unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()));
-        b["identity"]["principalId"] = principal;
-        b["identity"]["tenantId"] = json!(ctx.shared.config.tenant_id);
-    }
+    super::rp::system_identity(ctx, &mut b, &old);
     let props = b["properties"].as_object_mut().expect("object");
     for ro in [
         "connectivityStatus",

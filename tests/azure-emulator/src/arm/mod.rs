@@ -1,6 +1,7 @@
 //! Azure Resource Manager: authentication, throttling and fault injection, correlation and
 //! rate-limit headers, then dispatch to the resource modules.
 
+mod aks;
 mod authorization;
 mod compute;
 mod error;
@@ -45,6 +46,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) req: &'a Req,
     pub(crate) now: Instant,
     pub(crate) hook_set: bool,
+    /// A managed-cluster backing hook is installed.
+    pub(crate) cluster_hook_set: bool,
 }
 
 impl Ctx<'_> {
@@ -262,6 +265,7 @@ fn serve(shared: &Arc<Shared>, req: &Req, route: &Route) -> Resp {
         req,
         now: shared.clock.now(),
         hook_set,
+        cluster_hook_set: shared.cluster_hook_is_set(),
     };
     let (mut resp, jobs, released) = {
         let mut st = shared.lock_arm();

@@ -8,7 +8,7 @@ use super::kinds::{self, Family, Kind, LroHeaders, PatchStyle};
 use super::path::ResPath;
 use super::resources::{parse_body, status_resp};
 use super::state::{ArmState, Resource, key};
-use super::{ArmError, Ctx, authorization, compute, kubernetes, list_body, msi, network};
+use super::{ArmError, Ctx, aks, authorization, compute, kubernetes, list_body, msi, network};
 use crate::clock::rfc3339_now;
 use crate::http::Resp;
 use crate::lro::{OpAction, Operation, add_retry_after};
@@ -153,6 +153,7 @@ pub(super) fn handle(ctx: &Ctx<'_>, st: &mut ArmState, p: &ResPath) -> Result<Re
         return match kind.family {
             Family::Compute => compute::action(ctx, st, p, kind, &rkey, action, &api_version),
             Family::Cluster => kubernetes::cluster_action(ctx, st, p, kind, &rkey, action),
+            Family::Aks => aks::action(ctx, st, p, kind, &rkey, action),
             _ => Err(not_found(st, p, kind, &rkey)),
         };
     }
@@ -249,6 +250,7 @@ pub(super) fn render(ctx: &Ctx<'_>, st: &ArmState, r: &Resource) -> Value {
         Family::Network => network::render(st, r),
         Family::Compute => compute::render(ctx, st, r),
         Family::Cluster | Family::K8sConfig => kubernetes::render(r),
+        Family::Aks => aks::render(r),
         Family::Authorization | Family::ManagedIdentity => r.body.clone(),
     }
 }
@@ -345,6 +347,7 @@ fn put(
         Family::Compute => compute::prepare(ctx, st, p, kind, id, body, existing)?,
         Family::Cluster => kubernetes::prepare_cluster(ctx, st, p, kind, id, body, existing)?,
         Family::K8sConfig => kubernetes::prepare_config(ctx, st, p, kind, id, body, existing)?,
+        Family::Aks => aks::prepare(ctx, st, p, kind, id, body, existing)?,
         // Served by their own modules before the generic flow.
         Family::Authorization | Family::ManagedIdentity => return Err(method_not_allowed(ctx)),
     };
@@ -392,6 +395,7 @@ fn put(
     match kind.family {
         Family::Network => network::after_put(ctx, st, &rkey)?,
         Family::Compute => compute::after_put(ctx, st, &rkey, &op_id, is_new),
+        Family::Aks => aks::after_put(ctx, st, &rkey, &op_id),
         Family::Cluster | Family::K8sConfig | Family::Authorization | Family::ManagedIdentity => {}
     }
     let op = st
@@ -525,7 +529,12 @@ fn patch(
         ),
     };
     add_retry_after(&mut resp, op.remaining(ctx.now), ctx.shared.wait_hint);
-    st.ops.insert(op.id.clone(), op);
+    let op_id = op.id.clone();
+    st.ops.insert(op_id.clone(), op);
+    if kind.family == Family::Aks {
+        // A pool's nodes go before its delete ends.
+        super::aks::after_delete(ctx, st, rkey, &op_id);
+    }
     Ok(resp)
 }
 
@@ -564,6 +573,9 @@ fn delete(
             .unwrap_or("eastus")
             .to_string(),
     );
+    if kind.family == Family::Aks {
+        super::aks::before_delete(st, rkey)?;
+    }
     let mut op = new_op(
         ctx,
         &sub,
@@ -606,6 +618,22 @@ pub(super) fn base_body(kind: &Kind, id: &str, name: &str, mut body: Value) -> V
         body["properties"] = json!({});
     }
     body
+}
+
+/// ARM assigns a system-assigned identity's principal and tenant ids (read-only; the
+/// principal stays what it was on an update).
+pub(super) fn system_identity(ctx: &Ctx<'_>, b: &mut Value, old: &Value) {
+    if b.pointer("/identity/type")
+        .and_then(Value::as_str)
+        .is_some_and(|t| t.to_ascii_lowercase().contains("systemassigned"))
+    {
+        let principal = old
+            .pointer("/identity/principalId")
+            .cloned()
+            .unwrap_or_else(|| json!(uuid::Uuid::new_v4().to_string()));
+        b["identity"]["principalId"] = principal;
+        b["identity"]["tenantId"] = json!(ctx.shared.config.tenant_id);
+    }
 }
 
 /// systemData for resources that report it.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::kinds::{Family, Kind};
-use crate::hook::{VmBacking, VmCreated};
+use crate::hook::{ClusterBacking, ManagedClusterSpec, VmBacking, VmCreated};
 use crate::lro::{OpAction, Operation, Outcome};
 
 pub(crate) struct ProviderReg {
@@ -71,11 +71,19 @@ impl Resource {
     }
 }
 
-/// A VM hook call to make once the state lock is released.
+/// A hook call to make once the state lock is released.
 pub(crate) struct HookJob {
     pub(crate) op_id: String,
     pub(crate) resource_key: String,
-    pub(crate) vm: VmCreated,
+    pub(crate) what: HookWhat,
+}
+
+/// What a hook job asks for.
+pub(crate) enum HookWhat {
+    /// Back a created VM.
+    Vm(VmCreated),
+    /// Create or reconcile a managed cluster.
+    Cluster(ManagedClusterSpec),
 }
 
 /// Values `advance` needs from the configuration.
@@ -95,6 +103,8 @@ pub(crate) struct ArmState {
     pub(crate) released: Vec<String>,
     /// Hook results per VM resource key.
     pub(crate) backings: HashMap<String, VmBacking>,
+    /// Cluster hook results per managed-cluster resource key.
+    pub(crate) cluster_backings: HashMap<String, ClusterBacking>,
     /// Next host number per subnet key.
     pub(crate) subnet_next: HashMap<String, u32>,
     pub(crate) next_public_ip: u32,
@@ -171,6 +181,18 @@ impl ArmState {
             .collect();
         for k in gone {
             self.backings.remove(&k);
+            if let Some(r) = self.resources.get(&k) {
+                self.released.push(r.id.clone());
+            }
+        }
+        let clusters: Vec<String> = self
+            .cluster_backings
+            .keys()
+            .filter(|k| matches(k))
+            .cloned()
+            .collect();
+        for k in clusters {
+            self.cluster_backings.remove(&k);
             if let Some(r) = self.resources.get(&k) {
                 self.released.push(r.id.clone());
             }
@@ -269,7 +291,12 @@ impl ArmState {
                         super::kubernetes::on_cluster_succeeded(self, &rkey, ctx)
                     }
                     Some(Family::K8sConfig) => super::kubernetes::on_config_succeeded(self, &rkey),
-                    Some(Family::Network | Family::Authorization | Family::ManagedIdentity)
+                    Some(
+                        Family::Network
+                        | Family::Authorization
+                        | Family::ManagedIdentity
+                        | Family::Aks,
+                    )
                     | None => {}
                 }
             }

@@ -3,6 +3,7 @@
 mod gitserve;
 mod progress;
 mod sandbox;
+mod sandbox_aks;
 mod telemetry;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};

@@ -355,17 +355,19 @@ fn seed_git(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A host of the sandbox as `hosts.json` lists it.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct HostEntry {
-    name: String,
-    vm_id: String,
-    public_ip: String,
-    private_ip: String,
-    host_key_fingerprint: String,
+pub(crate) struct HostEntry {
+    pub(crate) name: String,
+    /// The resource it backs (a VM, a scale-set instance, `<managed cluster>/nodes/<node>`).
+    pub(crate) vm_id: String,
+    pub(crate) public_ip: String,
+    pub(crate) private_ip: String,
+    pub(crate) host_key_fingerprint: String,
     /// The root-namespace ends of its links (public, and virtual network), for fault tests.
-    veth: String,
-    vnet_veth: String,
+    pub(crate) veth: String,
+    pub(crate) vnet_veth: String,
 }
 
 /// The daemon: runs until SIGTERM or SIGINT.
@@ -497,6 +499,11 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
         .time_scale(scale)
         .listen_ip(gateway.into())
         .vm_backing_hook(hook)
+        .cluster_backing_hook(Arc::new(crate::sandbox_aks::Clusters::new(
+            net.clone(),
+            hosts.clone(),
+            hosts_file.clone(),
+        )))
         .start()
         .await
         .map_err(|e| fail(format!("error: the Azure emulator: {e}")))?;
@@ -667,7 +674,7 @@ async fn existing_cluster(
 }
 
 /// Writes the hosts list (`hosts.json`) the CLI and tests read.
-fn save_hosts(path: &Path, hosts: &[HostEntry]) {
+pub(crate) fn save_hosts(path: &Path, hosts: &[HostEntry]) {
     let _ = std::fs::write(
         path,
         serde_json::to_string_pretty(hosts).unwrap_or_default(),

@@ -96,6 +96,8 @@ impl<S: Step> DynStep for S {
 
     async fn observe(&self, cx: &StepContext, input: &Value) -> Result<Observed<Value>, StepError> {
         let typed = parse::<S>(input).map_err(invalid_input)?;
+        // The rendered input: `validate` at compile time could not see what expressions gave.
+        self.validate(&typed)?;
         match Step::observe(self, cx, &typed).await? {
             Observed::Satisfied(o) => Ok(Observed::Satisfied(to_json(&o)?)),
             Observed::NotSatisfied { reason } => Ok(Observed::NotSatisfied { reason }),
@@ -104,6 +106,7 @@ impl<S: Step> DynStep for S {
 
     async fn apply(&self, cx: &StepContext, input: &Value) -> Result<Progress<Value>, StepError> {
         let typed = parse::<S>(input).map_err(invalid_input)?;
+        self.validate(&typed)?;
         match Step::apply(self, cx, &typed).await? {
             Progress::Done(o) => Ok(Progress::Done(to_json(&o)?)),
             Progress::Wait { recheck_after } => Ok(Progress::Wait { recheck_after }),

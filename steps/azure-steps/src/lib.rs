@@ -7,6 +7,7 @@
 //! `siteflow-step`) and keeps long-running operations' poll URLs in its durable progress.
 
 pub mod acr;
+pub mod aks;
 pub mod common;
 pub mod graph;
 pub mod keys;
@@ -34,6 +35,7 @@ pub fn steps() -> Vec<Arc<dyn DynStep>> {
         Arc::new(keyvault::KeyVaultSecretStep),
         Arc::new(graph::GraphServicePrincipalStep),
         Arc::new(acr::AcrTokenStep),
+        Arc::new(aks::AksStep),
         Arc::new(service_principal::ServicePrincipalStep),
         Arc::new(role_assignment::RoleAssignmentStep),
         Arc::new(managed_identity::ManagedIdentityStep),

@@ -21,9 +21,7 @@ mod uninstall;
 pub use apply::{K3sApply, K3sApplyInput, K3sApplyOutput};
 pub use install::{K3sInstall, K3sInstallInput, K3sInstallOutput, Role};
 pub use issuer::{IssuerMode, K3sIssuer, K3sIssuerInput, K3sIssuerOutput};
-pub use kubeconfig::{
-    K3sKubeconfig, K3sKubeconfigInput, K3sKubeconfigOutput, OidcLogin, merge_kubeconfig,
-};
+pub use kubeconfig::{K3sKubeconfig, K3sKubeconfigInput, K3sKubeconfigOutput, OidcLogin};
 pub use nodes::{
     K3sDrain, K3sDrainInput, K3sDrainOutput, K3sPruneNodes, K3sPruneNodesInput, K3sPruneNodesOutput,
 };
@@ -32,6 +30,7 @@ pub use registries::{K3sRegistries, K3sRegistriesInput, K3sRegistriesOutput};
 pub use registry_credential::{
     K3sRegistryCredential, K3sRegistryCredentialInput, K3sRegistryCredentialOutput,
 };
+pub use siteflow_steps_kube::kubeconfig_file::merge_kubeconfig;
 pub use token::{K3sNodeToken, K3sNodeTokenInput, K3sNodeTokenOutput};
 pub use uninstall::{K3sUninstall, K3sUninstallInput, K3sUninstallOutput};
 

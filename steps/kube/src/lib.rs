@@ -5,6 +5,7 @@
 //! crates use for their kubeconfig targets.
 
 mod client;
+pub mod kubeconfig_file;
 
 pub use client::{FIELD_MANAGER, KubeClient, KubeconfigTarget, holds};
 

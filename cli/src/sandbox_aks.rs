@@ -1,0 +1,340 @@
+//! The sandbox's AKS: each managed cluster the emulator creates gets a real (simulated)
+//! Kubernetes. Its control plane is a k3s server on a test host of its own, started with
+//! `--disable-agent` (AKS's control plane runs no workloads and is no node) and, when the OIDC
+//! issuer is on, the cluster's issuer URL as its service-account issuer; every node of its
+//! agent pools is a test host joined as a k3s agent, labelled like an AKS node
+//! (`kubernetes.azure.com/agentpool`, `kubernetes.azure.com/mode`, the pool's labels and
+//! taints). A create or pool change ends only once the nodes are registered; a scale-in drains
+//! and deletes the departed nodes and powers their hosts off; a delete powers everything off.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use siteflow_azure_emulator::{ClusterBacking, ClusterBackingHook, ManagedClusterSpec};
+use siteflow_testhosts::{TestHost, TestNet, VmHostSpec};
+
+use crate::sandbox::{HostEntry, save_hosts};
+
+/// One backed cluster.
+struct Backed {
+    control_plane: String,
+    backing: ClusterBacking,
+    node_token: String,
+    /// Node name → its pool.
+    nodes: BTreeMap<String, String>,
+}
+
+/// The hook the sandbox installs in its emulator.
+pub struct Clusters {
+    pub net: Arc<tokio::sync::Mutex<TestNet>>,
+    pub hosts: Arc<std::sync::Mutex<Vec<HostEntry>>>,
+    pub hosts_file: PathBuf,
+    /// Per cluster (lower-case id), locked while a reconcile runs: two pool changes of one
+    /// cluster never build two control planes.
+    backed: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Backed>>>>>,
+}
+
+impl Clusters {
+    pub fn new(
+        net: Arc<tokio::sync::Mutex<TestNet>>,
+        hosts: Arc<std::sync::Mutex<Vec<HostEntry>>>,
+        hosts_file: PathBuf,
+    ) -> Self {
+        Self {
+            net,
+            hosts,
+            hosts_file,
+            backed: Default::default(),
+        }
+    }
+
+    /// A new host with the simulator, set up by `setup` before it is listed.
+    async fn host<F, Fut, T>(&self, name: &str, owner: &str, setup: F) -> Result<T, String>
+    where
+        F: FnOnce(TestHost) -> Fut,
+        Fut: Future<Output = Result<(TestHost, T), String>>,
+    {
+        let reservation = self
+            .net
+            .lock()
+            .await
+            .reserve_vm_host(VmHostSpec {
+                name: name.to_string(),
+                preload_k3s_simulator: true,
+                ..VmHostSpec::default()
+            })
+            .map_err(|e| format!("{e:#}"))?;
+        let host = reservation.build().await.map_err(|e| format!("{e:#}"))?;
+        host.install_k3s_simulator()
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let (host, out) = setup(host).await?;
+        let entry = HostEntry {
+            name: name.to_string(),
+            vm_id: format!("{owner}/nodes/{name}"),
+            public_ip: host.ip.to_string(),
+            private_ip: String::new(),
+            host_key_fingerprint: host.host_key_fingerprint.clone(),
+            veth: host.veth(),
+            vnet_veth: host.vnet_veth(),
+        };
+        self.net
+            .lock()
+            .await
+            .adopt(host)
+            .map_err(|e| format!("{e:#}"))?;
+        let mut h = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        h.push(entry);
+        save_hosts(&self.hosts_file, &h);
+        Ok(out)
+    }
+
+    /// Powers the named host off and unlists it.
+    async fn release(&self, name: &str) {
+        {
+            let mut h = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            h.retain(|e| e.name != name);
+            save_hosts(&self.hosts_file, &h);
+        }
+        let net = self.net.lock().await;
+        if let Some(host) = net.hosts.iter().find(|x| x.name == name) {
+            let _ = host.stop().await;
+        }
+    }
+
+    /// Runs `cmd` as root on the named (listed) host.
+    async fn on(&self, name: &str, cmd: &str) -> Result<String, String> {
+        let net = self.net.lock().await;
+        let host = net
+            .hosts
+            .iter()
+            .find(|x| x.name == name)
+            .ok_or_else(|| format!("no host {name}"))?;
+        host.exec_local_ok(cmd).await.map_err(|e| format!("{e:#}"))
+    }
+
+    async fn control_plane(
+        &self,
+        spec: &ManagedClusterSpec,
+        prefix: &str,
+    ) -> Result<Backed, String> {
+        let name = format!("{prefix}-cp");
+        let version = format!("v{}+k3s1", spec.kubernetes_version);
+        let mut args: Vec<String> = vec!["--disable-agent".into()];
+        if let Some(issuer) = &spec.oidc_issuer_url {
+            args.push(format!(
+                "--kube-apiserver-arg=service-account-issuer={issuer}"
+            ));
+        }
+        let control_plane = name.clone();
+        self.host(&name, &spec.resource_id, |host| async move {
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            host.install_k3s(&[("INSTALL_K3S_VERSION", &version)], &argv)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            let read = |path: &'static str| {
+                let host = &host;
+                async move {
+                    host.read_file(path)
+                        .await
+                        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                        .map_err(|e| format!("{e:#}"))
+                }
+            };
+            let kubeconfig = read("/etc/rancher/k3s/k3s.yaml").await?;
+            let node_token = read("/var/lib/rancher/k3s/server/node-token").await?;
+            let field = |key: &str| {
+                kubeconfig
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
+                    .ok_or_else(|| format!("the control plane's kubeconfig has no {key}"))
+            };
+            let ca_pem = base64::engine::general_purpose::STANDARD
+                .decode(field("certificate-authority-data:")?)
+                .map_err(|e| e.to_string())?;
+            let backing = ClusterBacking {
+                server_url: format!("https://{}:6443", host.ip),
+                ca_pem: String::from_utf8_lossy(&ca_pem).to_string(),
+                admin_token: field("token:")?,
+            };
+            Ok((
+                host,
+                Backed {
+                    control_plane,
+                    backing,
+                    node_token,
+                    nodes: BTreeMap::new(),
+                },
+            ))
+        })
+        .await
+    }
+
+    async fn reconcile(&self, spec: ManagedClusterSpec) -> Result<ClusterBacking, String> {
+        let id = spec.resource_id.to_ascii_lowercase();
+        let slot = self
+            .backed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        let prefix = format!("aks-{}-{:08x}", spec.name, short_hash(&id));
+        if slot.is_none() {
+            *slot = Some(self.control_plane(&spec, &prefix).await?);
+        }
+        let cluster = slot.as_mut().expect("just set");
+        self.nodes(&spec, &prefix, cluster).await?;
+        Ok(cluster.backing.clone())
+    }
+
+    /// Brings the cluster's nodes to the pools' counts.
+    async fn nodes(
+        &self,
+        spec: &ManagedClusterSpec,
+        prefix: &str,
+        cluster: &mut Backed,
+    ) -> Result<(), String> {
+        let mut wanted: BTreeMap<String, &siteflow_azure_emulator::PoolSpec> = BTreeMap::new();
+        for pool in &spec.pools {
+            for i in 0..pool.count {
+                wanted.insert(format!("{prefix}-{}-vmss{i:06}", pool.name), pool);
+            }
+        }
+        // Departed nodes: drained and deleted, their hosts powered off.
+        let gone: Vec<String> = cluster
+            .nodes
+            .keys()
+            .filter(|n| !wanted.contains_key(*n))
+            .cloned()
+            .collect();
+        for node in gone {
+            self.on(
+                &cluster.control_plane,
+                &format!(
+                    "k3s kubectl drain {node} --ignore-daemonsets --delete-emptydir-data --force >/dev/null 2>&1; k3s kubectl delete node {node} --ignore-not-found >/dev/null"
+                ),
+            )
+            .await?;
+            self.release(&node).await;
+            cluster.nodes.remove(&node);
+        }
+        // New nodes, created at once.
+        let url = cluster.backing.server_url.clone();
+        let version = format!("v{}+k3s1", spec.kubernetes_version);
+        let mut joins = Vec::new();
+        for (node, pool) in wanted
+            .iter()
+            .filter(|(n, _)| !cluster.nodes.contains_key(*n))
+        {
+            let mut args: Vec<String> = vec![
+                "--node-label".into(),
+                format!("kubernetes.azure.com/agentpool={}", pool.name),
+                "--node-label".into(),
+                format!("agentpool={}", pool.name),
+                "--node-label".into(),
+                format!(
+                    "kubernetes.azure.com/mode={}",
+                    pool.mode.to_ascii_lowercase()
+                ),
+            ];
+            for (k, v) in &pool.node_labels {
+                args.extend(["--node-label".into(), format!("{k}={v}")]);
+            }
+            for t in &pool.node_taints {
+                args.extend(["--node-taint".into(), t.clone()]);
+            }
+            let (url, token, version) = (url.clone(), cluster.node_token.clone(), version.clone());
+            joins.push(async move {
+                self.host(node, &spec.resource_id, |host| async move {
+                    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+                    host.install_k3s(
+                        &[
+                            ("K3S_URL", &url),
+                            ("K3S_TOKEN", &token),
+                            ("INSTALL_K3S_VERSION", &version),
+                        ],
+                        &argv,
+                    )
+                    .await
+                    .map_err(|e| format!("{e:#}"))?;
+                    Ok((host, ()))
+                })
+                .await
+                .map(|()| (node.clone(), pool.name.clone()))
+            });
+        }
+        for joined in futures::future::join_all(joins).await {
+            let (node, pool) = joined?;
+            cluster.nodes.insert(node, pool);
+        }
+        // Done when every node is registered, as AKS reports a pool once its nodes are.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let listed = self
+                .on(
+                    &cluster.control_plane,
+                    "k3s kubectl get nodes -o jsonpath='{.items[*].metadata.name}'",
+                )
+                .await?;
+            let names: Vec<&str> = listed.split_whitespace().collect();
+            if wanted.keys().all(|n| names.contains(&n.as_str())) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!(
+                    "nodes did not register within 120 s (registered: {listed})"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn delete(&self, resource_id: String) {
+        let slot = self
+            .backed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&resource_id.to_ascii_lowercase());
+        let Some(slot) = slot else {
+            return;
+        };
+        let Some(cluster) = slot.lock().await.take() else {
+            return;
+        };
+        for node in cluster.nodes.keys() {
+            self.release(node).await;
+        }
+        self.release(&cluster.control_plane).await;
+        eprintln!("released managed cluster {resource_id}: its hosts are powered off");
+    }
+}
+
+/// A short stable hash (the node names' suffix, as AKS derives one per cluster).
+fn short_hash(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+impl ClusterBackingHook for Clusters {
+    fn cluster_reconciled(
+        &self,
+        spec: ManagedClusterSpec,
+    ) -> Pin<Box<dyn Future<Output = Result<ClusterBacking, String>> + Send + '_>> {
+        Box::pin(self.reconcile(spec))
+    }
+
+    fn cluster_deleted(
+        &self,
+        resource_id: String,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.delete(resource_id))
+    }
+}

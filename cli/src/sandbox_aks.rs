@@ -123,7 +123,7 @@ impl Clusters {
         spec: &ManagedClusterSpec,
         prefix: &str,
     ) -> Result<Backed, String> {
-        let name = format!("{prefix}-cp");
+        let name = format!("aks-controlplane-{prefix}");
         let version = format!("v{}+k3s1", spec.kubernetes_version);
         let mut args: Vec<String> = vec!["--disable-agent".into()];
         if let Some(issuer) = &spec.oidc_issuer_url {
@@ -185,7 +185,8 @@ impl Clusters {
             .or_default()
             .clone();
         let mut slot = slot.lock().await;
-        let prefix = format!("aks-{}-{:08x}", spec.name, short_hash(&id));
+        // As AKS names them: `aks-<pool>-<8 digits>-vmss<6 digits>`, the digits the cluster's.
+        let prefix = format!("{:08}", short_hash(&id) % 100_000_000);
         if slot.is_none() {
             *slot = Some(self.control_plane(&spec, &prefix).await?);
         }
@@ -204,7 +205,7 @@ impl Clusters {
         let mut wanted: BTreeMap<String, &siteflow_azure_emulator::PoolSpec> = BTreeMap::new();
         for pool in &spec.pools {
             for i in 0..pool.count {
-                wanted.insert(format!("{prefix}-{}-vmss{i:06}", pool.name), pool);
+                wanted.insert(format!("aks-{}-{prefix}-vmss{i:06}", pool.name), pool);
             }
         }
         // Departed nodes: drained and deleted, their hosts powered off.

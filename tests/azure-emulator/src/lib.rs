@@ -39,6 +39,8 @@ mod token;
 
 pub use config::{EmulatorConfig, GraphServicePrincipal, ServicePrincipal};
 pub use faults::{Fault, FaultControl, FaultRule, WriteLimit};
-pub use hook::{VmBacking, VmBackingHook, VmCreated, hook_fn, hook_fns};
+pub use hook::{
+    PowerChange, VmBacking, VmBackingHook, VmCreated, hook_fn, hook_fns, hook_fns_with_power,
+};
 pub use log::{LogEntry, RequestLog};
 pub use server::{Emulator, EmulatorBuilder, EmulatorHandle};

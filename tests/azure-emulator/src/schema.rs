@@ -19,6 +19,7 @@ pub(crate) enum SchemaFile {
     Extensions,
     Flux,
     KeyVault,
+    Storage,
 }
 
 impl SchemaFile {
@@ -35,6 +36,7 @@ impl SchemaFile {
             }
             Self::Flux => include_str!("../schemas/schema-k8sconfig-flux-2025-04-01.json"),
             Self::KeyVault => include_str!("../schemas/schema-keyvault-secrets.json"),
+            Self::Storage => include_str!("../schemas/schema-storage-2026-09-01.json"),
         }
     }
 
@@ -43,7 +45,8 @@ impl SchemaFile {
     }
 
     fn parsed(self) -> &'static Value {
-        static CELLS: [OnceLock<Value>; 7] = [
+        static CELLS: [OnceLock<Value>; 8] = [
+            OnceLock::new(),
             OnceLock::new(),
             OnceLock::new(),
             OnceLock::new(),

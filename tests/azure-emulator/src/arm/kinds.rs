@@ -9,6 +9,8 @@ pub(crate) enum Family {
     Compute,
     Cluster,
     K8sConfig,
+    /// Microsoft.Storage (`storage.rs`: its own request flow).
+    Storage,
 }
 
 /// Headers on a long-running PUT/PATCH/DELETE.
@@ -142,6 +144,19 @@ pub(crate) const FLUX_VERSIONS: &[&str] = &[
     "2024-11-01",
     "2025-04-01",
 ];
+/// Microsoft.Storage: the published stable range, up to azure-mgmt-storage 25.3's default.
+pub(crate) const STORAGE_VERSIONS: &[&str] = &[
+    "2016-01-01",
+    "2019-06-01",
+    "2021-09-01",
+    "2022-09-01",
+    "2023-01-01",
+    "2023-05-01",
+    "2024-01-01",
+    "2025-01-01",
+    "2025-06-01",
+    "2026-09-01",
+];
 /// Microsoft.Resources: resource groups and providers (old versions too: azure-mgmt-core
 /// auto-registration uses 2016-02-01, az 2.91 uses 2024-11-01).
 pub(crate) const RESOURCES_VERSIONS: &[&str] = &[
@@ -236,6 +251,27 @@ const fn compute(ty: &'static str, root: Option<&'static str>, read_only: bool) 
     }
 }
 
+const fn storage(ty: &'static str, root: Option<&'static str>, tracked: bool) -> Kind {
+    Kind {
+        ty,
+        api_versions: STORAGE_VERSIONS,
+        schema: match root {
+            Some(r) => Some((SchemaFile::Storage, r)),
+            None => None,
+        },
+        patch_schema: None,
+        family: Family::Storage,
+        // Storage answers a create with 202 and `Location` only (storage.rs sends it).
+        put_headers: LroHeaders::AsyncOperation,
+        delete_async_header: false,
+        patch: PatchStyle::SyncTags,
+        create_stages: &["Creating", "ResolvingDNS"],
+        duration_factor: 0.5,
+        tracked,
+        read_only: false,
+    }
+}
+
 pub(crate) static KINDS: &[Kind] = &[
     network("Microsoft.Network/virtualNetworks", "VirtualNetwork", true),
     network("Microsoft.Network/virtualNetworks/subnets", "Subnet", false),
@@ -316,6 +352,21 @@ pub(crate) static KINDS: &[Kind] = &[
         tracked: false,
         read_only: false,
     },
+    storage(
+        "Microsoft.Storage/storageAccounts",
+        Some("StorageAccountCreateParameters"),
+        true,
+    ),
+    storage(
+        "Microsoft.Storage/storageAccounts/fileServices",
+        None,
+        false,
+    ),
+    storage(
+        "Microsoft.Storage/storageAccounts/fileServices/shares",
+        Some("FileShare"),
+        false,
+    ),
 ];
 
 /// The kind for a `Namespace/type[/child]` string (case-insensitive).
@@ -337,6 +388,7 @@ pub(crate) const NAMESPACES: &[(&str, &[&str])] = &[
     ("Microsoft.ContainerRegistry", &["registries"]),
     ("Microsoft.KeyVault", &["vaults"]),
     ("Microsoft.ManagedIdentity", &["userAssignedIdentities"]),
+    ("Microsoft.Storage", &[]),
 ];
 
 /// The canonical spelling of a known namespace.

@@ -8,7 +8,7 @@ use super::kinds::{self, Family, Kind, LroHeaders, PatchStyle};
 use super::path::ResPath;
 use super::resources::{parse_body, status_resp};
 use super::state::{ArmState, Resource, key};
-use super::{ArmError, Ctx, compute, kubernetes, list_body, network};
+use super::{ArmError, Ctx, compute, kubernetes, list_body, network, storage};
 use crate::clock::rfc3339_now;
 use crate::http::Resp;
 use crate::lro::{OpAction, Operation, add_retry_after};
@@ -59,6 +59,7 @@ pub(super) fn new_op(
         end_wall: None,
         api_version: api_version.to_string(),
         status_under_resource: false,
+        targets: Vec::new(),
     }
 }
 
@@ -132,6 +133,9 @@ pub(super) fn handle(ctx: &Ctx<'_>, st: &mut ArmState, p: &ResPath) -> Result<Re
             return Err(method_not_allowed(ctx));
         }
         return list(ctx, st, p, kind);
+    }
+    if kind.family == Family::Storage {
+        return storage::handle(ctx, st, p, kind, &api_version);
     }
     let id = p.id_with(kind, &p.names);
     let rkey = key(&id);
@@ -235,6 +239,7 @@ pub(super) fn render(ctx: &Ctx<'_>, st: &ArmState, r: &Resource) -> Value {
         Family::Network => network::render(st, r),
         Family::Compute => compute::render(ctx, st, r),
         Family::Cluster | Family::K8sConfig => kubernetes::render(r),
+        Family::Storage => storage::render(r),
     }
 }
 
@@ -330,6 +335,8 @@ fn put(
         Family::Compute => compute::prepare(ctx, st, p, kind, id, body, existing)?,
         Family::Cluster => kubernetes::prepare_cluster(ctx, st, p, kind, id, body, existing)?,
         Family::K8sConfig => kubernetes::prepare_config(ctx, st, p, kind, id, body, existing)?,
+        // storage.rs serves its own PUTs.
+        Family::Storage => return Err(method_not_allowed(ctx)),
     };
     let stages: Vec<&'static str> = if is_new {
         kind.create_stages.to_vec()
@@ -375,7 +382,7 @@ fn put(
     match kind.family {
         Family::Network => network::after_put(ctx, st, &rkey)?,
         Family::Compute => compute::after_put(ctx, st, &rkey, &op_id, is_new),
-        Family::Cluster | Family::K8sConfig => {}
+        Family::Cluster | Family::K8sConfig | Family::Storage => {}
     }
     let op = st
         .ops

@@ -1,5 +1,6 @@
 //! siteflow step kinds for Azure: resource groups, provider registration, networks, VMs, scale
-//! sets, Key Vault secrets, Graph service principals and ACR tokens.
+//! sets and their power actions, storage accounts and file shares, Key Vault secrets, Graph
+//! service principals and ACR tokens.
 //!
 //! Every kind observes before it applies (GET first), adopts what carries its siteflow tags,
 //! reports drift in the step log, tags what it creates (`siteflow-site`, `siteflow-run`,
@@ -10,11 +11,14 @@ pub mod common;
 pub mod graph;
 pub mod keys;
 pub mod keyvault;
+pub mod mounts;
 pub mod network;
 pub mod providers;
 pub mod resource_group;
+pub mod storage;
 pub mod vm;
 pub mod vmss;
+pub mod vmss_power;
 
 use siteflow_step::DynStep;
 use std::sync::Arc;
@@ -27,6 +31,9 @@ pub fn steps() -> Vec<Arc<dyn DynStep>> {
         Arc::new(network::NetworkStep),
         Arc::new(vm::VmStep),
         Arc::new(vmss::VmssStep),
+        Arc::new(vmss_power::VmssPowerStep),
+        Arc::new(storage::StorageAccountStep),
+        Arc::new(storage::FileShareStep),
         Arc::new(keyvault::KeyVaultSecretStep),
         Arc::new(graph::GraphServicePrincipalStep),
         Arc::new(acr::AcrTokenStep),

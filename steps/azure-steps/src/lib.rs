@@ -8,6 +8,7 @@
 
 pub mod acr;
 pub mod common;
+pub mod forget_keys;
 pub mod graph;
 pub mod keys;
 pub mod keyvault;
@@ -34,6 +35,7 @@ pub fn steps() -> Vec<Arc<dyn DynStep>> {
         Arc::new(vmss_power::VmssPowerStep),
         Arc::new(storage::StorageAccountStep),
         Arc::new(storage::FileShareStep),
+        Arc::new(forget_keys::ForgetKeysStep),
         Arc::new(keyvault::KeyVaultSecretStep),
         Arc::new(graph::GraphServicePrincipalStep),
         Arc::new(acr::AcrTokenStep),

@@ -230,3 +230,101 @@ async fn power_actions_skip_instances_already_there() {
     assert_eq!(e.unwrap().code, "InvalidInput");
     env.emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn destroying_a_site_deletes_its_group_releases_hosts_and_forgets_its_keys() {
+    let env = Env::new().await;
+    let released: Arc<Mutex<Vec<String>>> = Arc::default();
+    let r2 = released.clone();
+    env.emu
+        .set_vm_backing_hook(siteflow_azure_emulator::hook_fns(
+            |vm: VmCreated| async move {
+                Ok(VmBacking {
+                    private_ip: vm.private_ip.unwrap(),
+                    public_ip: None,
+                })
+            },
+            move |id: String| {
+                let r2 = r2.clone();
+                async move { r2.lock().unwrap().push(id) }
+            },
+        ));
+    let a = env.azure();
+    let provision = env.workflow(&format!(
+        "  - id: rg\n    uses: azure.resource-group\n    with: {{ azure: {a}, name: rg-edge-3, location: westeurope }}\n\
+         \x20 - id: net\n    uses: azure.network\n    needs: [rg]\n    with: {{ azure: {a}, resource_group: rg-edge-3, location: westeurope, name: edge, admin_cidr: 203.0.113.0/24 }}\n\
+         \x20 - id: server\n    uses: azure.vm\n    needs: [net]\n    with: {{ azure: {a}, resource_group: rg-edge-3, location: westeurope, name: edge-server, subnet_id: \"${{{{ steps.net.outputs.subnet_id }}}}\" }}\n"
+    ));
+    let out = env.run(&provision, Some("edge-3")).await;
+    assert_eq!(out.status, RunStatus::Succeeded);
+    let keys = env.path().join(".siteflow/keys/edge-3");
+    assert!(keys.join("server/admin_ed25519").exists());
+
+    // destroy-site's Azure and key steps (its kubeconfig step is a k3s kind, tested there).
+    let wf = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../workflows/destroy-site.yaml"),
+    )
+    .unwrap();
+    let steps = &wf[wf.find("steps:\n").unwrap() + 7..wf.find("  - id: kubeconfig").unwrap()];
+    let destroy = env.workflow(
+        &steps
+            .replace("${{ inputs.azure }}", &a)
+            .replace("${{ inputs.name }}", "edge-3")
+            .replace("${{ inputs.location }}", "westeurope"),
+    );
+    let writes = |env: &Env| {
+        env.emu
+            .request_log()
+            .entries()
+            .iter()
+            .filter(|e| e.service == "arm" && e.method != "GET" && e.method != "HEAD")
+            .count()
+    };
+    let out = env.run(&destroy, Some("edge-3")).await;
+    assert_eq!(
+        out.status,
+        RunStatus::Succeeded,
+        "{:?}",
+        env.store.steps(&out.run_id).await.unwrap()
+    );
+    assert_eq!(env.count("DELETE", "/resourcegroups/rg-edge-3"), 1);
+    // The group and everything in it is gone, and the VM's host was released.
+    let c = env.client();
+    let sub = env.emu.subscription_id().to_string();
+    let rg_url = c.arm_url(
+        &format!("/subscriptions/{sub}/resourcegroups/rg-edge-3"),
+        "2025-04-01",
+    );
+    assert!(
+        c.get_opt::<serde_json::Value>(&rg_url)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let vm_url = c.arm_url(
+        &format!("/subscriptions/{sub}/resourceGroups/rg-edge-3/providers/Microsoft.Compute/virtualMachines/edge-server"),
+        "2026-04-01",
+    );
+    let vm = c
+        .send_raw(siteflow_azure::Service::Arm, "GET", &vm_url, None, &[])
+        .await
+        .unwrap();
+    assert_eq!(vm.status, 404);
+    for _ in 0..100 {
+        if !released.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let gone = released.lock().unwrap().clone();
+    assert_eq!(gone.len(), 1, "{gone:?}");
+    assert!(gone[0].ends_with("/virtualMachines/edge-server"));
+    assert!(!keys.exists(), "the site's keys are forgotten");
+
+    // Again: nothing to delete, no write to ARM.
+    let before = writes(&env);
+    let again = env.run(&destroy, Some("edge-3")).await;
+    assert_eq!(again.status, RunStatus::Succeeded);
+    assert_eq!(writes(&env), before, "a second destroy makes no write");
+    env.emu.shutdown().await;
+}

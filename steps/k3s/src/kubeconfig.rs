@@ -184,7 +184,7 @@ fn contains(have: &Value, new: &Value) -> bool {
     })
 }
 
-fn read_yaml(path: &Path) -> Result<Option<Value>, StepError> {
+pub(crate) fn read_yaml(path: &Path) -> Result<Option<Value>, StepError> {
     match std::fs::read_to_string(path) {
         Ok(t) if t.trim().is_empty() => Ok(None),
         Ok(t) => serde_saphyr::from_str::<Value>(&t).map(Some).map_err(|e| {
@@ -227,8 +227,33 @@ fn merge_locked(path: &Path, config: &Value) -> Result<(), StepError> {
     write_yaml(path, &merged)
 }
 
+/// Runs `change` on the kubeconfig at `path` holding its `<path>.lock` (the lock
+/// [`merge_locked`] takes); writes the result when it returns `Some`.
+pub(crate) fn update_locked(
+    path: &Path,
+    change: impl FnOnce(Option<Value>) -> Option<Value>,
+) -> Result<(), StepError> {
+    let fail = |e: std::io::Error| {
+        StepError::retryable(
+            "KubeconfigUnwritable",
+            format!("lock {}: {e}", path.display()),
+        )
+    };
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_extension("lock"))
+        .map_err(fail)?;
+    lock.lock().map_err(fail)?;
+    match change(read_yaml(path)?) {
+        Some(v) => write_yaml(path, &v),
+        None => Ok(()),
+    }
+}
+
 /// Writes `value` as YAML to `path` with mode 0600, atomically.
-fn write_yaml(path: &Path, value: &Value) -> Result<(), StepError> {
+pub(crate) fn write_yaml(path: &Path, value: &Value) -> Result<(), StepError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let text = serde_saphyr::to_string(value)
@@ -260,7 +285,7 @@ fn write_yaml(path: &Path, value: &Value) -> Result<(), StepError> {
     std::fs::rename(&tmp, path).map_err(fail)
 }
 
-fn default_merge_target() -> PathBuf {
+pub(crate) fn default_merge_target() -> PathBuf {
     if let Some(k) = std::env::var_os("KUBECONFIG")
         && let Some(first) = std::env::split_paths(&k).next()
         && !first.as_os_str().is_empty()

@@ -1,5 +1,6 @@
 //! The `siteflow` command line: thin over the engine; maps outcomes to documented exit codes.
 
+mod first_boot;
 mod gitserve;
 mod progress;
 mod sandbox;

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use siteflow_azure_emulator::{Emulator, EmulatorConfig, VmBacking, VmCreated, hook_fns};
+use siteflow_azure_emulator::{
+    Emulator, EmulatorConfig, PowerChange, VmBacking, VmCreated, hook_fns_with_power,
+};
 use siteflow_testhosts::{TestNet, VmHostSpec};
 
 use crate::Failure;
@@ -411,7 +413,35 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
                 }
             }
         };
-        hook_fns(
+        let power = {
+            let (net, hosts) = (net.clone(), hosts.clone());
+            // A power action: the VM's host really stops or starts. A reimage restarts it; the
+            // host's disk is not reset (its private directories persist), see the README.
+            move |resource_id: String, change: PowerChange| {
+                let (net, hosts) = (net.clone(), hosts.clone());
+                async move {
+                    let name = {
+                        let h = hosts.lock().unwrap_or_else(|p| p.into_inner());
+                        h.iter()
+                            .find(|e| e.vm_id.eq_ignore_ascii_case(&resource_id))
+                            .map(|e| e.name.clone())
+                    };
+                    let Some(name) = name else { return Ok(()) };
+                    let n = net.lock().await;
+                    let Some(host) = n.hosts.iter().find(|x| x.name == name) else {
+                        return Ok(());
+                    };
+                    let result = match change {
+                        PowerChange::PowerOff | PowerChange::Deallocate => host.stop().await,
+                        PowerChange::Start => host.start().await,
+                        PowerChange::Restart | PowerChange::Reimage => host.restart().await,
+                    };
+                    eprintln!("VM {name}: {change:?}");
+                    result.map_err(|e| format!("{e:#}"))
+                }
+            }
+        };
+        hook_fns_with_power(
             move |vm: VmCreated| {
                 let (net, hosts, hosts_file) = (net.clone(), hosts.clone(), hosts_file.clone());
                 async move {
@@ -454,6 +484,12 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
                     host.install_k3s_simulator()
                         .await
                         .map_err(|e| format!("{e:#}"))?;
+                    for f in crate::first_boot::write_files(vm.custom_data.as_deref().unwrap_or(""))
+                    {
+                        host.write_file(&f.path, f.content.as_bytes(), f.mode)
+                            .await
+                            .map_err(|e| format!("{e:#}"))?;
+                    }
                     let mut n = net.lock().await;
                     let host = n.adopt(host).map_err(|e| format!("{e:#}"))?;
                     let entry = HostEntry {
@@ -483,6 +519,7 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
                 }
             },
             released,
+            power,
         )
     };
 

@@ -46,23 +46,29 @@ fn generate(comment: &str) -> Result<KeyPair, StepError> {
 /// a site file), the same for every run of the site, so a later run finds the keys of the
 /// resources an earlier run created.
 pub fn dir(cx: &StepContext) -> PathBuf {
+    site_dir(cx).join(safe_name(&cx.step_id))
+}
+
+/// The directory of every step's keys of the run's site: `.siteflow/keys/{site}`.
+pub fn site_dir(cx: &StepContext) -> PathBuf {
     let owner = cx.site.clone().unwrap_or_else(|| "_nosite".to_string());
-    let safe = |s: &str| {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect::<String>()
-    };
     cx.working_dir
         .join(".siteflow")
         .join("keys")
-        .join(safe(&owner))
-        .join(safe(&cx.step_id))
+        .join(safe_name(&owner))
+}
+
+/// A site or step id as a directory name.
+fn safe_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Reads a stored key of this step (`admin`, `host`), if there is one.

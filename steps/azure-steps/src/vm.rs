@@ -98,6 +98,9 @@ pub struct VmInput {
     pub public_ip_id: Option<String>,
     /// cloud-init user data (plain text; sent base64).
     pub custom_data: Option<String>,
+    /// Azure file shares to mount (CIFS) through cloud-init.
+    #[serde(default)]
+    pub file_shares: Vec<crate::mounts::FileShareMount>,
     /// A system-assigned managed identity.
     #[serde(default = "yes")]
     pub managed_identity: bool,
@@ -147,23 +150,43 @@ fn indent(text: &str, by: &str) -> String {
     text.lines().map(|l| format!("{by}{l}\n")).collect()
 }
 
-/// cloud-init installing the host key, merged with the user's data as MIME multipart.
-pub(crate) fn user_data(host: &keys::KeyPair, user: Option<&str>) -> String {
+/// cloud-init installing the host key, merged with the user's data and the file share mounts
+/// as MIME multipart.
+pub(crate) fn user_data(
+    host: &keys::KeyPair,
+    user: Option<&str>,
+    mounts: &[crate::mounts::FileShareMount],
+) -> String {
     let ours = format!(
         "#cloud-config\nssh_deletekeys: true\nssh_genkeytypes: []\nssh_keys:\n  ed25519_private: |\n{}  ed25519_public: {}\n",
         indent(host.private.expose(), "    "),
         host.public
     );
-    let Some(user) = user else { return ours };
-    let user_type = if user.starts_with("#!") {
-        "text/x-shellscript"
-    } else {
-        "text/cloud-config"
-    };
+    let mounts = crate::mounts::cloud_config(mounts);
+    if user.is_none() && mounts.is_none() {
+        return ours;
+    }
     let b = "==SITEFLOW-BOUNDARY==";
-    format!(
-        "Content-Type: multipart/mixed; boundary=\"{b}\"\nMIME-Version: 1.0\n\n--{b}\nContent-Type: text/cloud-config; charset=\"us-ascii\"\n\n{ours}\n--{b}\nContent-Type: {user_type}; charset=\"us-ascii\"\n\n{user}\n--{b}--\n"
-    )
+    let part = |ty: &str, body: &str| {
+        format!("--{b}\nContent-Type: {ty}; charset=\"us-ascii\"\n\n{body}\n")
+    };
+    let mut out = format!(
+        "Content-Type: multipart/mixed; boundary=\"{b}\"\nMIME-Version: 1.0\n\n{}",
+        part("text/cloud-config", &ours)
+    );
+    if let Some(user) = user {
+        let user_type = if user.starts_with("#!") {
+            "text/x-shellscript"
+        } else {
+            "text/cloud-config"
+        };
+        out.push_str(&part(user_type, user));
+    }
+    if let Some(m) = mounts {
+        out.push_str(&part("text/cloud-config", &m));
+    }
+    out.push_str(&format!("--{b}--\n"));
+    out
 }
 
 fn urls(client: &ArmClient, input: &VmInput) -> (String, String) {
@@ -220,8 +243,11 @@ fn vm_body(
     if let Some(t) = &input.os_disk_type {
         os_disk["managedDisk"] = json!({"storageAccountType": t});
     }
-    let custom = base64::engine::general_purpose::STANDARD
-        .encode(user_data(host, input.custom_data.as_deref()));
+    let custom = base64::engine::general_purpose::STANDARD.encode(user_data(
+        host,
+        input.custom_data.as_deref(),
+        &input.file_shares,
+    ));
     let mut props = json!({
         "hardwareProfile": {"vmSize": input.size},
         "storageProfile": {"imageReference": input.image, "osDisk": os_disk},
@@ -362,6 +388,7 @@ impl Step for VmStep {
                 "eviction_policy needs `spot: true` and is Deallocate or Delete",
             ));
         }
+        crate::mounts::validate_all(&input.file_shares)?;
         if let Some(k) = &input.ssh_public_key
             && !k.trim_start().starts_with("ssh-")
             && !k.trim_start().starts_with("ecdsa-")

@@ -64,6 +64,19 @@ pub struct VmssInput {
     pub subnet_id: String,
     /// cloud-init user data (plain text; sent base64).
     pub custom_data: Option<String>,
+    /// Azure file shares to mount (CIFS) on every instance through cloud-init.
+    #[serde(default)]
+    pub file_shares: Vec<crate::mounts::FileShareMount>,
+    /// Spot instances (priority Spot; evicted when Azure needs the capacity back).
+    #[serde(default)]
+    pub spot: bool,
+    /// What an eviction does to a spot instance: `Deallocate` (default) or `Delete`.
+    pub eviction_policy: Option<String>,
+    /// The most to pay per hour for a spot instance, in US dollars; -1 (default): up to the
+    /// on-demand price, never evicted for price.
+    pub max_price: Option<f64>,
+    /// OS disk size in GB (default: the image's; seed 003 uses 32, an S4 disk).
+    pub os_disk_size_gb: Option<u32>,
     /// Extra tags.
     #[serde(default)]
     pub tags: Tags,
@@ -170,10 +183,29 @@ fn body(
         },
     });
     // Every instance gets the same host key from cloud-init (so SSH can pin it).
-    os["customData"] = json!(
-        base64::engine::general_purpose::STANDARD
-            .encode(crate::vm::user_data(host, input.custom_data.as_deref()))
-    );
+    os["customData"] = json!(base64::engine::general_purpose::STANDARD.encode(
+        crate::vm::user_data(host, input.custom_data.as_deref(), &input.file_shares)
+    ));
+    let mut os_disk = json!({"createOption": "FromImage"});
+    if let Some(gb) = input.os_disk_size_gb {
+        os_disk["diskSizeGB"] = json!(gb);
+    }
+    let mut profile = json!({
+        "osProfile": os,
+        "storageProfile": {"imageReference": input.image, "osDisk": os_disk},
+        "networkProfile": {"networkInterfaceConfigurations": [{
+            "name": format!("{}-nic", input.name),
+            "properties": {"primary": true, "ipConfigurations": [{
+                "name": "ipconfig1",
+                "properties": {"subnet": {"id": input.subnet_id}, "primary": true},
+            }]},
+        }]},
+    });
+    if input.spot {
+        profile["priority"] = json!("Spot");
+        profile["evictionPolicy"] = json!(input.eviction_policy.as_deref().unwrap_or("Deallocate"));
+        profile["billingProfile"] = json!({"maxPrice": input.max_price.unwrap_or(-1.0)});
+    }
     json!({
         "location": input.location,
         "tags": tags,
@@ -183,17 +215,7 @@ fn body(
             "scaleInPolicy": {"rules": [input.scale_in_policy]},
             "upgradePolicy": {"mode": "Manual"},
             "overprovision": false,
-            "virtualMachineProfile": {
-                "osProfile": os,
-                "storageProfile": {"imageReference": input.image, "osDisk": {"createOption": "FromImage"}},
-                "networkProfile": {"networkInterfaceConfigurations": [{
-                    "name": format!("{}-nic", input.name),
-                    "properties": {"primary": true, "ipConfigurations": [{
-                        "name": "ipconfig1",
-                        "properties": {"subnet": {"id": input.subnet_id}, "primary": true},
-                    }]},
-                }]},
-            },
+            "virtualMachineProfile": profile,
         },
     })
 }
@@ -313,6 +335,40 @@ impl Step for VmssStep {
                 "capacity is at most 1000",
             ));
         }
+        if !input.spot && (input.eviction_policy.is_some() || input.max_price.is_some()) {
+            return Err(StepError::permanent(
+                "InvalidInput",
+                "eviction_policy and max_price need `spot: true`",
+            ));
+        }
+        if let Some(p) = &input.eviction_policy
+            && p != "Deallocate"
+            && p != "Delete"
+        {
+            return Err(StepError::permanent(
+                "InvalidInput",
+                format!("eviction_policy is Deallocate or Delete, not `{p}`"),
+            ));
+        }
+        if let Some(m) = input.max_price
+            && m != -1.0
+            && m <= 0.0
+        {
+            return Err(StepError::permanent(
+                "InvalidInput",
+                "max_price is -1 (up to the on-demand price) or a price above 0",
+            ));
+        }
+        if input
+            .os_disk_size_gb
+            .is_some_and(|gb| !(30..=4095).contains(&gb))
+        {
+            return Err(StepError::permanent(
+                "InvalidInput",
+                "os_disk_size_gb is between 30 (the image's disk) and 4095",
+            ));
+        }
+        crate::mounts::validate_all(&input.file_shares)?;
         if input
             .ssh_public_key
             .as_ref()

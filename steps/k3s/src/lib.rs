@@ -11,6 +11,7 @@ mod host;
 mod install;
 mod issuer;
 mod kubeconfig;
+mod kubeconfig_forget;
 mod nodes;
 mod ready;
 mod registries;
@@ -57,5 +58,6 @@ pub fn steps_with_pool(pool: StepPool) -> Vec<Arc<dyn DynStep>> {
         Arc::new(K3sDrain::new(pool.clone())),
         Arc::new(K3sPruneNodes::new(pool.clone())),
         Arc::new(K3sUninstall::new(pool)),
+        Arc::new(kubeconfig_forget::K3sKubeconfigForget),
     ]
 }

@@ -133,3 +133,28 @@ pub fn default_merge_target() -> PathBuf {
         .unwrap_or_default();
     home.join(".kube").join("config")
 }
+
+/// Runs `change` on the kubeconfig at `path` holding its `<path>.lock` (the lock
+/// [`merge_locked`] takes); writes the result when it returns `Some`.
+pub fn update_locked(
+    path: &Path,
+    change: impl FnOnce(Option<Value>) -> Option<Value>,
+) -> Result<(), StepError> {
+    let fail = |e: std::io::Error| {
+        StepError::retryable(
+            "KubeconfigUnwritable",
+            format!("lock {}: {e}", path.display()),
+        )
+    };
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_extension("lock"))
+        .map_err(fail)?;
+    lock.lock().map_err(fail)?;
+    match change(read_yaml(path)?) {
+        Some(v) => write_yaml(path, &v),
+        None => Ok(()),
+    }
+}

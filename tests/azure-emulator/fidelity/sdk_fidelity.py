@@ -49,6 +49,8 @@ from azure.mgmt.network.models import (
     VirtualNetwork,
 )
 from azure.mgmt.resource.resources import ResourceManagementClient
+from azure.mgmt.storage import StorageManagementClient
+from azure.mgmt.storage.models import FileShare, Sku, StorageAccountCreateParameters
 from azure.mgmt.resource.resources.models import ResourceGroup
 
 BASE = os.environ["EMULATOR_BASE_URL"].rstrip("/")
@@ -370,6 +372,46 @@ except HttpResponseError as e:
 aks.agent_pools.begin_delete(RG, "aks1", "apps", **POLL).result()
 aks.managed_clusters.begin_delete(RG, "aks1", **POLL).result()
 step("aks managed cluster + agent pool + credentials (azure-mgmt-containerservice)")
+# Storage (azure-mgmt-storage 25.3, its default api-version): the account create is an LRO
+# (202 + Location), listKeys gives two keys, shares are synchronous, names are global.
+storage = StorageManagementClient(cred, SUB, **common)
+acct = storage.storage_accounts.begin_create(
+    RG,
+    "fidelityfiles",
+    StorageAccountCreateParameters(
+        location=LOC, kind="StorageV2", sku=Sku(name="Standard_LRS"),
+        allow_shared_key_access=True, minimum_tls_version="TLS1_2",
+    ),
+    **POLL,
+).result()
+check(acct.provisioning_state == "Succeeded", f"account state {acct.provisioning_state}")
+check(acct.primary_endpoints.file == "https://fidelityfiles.file.core.windows.net/", f"file endpoint {acct.primary_endpoints.file}")
+check(acct.sku.tier == "Standard" and acct.minimum_tls_version == "TLS1_2", f"account: {acct.as_dict()}")
+got = storage.storage_accounts.get_properties(RG, "fidelityfiles")
+check(got.allow_shared_key_access is True, "allowSharedKeyAccess kept")
+# `keys` is also Mapping.keys on the SDK's models: read the wire field.
+keys = storage.storage_accounts.list_keys(RG, "fidelityfiles")["keys"]
+check(len(keys) == 2 and keys[0]["keyName"] == "key1" and len(keys[0]["value"]) == 88, "two account keys")
+share = storage.file_shares.create(RG, "fidelityfiles", "data", FileShare(share_quota=100))
+check(share.share_quota == 100 and share.name == "data", f"share: {share.as_dict()}")
+check(storage.file_shares.get(RG, "fidelityfiles", "data").share_quota == 100, "share get")
+resources.resource_groups.create_or_update("rg-fidelity-other", ResourceGroup(location=LOC))
+try:
+    storage.storage_accounts.begin_create(
+        "rg-fidelity-other", "fidelityfiles",
+        StorageAccountCreateParameters(location=LOC, kind="StorageV2", sku=Sku(name="Standard_LRS")), **POLL,
+    ).result()
+    check(False, "a taken account name was accepted")
+except HttpResponseError as e:
+    check(e.status_code == 409 and e.error.code == "StorageAccountAlreadyTaken", f"taken: {e.status_code} {e.error and e.error.code}")
+storage.file_shares.delete(RG, "fidelityfiles", "data")
+storage.storage_accounts.delete(RG, "fidelityfiles")
+try:
+    storage.storage_accounts.get_properties(RG, "fidelityfiles")
+    check(False, "account still there")
+except ResourceNotFoundError:
+    pass
+step("storage account (LRO), listKeys, file share, global names, delete")
 
 compute.virtual_machines.begin_delete(RG, "vm1", **POLL).result()
 try:

@@ -105,6 +105,8 @@ impl Default for EmulatorConfig {
                 "Microsoft.Resources".into(),
                 "Microsoft.Network".into(),
                 "Microsoft.Compute".into(),
+                // Registered on new subscriptions by default, as in Azure.
+                "Microsoft.Storage".into(),
             ],
             provider_registration_secs: 20.0,
             registration_propagation_secs: 10.0,

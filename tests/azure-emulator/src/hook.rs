@@ -40,6 +40,21 @@ pub struct VmBacking {
     pub public_ip: Option<IpAddr>,
 }
 
+/// A power action on a backed VM (or scale-set instance), as Compute's POST actions name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerChange {
+    /// `powerOff`: the host stops (the VM stays allocated).
+    PowerOff,
+    /// `deallocate`: the host stops (and the VM is deallocated).
+    Deallocate,
+    /// `start`: the host starts.
+    Start,
+    /// `restart`: the host stops and starts again.
+    Restart,
+    /// `reimage`: the OS disk goes back to the image; the VM runs afterwards.
+    Reimage,
+}
+
 /// Called when a VM is created; the create operation finishes once this returns.
 /// An `Err` makes the operation end `Failed` with code `VMProvisioningFailed`.
 pub trait VmBackingHook: Send + Sync + 'static {
@@ -54,11 +69,71 @@ pub trait VmBackingHook: Send + Sync + 'static {
     fn vm_deleted(&self, _resource_id: String) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async {})
     }
+
+    /// Called when a power action on a VM (or scale-set instance) the hook backed runs; the
+    /// action's operation finishes once this returns, and fails on an `Err`. By default
+    /// nothing happens.
+    fn vm_power(
+        &self,
+        _resource_id: String,
+        _change: PowerChange,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 struct FnHook<F>(F);
 
 struct FnHooks<F, D>(F, D);
+
+struct PowerHooks<F, D, P>(F, D, P);
+
+impl<F, Fut, D, DFut, P, PFut> VmBackingHook for PowerHooks<F, D, P>
+where
+    F: Fn(VmCreated) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<VmBacking, String>> + Send + 'static,
+    D: Fn(String) -> DFut + Send + Sync + 'static,
+    DFut: Future<Output = ()> + Send + 'static,
+    P: Fn(String, PowerChange) -> PFut + Send + Sync + 'static,
+    PFut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    fn vm_created(
+        &self,
+        vm: VmCreated,
+    ) -> Pin<Box<dyn Future<Output = Result<VmBacking, String>> + Send + '_>> {
+        Box::pin((self.0)(vm))
+    }
+
+    fn vm_deleted(&self, resource_id: String) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin((self.1)(resource_id))
+    }
+
+    fn vm_power(
+        &self,
+        resource_id: String,
+        change: PowerChange,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin((self.2)(resource_id, change))
+    }
+}
+
+/// Wraps three async closures as a [`VmBackingHook`]: one backs created VMs, one releases
+/// deleted ones, one carries out power actions on their hosts.
+pub fn hook_fns_with_power<F, Fut, D, DFut, P, PFut>(
+    created: F,
+    deleted: D,
+    power: P,
+) -> Arc<dyn VmBackingHook>
+where
+    F: Fn(VmCreated) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<VmBacking, String>> + Send + 'static,
+    D: Fn(String) -> DFut + Send + Sync + 'static,
+    DFut: Future<Output = ()> + Send + 'static,
+    P: Fn(String, PowerChange) -> PFut + Send + Sync + 'static,
+    PFut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    Arc::new(PowerHooks(created, deleted, power))
+}
 
 impl<F, Fut, D, DFut> VmBackingHook for FnHooks<F, D>
 where

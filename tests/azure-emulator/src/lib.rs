@@ -41,8 +41,8 @@ mod token;
 pub use config::{EmulatorConfig, GraphServicePrincipal, ServicePrincipal};
 pub use faults::{Fault, FaultControl, FaultRule, WriteLimit};
 pub use hook::{
-    ClusterBacking, ClusterBackingHook, ManagedClusterSpec, PoolSpec, VmBacking, VmBackingHook,
-    VmCreated, hook_fn, hook_fns,
+    ClusterBacking, ClusterBackingHook, ManagedClusterSpec, PoolSpec, PowerChange, VmBacking,
+    VmBackingHook, VmCreated, hook_fn, hook_fns, hook_fns_with_power,
 };
 pub use log::{LogEntry, RequestLog};
 pub use server::{Emulator, EmulatorBuilder, EmulatorHandle};

@@ -49,6 +49,9 @@ pub(crate) struct Operation {
     pub(crate) api_version: String,
     /// Status URL under the resource (extensions, flux) instead of the location.
     pub(crate) status_under_resource: bool,
+    /// Power actions: the VMs or scale-set instances (resource keys) whose power state the
+    /// action sets when it succeeds, each with the state it goes back to if the action fails.
+    pub(crate) targets: Vec<(String, &'static str)>,
 }
 
 impl Operation {

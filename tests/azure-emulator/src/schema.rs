@@ -22,6 +22,7 @@ pub(crate) enum SchemaFile {
     Authorization,
     Msi,
     ContainerService,
+    Storage,
 }
 
 impl SchemaFile {
@@ -43,6 +44,7 @@ impl SchemaFile {
             Self::ContainerService => {
                 include_str!("../schemas/schema-containerservice-2026-08-01.json")
             }
+            Self::Storage => include_str!("../schemas/schema-storage-2026-09-01.json"),
         }
     }
 
@@ -51,7 +53,8 @@ impl SchemaFile {
     }
 
     fn parsed(self) -> &'static Value {
-        static CELLS: [OnceLock<Value>; 10] = [
+        static CELLS: [OnceLock<Value>; 11] = [
+            OnceLock::new(),
             OnceLock::new(),
             OnceLock::new(),
             OnceLock::new(),

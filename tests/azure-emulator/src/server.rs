@@ -108,6 +108,25 @@ impl Shared {
         }
     }
 
+    /// Runs the VM hook's power action for `job`; the operation waits for it.
+    pub(crate) fn spawn_power(self: &Arc<Self>, job: crate::arm::state::PowerJob) {
+        let hook = self.hook.read().ok().and_then(|h| h.clone());
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = match hook {
+                Some(h) => h.vm_power(job.resource_id, job.change).await,
+                None => Ok(()),
+            };
+            let mut st = shared.lock_arm();
+            if let Some(op) = st.ops.get_mut(&job.op_id) {
+                if let Err(e) = result {
+                    op.hook_error = Some(e);
+                }
+                op.hooks_pending = op.hooks_pending.saturating_sub(1);
+            }
+        });
+    }
+
     /// Runs the VM hook for `job` and records its result on the operation.
     pub(crate) fn spawn_hook(self: &Arc<Self>, job: HookJob) {
         let hook = self.hook.read().ok().and_then(|h| h.clone());

@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use super::kinds::{self, Kind};
 use super::path::ResPath;
 use super::rp::{base_body, new_op, not_found, visible};
-use super::state::{ArmState, HookJob, HookWhat, Resource, key};
+use super::state::{ArmState, HookJob, HookWhat, PowerJob, Resource, key};
 use super::{ArmError, Ctx, list_body};
-use crate::hook::{VmBacking, VmCreated};
+use crate::hook::{PowerChange, VmBacking, VmCreated};
 use crate::http::Resp;
 use crate::lro::{OpAction, add_retry_after};
 
@@ -45,6 +45,13 @@ pub(super) fn prepare(
         )
         .target("vmSize"));
     }
+    let profile = if kind.ty == VMS {
+        "/properties"
+    } else {
+        "/properties/virtualMachineProfile"
+    };
+    check_priority(&mut b, profile)?;
+    check_os_disk_size(&b, profile)?;
     let old = existing.map(|r| r.body.clone()).unwrap_or(json!({}));
     super::rp::system_identity(ctx, &mut b, &old);
     let props = b["properties"].as_object_mut().expect("object");
@@ -141,6 +148,87 @@ pub(super) fn prepare(
         }
     }
     Ok(b)
+}
+
+/// The smallest OS disk the emulator's images have (GB): Ubuntu's marketplace images are 30 GB.
+const IMAGE_DISK_GB: u64 = 30;
+/// The largest OS disk Compute accepts (GB).
+const MAX_OS_DISK_GB: u64 = 4095;
+
+/// Spot rules of Compute: `evictionPolicy` and `billingProfile.maxPrice` only with Spot (or
+/// Low) priority; maxPrice is -1 (pay up to the on-demand price) or a positive price; a Spot
+/// VM without an eviction policy gets `Deallocate`, as Compute defaults it.
+fn check_priority(b: &mut Value, profile: &str) -> Result<(), ArmError> {
+    let Some(p) = b.pointer_mut(profile).and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    let spot = p
+        .get("priority")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.eq_ignore_ascii_case("Spot") || v.eq_ignore_ascii_case("Low"));
+    let invalid = |target: &str, message: String| {
+        ArmError::new(StatusCode::BAD_REQUEST, "InvalidParameter", message).target(target)
+    };
+    if !spot {
+        if p.get("evictionPolicy").is_some_and(|v| !v.is_null()) {
+            return Err(invalid(
+                "evictionPolicy",
+                "Eviction policy can be set only on Azure Spot Virtual Machines. Please set the priority to 'Spot' or remove the eviction policy.".into(),
+            ));
+        }
+        if p.get("billingProfile")
+            .and_then(|bp| bp.get("maxPrice"))
+            .is_some_and(|v| !v.is_null())
+        {
+            return Err(invalid(
+                "billingProfile.maxPrice",
+                "Max price can be set only on Azure Spot Virtual Machines. Please set the priority to 'Spot' or remove the max price.".into(),
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(max) = p.get("billingProfile").and_then(|bp| bp.get("maxPrice")) {
+        let ok = max.as_f64().is_some_and(|m| m == -1.0 || m > 0.0);
+        if !ok && !max.is_null() {
+            return Err(invalid(
+                "billingProfile.maxPrice",
+                format!(
+                    "The value {max} of parameter 'billingProfile.maxPrice' is invalid. Allowed values are -1 or a decimal greater than zero."
+                ),
+            ));
+        }
+    }
+    p.entry("evictionPolicy").or_insert(json!("Deallocate"));
+    Ok(())
+}
+
+/// `osDisk.diskSizeGB`: at least the image's disk, at most 4095 GB.
+fn check_os_disk_size(b: &Value, profile: &str) -> Result<(), ArmError> {
+    let Some(size) = b.pointer(&format!("{profile}/storageProfile/osDisk/diskSizeGB")) else {
+        return Ok(());
+    };
+    let Some(gb) = size.as_u64() else {
+        return Ok(());
+    };
+    if gb < IMAGE_DISK_GB {
+        return Err(ArmError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            format!(
+                "The specified disk size {gb} GB is smaller than the size of the corresponding disk in the VM image: {IMAGE_DISK_GB} GB. This is not allowed. Please choose equal or greater size or do not specify an explicit size."
+            ),
+        )
+        .target("osDisk.diskSizeGB"));
+    }
+    if gb > MAX_OS_DISK_GB {
+        return Err(ArmError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameter",
+            format!("The value {gb} of parameter 'osDisk.diskSizeGB' is out of range. Value must be between 1 and {MAX_OS_DISK_GB}."),
+        )
+        .target("osDisk.diskSizeGB"));
+    }
+    Ok(())
 }
 
 fn decode_custom_data(body: &Value) -> Option<String> {
@@ -517,10 +605,13 @@ pub(super) fn action(
     if a == "instanceview" && ctx.req.method == Method::GET {
         return Ok(Resp::json(StatusCode::OK, &instance_view(r)));
     }
-    let power = match (ctx.req.method.clone(), a.as_str()) {
-        (Method::POST, "start" | "restart" | "redeploy" | "reimage") => "running",
-        (Method::POST, "poweroff") => "stopped",
-        (Method::POST, "deallocate") => "deallocated",
+    let (power, change) = match (ctx.req.method.clone(), a.as_str()) {
+        (Method::POST, "start") => ("running", Some(PowerChange::Start)),
+        (Method::POST, "restart") => ("running", Some(PowerChange::Restart)),
+        (Method::POST, "reimage" | "reimageall") => ("running", Some(PowerChange::Reimage)),
+        (Method::POST, "redeploy") => ("running", None),
+        (Method::POST, "poweroff") => ("stopped", Some(PowerChange::PowerOff)),
+        (Method::POST, "deallocate") => ("deallocated", Some(PowerChange::Deallocate)),
         _ => {
             return Err(ArmError::new(
                 StatusCode::NOT_FOUND,
@@ -542,7 +633,14 @@ pub(super) fn action(
         .and_then(Value::as_str)
         .unwrap_or("eastus")
         .to_string();
-    let op = new_op(
+    // The VMs the action acts on: the VM, or the scale set's instances (all, or the
+    // `instanceIds` of the body, as VirtualMachineScaleSetVMInstanceIDs).
+    let targets: Vec<String> = if kind.ty == VMSS {
+        scale_set_targets(ctx, st, rkey, &p.names[0])?
+    } else {
+        vec![rkey.to_string()]
+    };
+    let mut op = new_op(
         ctx,
         &p.sub,
         "Microsoft.Compute",
@@ -558,15 +656,24 @@ pub(super) fn action(
         r.op = Some(op.id.clone());
         r.set_provisioning_state("Updating");
     }
-    if kind.ty == VMSS {
-        let instances: Vec<String> = st
-            .children_of(rkey, INSTANCES)
-            .map(|i| key(&i.id))
-            .collect();
-        for k in instances {
-            if let Some(i) = st.resources.get_mut(&k) {
-                i.power_state = power;
-            }
+    for t in &targets {
+        let Some(i) = st.resources.get_mut(t) else {
+            continue;
+        };
+        op.targets.push((t.clone(), i.power_state));
+        i.power_state = transition(power, change);
+        // The backing host follows: stopped on powerOff/deallocate, started on start, ...
+        if let Some(change) = change
+            && ctx.hook_set
+            && st.backings.contains_key(t)
+        {
+            let resource_id = i.id.clone();
+            op.hooks_pending += 1;
+            st.pending_power.push(PowerJob {
+                op_id: op.id.clone(),
+                resource_id,
+                change,
+            });
         }
     }
     let mut resp = Resp::empty(StatusCode::ACCEPTED)
@@ -578,6 +685,90 @@ pub(super) fn action(
     add_retry_after(&mut resp, op.remaining(ctx.now), ctx.shared.wait_hint);
     st.ops.insert(op.id.clone(), op);
     Ok(resp)
+}
+
+/// The power state an instance view shows while an action runs (`PowerState/stopping`, ...).
+fn transition(power: &'static str, change: Option<PowerChange>) -> &'static str {
+    match (power, change) {
+        ("stopped", _) => "stopping",
+        ("deallocated", _) => "deallocating",
+        (_, Some(PowerChange::Start | PowerChange::Restart | PowerChange::Reimage)) => "starting",
+        (p, _) => p,
+    }
+}
+
+/// The instance keys a scale-set action targets: every instance, or the body's `instanceIds`
+/// (each must be an instance of the set).
+fn scale_set_targets(
+    ctx: &Ctx<'_>,
+    st: &ArmState,
+    rkey: &str,
+    vmss_name: &str,
+) -> Result<Vec<String>, ArmError> {
+    let all: Vec<(String, String)> = st
+        .children_of(rkey, INSTANCES)
+        .map(|i| {
+            (
+                i.body
+                    .get("instanceId")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                key(&i.id),
+            )
+        })
+        .collect();
+    let wanted: Option<Vec<String>> = if ctx.req.body.is_empty() {
+        None
+    } else {
+        let body: Value = serde_json::from_slice(&ctx.req.body)
+            .map_err(|e| ArmError::invalid_content(e.to_string()))?;
+        match body.get("instanceIds") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(ids)) => Some(
+                ids.iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        ArmError::new(
+                            StatusCode::BAD_REQUEST,
+                            "InvalidParameter",
+                            "instanceIds must be an array of strings.",
+                        )
+                        .target("instanceIds")
+                    })?,
+            ),
+            Some(_) => {
+                return Err(ArmError::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidParameter",
+                    "instanceIds must be an array of strings.",
+                )
+                .target("instanceIds"));
+            }
+        }
+    };
+    let Some(wanted) = wanted else {
+        return Ok(all.into_iter().map(|(_, k)| k).collect());
+    };
+    wanted
+        .iter()
+        .map(|w| {
+            all.iter()
+                .find(|(iid, _)| iid == w)
+                .map(|(_, k)| k.clone())
+                .ok_or_else(|| {
+                    ArmError::new(
+                        StatusCode::BAD_REQUEST,
+                        "InvalidParameter",
+                        format!(
+                            "The provided instanceId {w} is not an active Virtual Machine Scale Set VM instanceId of '{vmss_name}'."
+                        ),
+                    )
+                    .target("instanceIds")
+                })
+        })
+        .collect()
 }
 
 /// `virtualMachineScaleSets/{n}/networkInterfaces` and

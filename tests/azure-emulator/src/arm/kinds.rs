@@ -15,6 +15,8 @@ pub(crate) enum Family {
     Authorization,
     /// Microsoft.ManagedIdentity (synchronous).
     ManagedIdentity,
+    /// Microsoft.Storage (`storage.rs`: its own request flow).
+    Storage,
 }
 
 /// Headers on a long-running PUT/PATCH/DELETE.
@@ -193,6 +195,19 @@ pub(crate) const MSI_VERSIONS: &[&str] = &[
     "2026-04-30",
     "2026-05-31",
 ];
+/// Microsoft.Storage: the published stable range, up to azure-mgmt-storage 25.3's default.
+pub(crate) const STORAGE_VERSIONS: &[&str] = &[
+    "2016-01-01",
+    "2019-06-01",
+    "2021-09-01",
+    "2022-09-01",
+    "2023-01-01",
+    "2023-05-01",
+    "2024-01-01",
+    "2025-01-01",
+    "2025-06-01",
+    "2026-09-01",
+];
 /// Microsoft.Resources: resource groups and providers (old versions too: azure-mgmt-core
 /// auto-registration uses 2016-02-01, az 2.91 uses 2024-11-01).
 pub(crate) const RESOURCES_VERSIONS: &[&str] = &[
@@ -284,6 +299,27 @@ const fn compute(ty: &'static str, root: Option<&'static str>, read_only: bool) 
         duration_factor: 1.5,
         tracked: !read_only,
         read_only,
+    }
+}
+
+const fn storage(ty: &'static str, root: Option<&'static str>, tracked: bool) -> Kind {
+    Kind {
+        ty,
+        api_versions: STORAGE_VERSIONS,
+        schema: match root {
+            Some(r) => Some((SchemaFile::Storage, r)),
+            None => None,
+        },
+        patch_schema: None,
+        family: Family::Storage,
+        // Storage answers a create with 202 and `Location` only (storage.rs sends it).
+        put_headers: LroHeaders::AsyncOperation,
+        delete_async_header: false,
+        patch: PatchStyle::SyncTags,
+        create_stages: &["Creating", "ResolvingDNS"],
+        duration_factor: 0.5,
+        tracked,
+        read_only: false,
     }
 }
 
@@ -396,6 +432,21 @@ pub(crate) static KINDS: &[Kind] = &[
         tracked: false,
         read_only: false,
     },
+    storage(
+        "Microsoft.Storage/storageAccounts",
+        Some("StorageAccountCreateParameters"),
+        true,
+    ),
+    storage(
+        "Microsoft.Storage/storageAccounts/fileServices",
+        None,
+        false,
+    ),
+    storage(
+        "Microsoft.Storage/storageAccounts/fileServices/shares",
+        Some("FileShare"),
+        false,
+    ),
 ];
 
 /// A type served synchronously by its own module (no operation, no provisioning stages).
@@ -471,6 +522,7 @@ pub(crate) const NAMESPACES: &[(&str, &[&str])] = &[
     ("Microsoft.KeyVault", &["vaults"]),
     ("Microsoft.ManagedIdentity", &[]),
     ("Microsoft.ContainerService", &[]),
+    ("Microsoft.Storage", &[]),
 ];
 
 /// The canonical spelling of a known namespace.

@@ -14,6 +14,7 @@ mod path;
 mod resources;
 mod rp;
 pub(crate) mod state;
+mod storage;
 mod vm_size;
 
 use std::sync::Arc;
@@ -267,7 +268,7 @@ fn serve(shared: &Arc<Shared>, req: &Req, route: &Route) -> Resp {
         hook_set,
         cluster_hook_set: shared.cluster_hook_is_set(),
     };
-    let (mut resp, jobs, released) = {
+    let (mut resp, jobs, released, power) = {
         let mut st = shared.lock_arm();
         st.advance(ctx.now, &shared.advance_ctx());
         let resp = dispatch(&ctx, &mut st, route).unwrap_or_else(ArmError::into_resp);
@@ -275,8 +276,12 @@ fn serve(shared: &Arc<Shared>, req: &Req, route: &Route) -> Resp {
             resp,
             std::mem::take(&mut st.pending_hooks),
             std::mem::take(&mut st.released),
+            std::mem::take(&mut st.pending_power),
         )
     };
+    for job in power {
+        shared.spawn_power(job);
+    }
     for job in jobs {
         shared.spawn_hook(job);
     }

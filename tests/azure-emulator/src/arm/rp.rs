@@ -8,7 +8,9 @@ use super::kinds::{self, Family, Kind, LroHeaders, PatchStyle};
 use super::path::ResPath;
 use super::resources::{parse_body, status_resp};
 use super::state::{ArmState, Resource, key};
-use super::{ArmError, Ctx, aks, authorization, compute, kubernetes, list_body, msi, network};
+use super::{
+    ArmError, Ctx, aks, authorization, compute, kubernetes, list_body, msi, network, storage,
+};
 use crate::clock::rfc3339_now;
 use crate::http::Resp;
 use crate::lro::{OpAction, Operation, add_retry_after};
@@ -59,6 +61,7 @@ pub(super) fn new_op(
         end_wall: None,
         api_version: api_version.to_string(),
         status_under_resource: false,
+        targets: Vec::new(),
     }
 }
 
@@ -146,6 +149,9 @@ pub(super) fn handle(ctx: &Ctx<'_>, st: &mut ArmState, p: &ResPath) -> Result<Re
             return Err(method_not_allowed(ctx));
         }
         return msi::handle(ctx, st, p, kind);
+    }
+    if kind.family == Family::Storage {
+        return storage::handle(ctx, st, p, kind, &api_version);
     }
     let id = p.id_with(kind, &p.names);
     let rkey = key(&id);
@@ -252,6 +258,7 @@ pub(super) fn render(ctx: &Ctx<'_>, st: &ArmState, r: &Resource) -> Value {
         Family::Cluster | Family::K8sConfig => kubernetes::render(r),
         Family::Aks => aks::render(r),
         Family::Authorization | Family::ManagedIdentity => r.body.clone(),
+        Family::Storage => storage::render(r),
     }
 }
 
@@ -349,7 +356,9 @@ fn put(
         Family::K8sConfig => kubernetes::prepare_config(ctx, st, p, kind, id, body, existing)?,
         Family::Aks => aks::prepare(ctx, st, p, kind, id, body, existing)?,
         // Served by their own modules before the generic flow.
-        Family::Authorization | Family::ManagedIdentity => return Err(method_not_allowed(ctx)),
+        Family::Authorization | Family::ManagedIdentity | Family::Storage => {
+            return Err(method_not_allowed(ctx));
+        }
     };
     let stages: Vec<&'static str> = if is_new {
         kind.create_stages.to_vec()
@@ -396,7 +405,11 @@ fn put(
         Family::Network => network::after_put(ctx, st, &rkey)?,
         Family::Compute => compute::after_put(ctx, st, &rkey, &op_id, is_new),
         Family::Aks => aks::after_put(ctx, st, &rkey, &op_id),
-        Family::Cluster | Family::K8sConfig | Family::Authorization | Family::ManagedIdentity => {}
+        Family::Cluster
+        | Family::K8sConfig
+        | Family::Authorization
+        | Family::ManagedIdentity
+        | Family::Storage => {}
     }
     let op = st
         .ops

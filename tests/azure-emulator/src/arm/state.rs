@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::kinds::{Family, Kind};
-use crate::hook::{ClusterBacking, ManagedClusterSpec, VmBacking, VmCreated};
+use crate::hook::{ClusterBacking, ManagedClusterSpec, PowerChange, VmBacking, VmCreated};
 use crate::lro::{OpAction, Operation, Outcome};
 
 pub(crate) struct ProviderReg {
@@ -86,6 +86,14 @@ pub(crate) enum HookWhat {
     Cluster(ManagedClusterSpec),
 }
 
+/// A power change to tell the VM hook about once the state lock is released; the operation
+/// waits for it.
+pub(crate) struct PowerJob {
+    pub(crate) op_id: String,
+    pub(crate) resource_id: String,
+    pub(crate) change: PowerChange,
+}
+
 /// Values `advance` needs from the configuration.
 pub(crate) struct AdvanceCtx<'a> {
     pub(crate) registration_propagation: std::time::Duration,
@@ -99,6 +107,10 @@ pub(crate) struct ArmState {
     pub(crate) resources: BTreeMap<String, Resource>,
     pub(crate) ops: HashMap<String, Operation>,
     pub(crate) pending_hooks: Vec<HookJob>,
+    /// Power changes of backed VMs, for the hook.
+    pub(crate) pending_power: Vec<PowerJob>,
+    /// Storage account keys (key1, key2) by account resource key: never in a body.
+    pub(crate) storage_keys: HashMap<String, Value>,
     /// Backed VMs deleted since the last request: their hosts are released after it.
     pub(crate) released: Vec<String>,
     /// Hook results per VM resource key.
@@ -295,7 +307,8 @@ impl ArmState {
                         Family::Network
                         | Family::Authorization
                         | Family::ManagedIdentity
-                        | Family::Aks,
+                        | Family::Aks
+                        | Family::Storage,
                     )
                     | None => {}
                 }
@@ -309,6 +322,16 @@ impl ArmState {
                 }
             }
             OpAction::Action(power) => {
+                let targets = self
+                    .ops
+                    .get(id)
+                    .map(|o| o.targets.clone())
+                    .unwrap_or_default();
+                for (t, before) in targets {
+                    if let Some(r) = self.resources.get_mut(&t) {
+                        r.power_state = if succeeded { power } else { before };
+                    }
+                }
                 if let Some(r) = self.resources.get_mut(&rkey) {
                     r.op = None;
                     if succeeded {

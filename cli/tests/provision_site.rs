@@ -1025,3 +1025,187 @@ fn seed_003_scale_set_agents_scale_out_then_in_draining_departed_nodes() {
         "a run at the same size wrote to ARM"
     );
 }
+
+/// A root console on a sandbox host, through its namespaces (AKS nodes take no SSH login).
+fn on_console(ip: &str, cmd: &str) -> String {
+    let ip: std::net::Ipv4Addr = ip.parse().expect("an IPv4 address");
+    let slot = ip.octets()[2];
+    let index = (0..siteflow_testhosts::layout::MAX_HOSTS)
+        .find(|i| siteflow_testhosts::layout::host_ip(slot, *i) == ip)
+        .expect("a sandbox host's address");
+    let out = Command::new("nsenter")
+        .arg(format!(
+            "--net=/run/netns/{}",
+            siteflow_testhosts::layout::netns(slot, index)
+        ))
+        .arg(format!(
+            "--mount={}",
+            siteflow_testhosts::layout::mnt_pin(slot, index).display()
+        ))
+        .args(["--", "sh", "-c", cmd])
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .output()
+        .expect("nsenter");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The nodes the cluster of this control plane knows: (name, agent pool).
+fn aks_nodes(cp_ip: &str) -> Vec<(String, String)> {
+    let text = on_console(cp_ip, "k3s kubectl get nodes -o json");
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let mut nodes: Vec<(String, String)> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["metadata"]["name"].as_str().unwrap().to_string(),
+                n["metadata"]["labels"]["kubernetes.azure.com/agentpool"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+#[test]
+fn seed_004_aks_cluster_has_real_nodes_scales_its_pool_and_again_changes_nothing() {
+    let sb = Sandbox::new();
+    let _down = Down(&sb);
+    let site = format!("{}/sites/seed-004.yaml", workflows());
+    let (code, out) = siteflow(&sb, &["run", "--site", &site, "--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let aks = step_of(&json_doc(&out), "aks");
+    let issuer = aks["outputs"]["oidc_issuer_url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{aks}"))
+        .to_string();
+    let fic = step_of(&json_doc(&out), "federated-credential");
+    assert_eq!(fic["outputs"]["issuer"], issuer.as_str(), "{fic}");
+
+    // The managed cluster is a real (simulated) cluster: a control plane that is no node, a
+    // node per pool member labelled with its pool, and the AKS issuer as its service-account
+    // issuer.
+    let cp = hosts(&sb)
+        .into_iter()
+        .find(|h| {
+            h["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("aks-controlplane-"))
+        })
+        .expect("a control plane host");
+    let cp_ip = cp["publicIp"].as_str().unwrap().to_string();
+    let nodes = aks_nodes(&cp_ip);
+    let pools: Vec<&str> = nodes.iter().map(|(_, p)| p.as_str()).collect();
+    assert_eq!(pools, ["pool0", "pool1"], "{nodes:?}");
+    assert!(nodes[0].0.starts_with("aks-pool0-") && nodes[0].0.ends_with("-vmss000000"));
+    let args = on_console(
+        &cp_ip,
+        "cat /var/lib/rancher/k3s/server/sim/kube-apiserver-args",
+    );
+    assert!(
+        args.contains(&format!("--service-account-issuer={issuer}")),
+        "{args}"
+    );
+    // Entra ID only: the merged context signs in with kubelogin.
+    let kc = sb.read(".siteflow/kubeconfig");
+    assert!(
+        kc.contains("kubelogin") && kc.contains("capz-managed-aks"),
+        "{kc}"
+    );
+
+    // Again: nothing written to ARM.
+    let before = requests(&sb).len();
+    let (code, out) = siteflow(&sb, &["run", "--site", &site]);
+    assert_eq!(code, 0, "{out}");
+    let writes = arm_writes(&requests(&sb)[before..]);
+    assert!(writes.is_empty(), "{writes:?}");
+
+    // Scale the User pool out: one agentPools PUT, a new node joins; back in: the node is
+    // drained and deleted and its host powered off.
+    for (size, expect) in [(2, 3), (1, 2)] {
+        let before = requests(&sb).len();
+        let set = format!("user_pool_size={size}");
+        let (code, out) = siteflow(&sb, &["run", "--site", &site, "--set", &set]);
+        assert_eq!(code, 0, "{out}");
+        let writes = arm_writes(&requests(&sb)[before..]);
+        assert_eq!(writes.len(), 1, "{writes:?}");
+        assert!(writes[0].starts_with("PUT ") && writes[0].contains("/agentPools/pool1"));
+        assert_eq!(aks_nodes(&cp_ip).len(), expect);
+    }
+    assert!(
+        !hosts(&sb).iter().any(|h| h["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("-vmss000001"))),
+        "the departed node's host is still listed"
+    );
+
+    // Without Entra ID, the admin credential works against the cluster's API server (its
+    // CA, its token), and the token is in neither the state database nor the emulator's log.
+    let (code, out) = siteflow(
+        &sb,
+        &[
+            "run",
+            "--site",
+            &site,
+            "--set",
+            "name=plain-aks",
+            "--set",
+            "aad_admin_group=",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let kc: Value = serde_saphyr::from_str(&sb.read(".siteflow/kubeconfig")).unwrap();
+    let ctx = kc["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "plain-aks-admin")
+        .unwrap_or_else(|| panic!("{kc}"))
+        .clone();
+    let cluster = kc["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == ctx["context"]["cluster"])
+        .unwrap()["cluster"]
+        .clone();
+    let token = kc["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == ctx["context"]["user"])
+        .unwrap()["user"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD
+        .decode(cluster["certificate-authority-data"].as_str().unwrap())
+        .unwrap();
+    std::fs::write(sb.path("plain-ca.pem"), ca).unwrap();
+    let server = cluster["server"].as_str().unwrap();
+    let out = Command::new("curl")
+        .args(["-sf", "--cacert"])
+        .arg(sb.path("plain-ca.pem"))
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("{server}/api/v1/nodes"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+    assert!(!db_text(&sb).contains(&token));
+    assert!(
+        !serde_json::to_string(&requests(&sb))
+            .unwrap()
+            .contains(&token)
+    );
+}

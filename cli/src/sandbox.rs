@@ -540,6 +540,7 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
             net.clone(),
             hosts.clone(),
             hosts_file.clone(),
+            dir.join("ca.pem"),
         )))
         .start()
         .await

@@ -34,6 +34,8 @@ pub struct Clusters {
     pub net: Arc<tokio::sync::Mutex<TestNet>>,
     pub hosts: Arc<std::sync::Mutex<Vec<HostEntry>>>,
     pub hosts_file: PathBuf,
+    /// The emulator's CA (the extension manager trusts it for the extension data plane).
+    pub ca_pem_path: PathBuf,
     /// Per cluster (lower-case id), locked while a reconcile runs: two pool changes of one
     /// cluster never build two control planes.
     backed: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Backed>>>>>,
@@ -44,11 +46,13 @@ impl Clusters {
         net: Arc<tokio::sync::Mutex<TestNet>>,
         hosts: Arc<std::sync::Mutex<Vec<HostEntry>>>,
         hosts_file: PathBuf,
+        ca_pem_path: PathBuf,
     ) -> Self {
         Self {
             net,
             hosts,
             hosts_file,
+            ca_pem_path,
             backed: Default::default(),
         }
     }
@@ -102,7 +106,8 @@ impl Clusters {
             save_hosts(&self.hosts_file, &h);
         }
         let net = self.net.lock().await;
-        if let Some(host) = net.hosts.iter().find(|x| x.name == name) {
+        // The newest host of that name: a node name comes back when a pool grows again.
+        if let Some(host) = net.hosts.iter().rev().find(|x| x.name == name) {
             let _ = host.stop().await;
         }
     }
@@ -113,6 +118,7 @@ impl Clusters {
         let host = net
             .hosts
             .iter()
+            .rev()
             .find(|x| x.name == name)
             .ok_or_else(|| format!("no host {name}"))?;
         host.exec_local_ok(cmd).await.map_err(|e| format!("{e:#}"))
@@ -132,11 +138,23 @@ impl Clusters {
             ));
         }
         let control_plane = name.clone();
+        let manager = extension_manager(spec, &self.ca_pem_path)?;
         self.host(&name, &spec.resource_id, |host| async move {
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             host.install_k3s(&[("INSTALL_K3S_VERSION", &version)], &argv)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
+            // AKS's extension manager, as a chart in kube-system (its token through a 0600
+            // file and stdin-free apply: never on a command line).
+            const MANIFEST: &str = "/root/aks-extension-manager.yaml";
+            host.write_file(MANIFEST, manager.as_bytes(), 0o600)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            host.exec_local_ok(&format!(
+                "k3s kubectl apply --server-side --field-manager=aks -f {MANIFEST} >/dev/null && rm -f {MANIFEST}"
+            ))
+            .await
+            .map_err(|e| format!("{e:#}"))?;
             let read = |path: &'static str| {
                 let host = &host;
                 async move {
@@ -191,7 +209,19 @@ impl Clusters {
             *slot = Some(self.control_plane(&spec, &prefix).await?);
         }
         let cluster = slot.as_mut().expect("just set");
+        let before = cluster.nodes.len();
         self.nodes(&spec, &prefix, cluster).await?;
+        let pools: Vec<String> = spec
+            .pools
+            .iter()
+            .map(|p| format!("{}={}", p.name, p.count))
+            .collect();
+        eprintln!(
+            "managed cluster {}: pools {}; nodes {before} -> {}",
+            spec.name,
+            pools.join(" "),
+            cluster.nodes.len()
+        );
         Ok(cluster.backing.clone())
     }
 
@@ -215,15 +245,22 @@ impl Clusters {
             .filter(|n| !wanted.contains_key(*n))
             .cloned()
             .collect();
+        // (Drained, then the VM goes, then its Node object: a node deleted while its kubelet
+        // still runs registers itself again.)
         for node in gone {
             self.on(
                 &cluster.control_plane,
                 &format!(
-                    "k3s kubectl drain {node} --ignore-daemonsets --delete-emptydir-data --force >/dev/null 2>&1; k3s kubectl delete node {node} --ignore-not-found >/dev/null"
+                    "k3s kubectl drain {node} --ignore-daemonsets --delete-emptydir-data --force >/dev/null 2>&1 || true"
                 ),
             )
             .await?;
             self.release(&node).await;
+            self.on(
+                &cluster.control_plane,
+                &format!("k3s kubectl delete node {node} --ignore-not-found >/dev/null"),
+            )
+            .await?;
             cluster.nodes.remove(&node);
         }
         // New nodes, created at once.
@@ -275,7 +312,8 @@ impl Clusters {
             let (node, pool) = joined?;
             cluster.nodes.insert(node, pool);
         }
-        // Done when every node is registered, as AKS reports a pool once its nodes are.
+        // Done when every node is registered and no departed one is left, as AKS reports a
+        // pool once its nodes are.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
             let listed = self
@@ -285,7 +323,10 @@ impl Clusters {
                 )
                 .await?;
             let names: Vec<&str> = listed.split_whitespace().collect();
-            if wanted.keys().all(|n| names.contains(&n.as_str())) {
+            let departed = names
+                .iter()
+                .any(|n| n.starts_with("aks-") && !wanted.contains_key(*n));
+            if wanted.keys().all(|n| names.contains(&n.as_str())) && !departed {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
@@ -315,6 +356,31 @@ impl Clusters {
         self.release(&cluster.control_plane).await;
         eprintln!("released managed cluster {resource_id}: its hosts are powered off");
     }
+}
+
+/// The extension manager's chart and values Secret (YAML documents).
+fn extension_manager(
+    spec: &ManagedClusterSpec,
+    ca_pem_path: &std::path::Path,
+) -> Result<String, String> {
+    let ca = std::fs::read_to_string(ca_pem_path)
+        .map_err(|e| format!("{}: {e}", ca_pem_path.display()))?;
+    let values = serde_json::json!({"global": {
+        "resourceId": spec.resource_id,
+        "extensionAgentToken": spec.extension_agent_token,
+        "agentDataPlaneEndpoint": spec.extension_endpoint,
+        "proxyCert": ca,
+    }});
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "aks-extension-manager-values", "namespace": "kube-system"},
+        "stringData": {"values.yaml": values.to_string()}});
+    let chart = serde_json::json!({"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart",
+        "metadata": {"name": "aks-extension-manager", "namespace": "kube-system"},
+        "spec": {"chart": "oci://mcr.microsoft.com/aks/aks-extension-manager",
+                 "targetNamespace": "kube-system",
+                 "valuesSecrets": [{"name": "aks-extension-manager-values", "keys": ["values.yaml"]}]}});
+    let yaml = |v: &serde_json::Value| serde_saphyr::to_string(v).map_err(|e| e.to_string());
+    Ok(format!("{}---\n{}", yaml(&secret)?, yaml(&chart)?))
 }
 
 /// A short stable hash (the node names' suffix, as AKS derives one per cluster).

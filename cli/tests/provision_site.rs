@@ -1110,6 +1110,11 @@ fn seed_004_aks_cluster_has_real_nodes_scales_its_pool_and_again_changes_nothing
         args.contains(&format!("--service-account-issuer={issuer}")),
         "{args}"
     );
+    // Flux through the microsoft.flux extension: Compliant only because the cluster's
+    // extension manager fetched the sandbox's repository and applied it.
+    assert_eq!(step_of(&json_doc(&out), "flux")["status"], "Succeeded");
+    let hello = on_console(&cp_ip, "k3s kubectl get configmap hello -n hello -o json");
+    assert!(hello.contains("\"hello\""), "{hello}");
     // Entra ID only: the merged context signs in with kubelogin.
     let kc = sb.read(".siteflow/kubeconfig");
     assert!(
@@ -1134,7 +1139,13 @@ fn seed_004_aks_cluster_has_real_nodes_scales_its_pool_and_again_changes_nothing
         let writes = arm_writes(&requests(&sb)[before..]);
         assert_eq!(writes.len(), 1, "{writes:?}");
         assert!(writes[0].starts_with("PUT ") && writes[0].contains("/agentPools/pool1"));
-        assert_eq!(aks_nodes(&cp_ip).len(), expect);
+        let nodes = aks_nodes(&cp_ip);
+        assert_eq!(
+            nodes.len(),
+            expect,
+            "{nodes:?}\n{out}\n{}",
+            sb.read(".siteflow/sandbox/sandbox.log")
+        );
     }
     assert!(
         !hosts(&sb).iter().any(|h| h["name"]

@@ -29,12 +29,12 @@ fn child_url(
     child: &str,
     api: &str,
 ) -> Result<String, StepError> {
-    if !cluster_id
-        .to_ascii_lowercase()
-        .contains("/providers/microsoft.kubernetes/connectedclusters/")
+    let lower = cluster_id.to_ascii_lowercase();
+    if !lower.contains("/providers/microsoft.kubernetes/connectedclusters/")
+        && !lower.contains("/providers/microsoft.containerservice/managedclusters/")
     {
         return Err(invalid(format!(
-            "`cluster_id` must be a connected cluster's resource id (arc.connect's `id`), not {cluster_id:?}"
+            "`cluster_id` must be a connected cluster's (arc.connect's `id`) or an AKS cluster's (azure.aks's `id`) resource id, not {cluster_id:?}"
         )));
     }
     Ok(client.arm_url(
@@ -57,7 +57,8 @@ pub struct ArcExtensionInput {
     /// Connection.
     #[serde(default)]
     pub azure: AzureConnection,
-    /// The connected cluster (arc.connect's `id`).
+    /// The cluster: a connected cluster (arc.connect's `id`) or an AKS cluster (azure.aks's
+    /// `id`).
     pub cluster_id: String,
     /// The extension's name (`flux`).
     pub name: String,
@@ -94,7 +95,7 @@ impl Step for ArcExtension {
     type Output = ArcExtensionOutput;
 
     fn description(&self) -> &'static str {
-        "Install a cluster extension (e.g. microsoft.flux) on an Arc-connected cluster"
+        "Install a cluster extension (e.g. microsoft.flux) on an Arc-connected or AKS cluster"
     }
 
     fn validate(&self, input: &ArcExtensionInput) -> Result<(), StepError> {
@@ -240,7 +241,8 @@ pub struct ArcFluxInput {
     /// Connection.
     #[serde(default)]
     pub azure: AzureConnection,
-    /// The connected cluster (arc.connect's `id`).
+    /// The cluster: a connected cluster (arc.connect's `id`) or an AKS cluster (azure.aks's
+    /// `id`).
     pub cluster_id: String,
     /// The configuration's name.
     pub name: String,
@@ -330,7 +332,7 @@ impl Step for ArcFluxConfiguration {
     type Output = ArcFluxOutput;
 
     fn description(&self) -> &'static str {
-        "A Flux configuration on an Arc-connected cluster, waiting until the cluster reports it Compliant"
+        "A Flux configuration on an Arc-connected or AKS cluster, waiting until the cluster reports it Compliant"
     }
 
     fn validate(&self, input: &ArcFluxInput) -> Result<(), StepError> {

@@ -4,7 +4,8 @@
 //! (`agentPublicKeyCertificate`): it asks for a nonce and signs it (RSASSA-PKCS1-v1_5 with
 //! SHA-256). The connected agent then pulls the cluster's extensions and Flux configurations
 //! and reports back what it reconciled; a Flux configuration is `Compliant` only on such a
-//! report.
+//! report. An AKS cluster's extension manager (see `arm/aks.rs`) holds a token from the start
+//! and uses the same two endpoints.
 //!
 //! | method | path | auth |
 //! |---|---|---|
@@ -243,10 +244,17 @@ fn configurations(shared: &Arc<Shared>, req: &Req) -> Resp {
     let Some(cluster) = st.resources.get_mut(&rkey) else {
         return cluster_missing(&rkey);
     };
-    cluster.props_mut().insert(
-        "lastConnectivityTime".into(),
-        json!(crate::clock::rfc3339_now()),
-    );
+    // (An AKS cluster's extension manager pulls here too; only Arc clusters report this.)
+    if cluster
+        .kind
+        .ty
+        .eq_ignore_ascii_case("Microsoft.Kubernetes/connectedClusters")
+    {
+        cluster.props_mut().insert(
+            "lastConnectivityTime".into(),
+            json!(crate::clock::rfc3339_now()),
+        );
+    }
     let prefix = format!("{rkey}/providers/microsoft.kubernetesconfiguration/");
     let mut extensions = Vec::new();
     let mut flux = Vec::new();

@@ -221,6 +221,13 @@ pub struct ManagedClusterSpec {
     pub oidc_issuer_url: Option<String>,
     /// Agent pools.
     pub pools: Vec<PoolSpec>,
+    /// The credential AKS's extension manager in the cluster uses with the extension data
+    /// plane (`extension_endpoint`): it pulls the cluster's extensions and Flux
+    /// configurations and reports their compliance, as the Arc agent does for a connected
+    /// cluster (a secret: give it to the cluster only).
+    pub extension_agent_token: String,
+    /// The extension data plane.
+    pub extension_endpoint: String,
 }
 
 /// Where a backed managed cluster's API server is.

@@ -430,7 +430,20 @@ fn cluster_id_of(pool_id: &str) -> String {
 }
 
 /// The cluster's pools as the hook sees them.
-fn spec(st: &ArmState, cluster_key: &str) -> Option<ManagedClusterSpec> {
+fn spec(ctx: &Ctx<'_>, st: &mut ArmState, cluster_key: &str) -> Option<ManagedClusterSpec> {
+    // The extension manager's credential: one per cluster, known to the extension data plane.
+    let token = match st
+        .agent_tokens
+        .iter()
+        .find(|(_, k)| k.as_str() == cluster_key)
+    {
+        Some((t, _)) => t.clone(),
+        None => {
+            let t = format!("aks-{}", uuid::Uuid::new_v4().simple());
+            st.agent_tokens.insert(t.clone(), cluster_key.to_string());
+            t
+        }
+    };
     let c = st.resources.get(cluster_key)?;
     let props = c.body.get("properties")?;
     let pools = props
@@ -478,6 +491,8 @@ fn spec(st: &ArmState, cluster_key: &str) -> Option<ManagedClusterSpec> {
             .and_then(Value::as_str)
             .map(str::to_string),
         pools,
+        extension_agent_token: token,
+        extension_endpoint: format!("{}/arc-agents/v1", ctx.shared.base_url),
     })
 }
 
@@ -547,7 +562,7 @@ fn queue_reconcile(ctx: &Ctx<'_>, st: &mut ArmState, cluster_key: &str, op_id: &
     if !ctx.cluster_hook_set {
         return;
     }
-    let Some(spec) = spec(st, cluster_key) else {
+    let Some(spec) = spec(ctx, st, cluster_key) else {
         return;
     };
     if let Some(op) = st.ops.get_mut(op_id) {

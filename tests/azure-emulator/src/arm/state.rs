@@ -257,9 +257,19 @@ impl ArmState {
             return;
         };
         let outcome = if let Some(e) = &op.hook_error {
-            Outcome::Failed {
-                code: "VMProvisioningFailed".into(),
-                message: format!("The VM backing hook failed: {e}"),
+            if op
+                .namespace
+                .eq_ignore_ascii_case("Microsoft.ContainerService")
+            {
+                Outcome::Failed {
+                    code: "ReconcileManagedClusterFailed".into(),
+                    message: format!("The managed cluster's backing cluster failed: {e}"),
+                }
+            } else {
+                Outcome::Failed {
+                    code: "VMProvisioningFailed".into(),
+                    message: format!("The VM backing hook failed: {e}"),
+                }
             }
         } else if let Some((code, message)) = &op.planned_failure {
             Outcome::Failed {

@@ -147,7 +147,9 @@ fn helm(server: &Arc<Server>, agents: &mut HashMap<String, (String, Arc<AtomicBo
         let is_arc = chart
             .pointer("/spec/chart")
             .and_then(Value::as_str)
-            .is_some_and(|c| c.contains("azure-arc-k8sagents"));
+            .is_some_and(|c| {
+                c.contains("azure-arc-k8sagents") || c.contains("aks-extension-manager")
+            });
         if !is_arc {
             continue;
         }

@@ -27,7 +27,8 @@ struct Agent {
     resource_id: String,
     endpoint: String,
     ca: Option<String>,
-    key: ring::signature::RsaKeyPair,
+    /// The onboarding key (Arc); `None` for AKS's extension manager, which holds a token.
+    key: Option<ring::signature::RsaKeyPair>,
     token: Option<String>,
     /// Last report per configuration id, and the revision applied.
     reported: HashMap<String, Value>,
@@ -49,17 +50,23 @@ pub fn agent(server: Arc<Server>, values: Value, stop: Arc<AtomicBool>) {
     let g = &values["global"];
     let s = |k: &str| g.get(k).and_then(Value::as_str).map(str::to_string);
     let setup = (|| -> Result<Agent> {
-        let key_pem =
-            s("onboardingPrivateKey").context("global.onboardingPrivateKey is missing")?;
-        let key = ring::signature::RsaKeyPair::from_der(&pem_body(&key_pem)?)
-            .map_err(|e| anyhow::anyhow!("the onboarding key is not an RSA key: {e}"))?;
+        // AKS's extension manager: the cluster is Azure's own, it holds a token from the start.
+        let token = s("extensionAgentToken");
+        let key = match (&token, s("onboardingPrivateKey")) {
+            (Some(_), _) => None,
+            (None, Some(key_pem)) => Some(
+                ring::signature::RsaKeyPair::from_der(&pem_body(&key_pem)?)
+                    .map_err(|e| anyhow::anyhow!("the onboarding key is not an RSA key: {e}"))?,
+            ),
+            (None, None) => bail!("global.onboardingPrivateKey is missing"),
+        };
         Ok(Agent {
             resource_id: s("resourceId").context("global.resourceId is missing")?,
             endpoint: s("agentDataPlaneEndpoint")
                 .context("global.agentDataPlaneEndpoint is missing")?,
             ca: s("proxyCert"),
             key,
-            token: None,
+            token,
             reported: HashMap::new(),
             server: Arc::clone(&server),
         })
@@ -112,6 +119,9 @@ impl Agent {
     }
 
     fn connect(&self) -> Result<String> {
+        let Some(key) = &self.key else {
+            bail!("the extension manager's token was refused");
+        };
         let (status, ch) = self.call(
             "POST",
             "challenge",
@@ -121,15 +131,14 @@ impl Agent {
             bail!("challenge: {status} {ch}");
         }
         let nonce = ch["nonce"].as_str().context("no nonce")?.to_string();
-        let mut sig = vec![0u8; self.key.public().modulus_len()];
-        self.key
-            .sign(
-                &ring::signature::RSA_PKCS1_SHA256,
-                &ring::rand::SystemRandom::new(),
-                nonce.as_bytes(),
-                &mut sig,
-            )
-            .map_err(|_| anyhow::anyhow!("signing failed"))?;
+        let mut sig = vec![0u8; key.public().modulus_len()];
+        key.sign(
+            &ring::signature::RSA_PKCS1_SHA256,
+            &ring::rand::SystemRandom::new(),
+            nonce.as_bytes(),
+            &mut sig,
+        )
+        .map_err(|_| anyhow::anyhow!("signing failed"))?;
         let nodes = self.server.node_count();
         let body = json!({
             "resourceId": self.resource_id,
@@ -153,7 +162,9 @@ impl Agent {
     fn reconcile(&mut self) -> Result<()> {
         let (status, conf) = self.call("GET", "configurations", None)?;
         if status == 401 {
-            self.token = None;
+            if self.key.is_some() {
+                self.token = None;
+            }
             bail!("the agent token was refused; connecting again");
         }
         if status != 200 {

@@ -1024,6 +1024,58 @@ fn seed_003_scale_set_agents_scale_out_then_in_draining_departed_nodes() {
         writes,
         "a run at the same size wrote to ARM"
     );
+
+    // pool-power: powering the set off really stops the instance's host (its sshd is gone),
+    // a second power-off sends nothing, start brings it back.
+    let ip = host_of(&sb, &all[0])["publicIp"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ssh_up = || {
+        std::net::TcpStream::connect_timeout(
+            &format!("{ip}:22").parse().unwrap(),
+            Duration::from_secs(2),
+        )
+        .is_ok()
+    };
+    assert!(ssh_up());
+    let power = |op: &str| {
+        let set = format!("operation={op}");
+        let (code, out) = siteflow(
+            &sb,
+            &["run", "pool-power", "--set", "name=seed-003", "--set", &set],
+        );
+        assert_eq!(code, 0, "{out}");
+    };
+    power("power_off");
+    assert!(!ssh_up(), "the powered-off instance still answers");
+    let before = requests(&sb).len();
+    power("power_off");
+    let writes = arm_writes(&requests(&sb)[before..]);
+    assert!(writes.is_empty(), "{writes:?}");
+    power("start");
+    assert!(wait_for(Duration::from_secs(20), ssh_up), "start left it off");
+
+    // destroy-site: the group goes (its hosts powered off and unlisted), the site's keys and
+    // kubeconfig entries are forgotten; a second destroy writes nothing.
+    let destroy = format!("{}/sites/seed-003-destroy.yaml", workflows());
+    let (code, out) = siteflow(&sb, &["run", "--site", &destroy]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        !hosts(&sb)
+            .iter()
+            .any(|h| h["name"].as_str().is_some_and(|n| n.starts_with("seed-003"))),
+        "{:?}",
+        hosts(&sb)
+    );
+    assert!(!sb.path(".siteflow/keys/seed-003").exists());
+    assert!(!sb.read(".siteflow/kubeconfig").contains("seed-003"));
+    assert!(!ssh_up());
+    let before = requests(&sb).len();
+    let (code, out) = siteflow(&sb, &["run", "--site", &destroy]);
+    assert_eq!(code, 0, "{out}");
+    let writes = arm_writes(&requests(&sb)[before..]);
+    assert!(writes.is_empty(), "{writes:?}");
 }
 
 /// A root console on a sandbox host, through its namespaces (AKS nodes take no SSH login).

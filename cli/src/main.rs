@@ -11,7 +11,7 @@ use siteflow_engine::diag::Diagnostics;
 use siteflow_engine::plan::{self, Plan, SourceText, Sources};
 use siteflow_engine::registry::Registry;
 use siteflow_engine::runner::{Outcome, RunError, RunObserver, RunOptions, RunStatus, Runner};
-use siteflow_engine::state::{LeaseError, StateStore, Unlock};
+use siteflow_engine::state::{AttemptOutcome, LeaseError, StateStore, StepStatus, Unlock};
 use siteflow_step::LogStream;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -728,7 +728,7 @@ async fn execute(
     Ok(match outcome.status {
         RunStatus::Succeeded => 0,
         RunStatus::Cancelled => 130,
-        RunStatus::Failed => 1,
+        RunStatus::Failed | RunStatus::Queued | RunStatus::Running => 1,
     })
 }
 
@@ -817,7 +817,7 @@ async fn report(store: &StateStore, outcome: &Outcome, output: Output) -> Result
             println!(
                 "run {} {}{hint}",
                 outcome.run_id,
-                outcome.status.name().to_lowercase()
+                outcome.status.as_str().to_lowercase()
             );
         }
     }
@@ -860,7 +860,7 @@ async fn print_failed_stderr(store: &StateStore, doc: &Value) -> Result<(), Fail
         let (Some(key), Some(attempt)) = (s["id"].as_str(), s["attempts"].as_u64()) else {
             continue;
         };
-        if s["status"] != "Failed" || attempt == 0 {
+        if s["status"] != StepStatus::Failed.as_str() || attempt == 0 {
             continue;
         }
         let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
@@ -1242,8 +1242,10 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                     "started".into(),
                     format!("attempt {n} started"),
                 ));
-                if let (Some(end), Some(outcome @ ("succeeded" | "satisfied"))) =
-                    (a.finished_at, a.outcome.as_deref())
+                if let (
+                    Some(end),
+                    Some(outcome @ (AttemptOutcome::Succeeded | AttemptOutcome::Satisfied)),
+                ) = (a.finished_at, a.outcome)
                 {
                     // On a tie (one commit ends a step and starts the next), the end comes first.
                     entries.push((
@@ -1251,7 +1253,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                         -2,
                         key.clone(),
                         Some(n),
-                        outcome.into(),
+                        outcome.as_str().into(),
                         format!("attempt {n} {outcome}"),
                     ));
                 }

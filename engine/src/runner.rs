@@ -7,7 +7,10 @@ use crate::plan::{Plan, PlannedStep, Sources, compile, compile_effective};
 use crate::redact::{Redactor, has_secret_placeholder, secret_at};
 use crate::registry::Registry;
 use crate::spec::SecretSource;
-use crate::state::{Lease, LeaseError, RunRow, StateStore, StepRow, StoreError, Write};
+pub use crate::state::RunStatus;
+use crate::state::{
+    AttemptOutcome, Lease, LeaseError, RunRow, StateStore, StepRow, StepStatus, StoreError, Write,
+};
 use crate::telemetry;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -58,28 +61,6 @@ pub enum RunError {
     /// A resume or rerun names something that does not exist.
     #[error("{0}")]
     Usage(String),
-}
-
-/// Final status of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum RunStatus {
-    /// Every step succeeded or was skipped.
-    Succeeded,
-    /// A step failed; `siteflow resume` continues.
-    Failed,
-    /// Stopped by Ctrl-C or `siteflow cancel`; resumable.
-    Cancelled,
-}
-
-impl RunStatus {
-    /// The stored name.
-    pub fn name(self) -> &'static str {
-        match self {
-            RunStatus::Succeeded => "Succeeded",
-            RunStatus::Failed => "Failed",
-            RunStatus::Cancelled => "Cancelled",
-        }
-    }
 }
 
 /// What happened, for progress displays.
@@ -133,7 +114,7 @@ pub enum RunEvent {
         /// Instance key.
         key: String,
         /// Final status.
-        status: &'static str,
+        status: StepStatus,
         /// Note (reused, satisfied, skipped reason, error).
         note: Option<String>,
     },
@@ -332,7 +313,7 @@ impl Runner {
             id: run_id.clone(),
             workflow: plan.workflow.name.clone(),
             site: plan.site.clone(),
-            status: "Running".into(),
+            status: RunStatus::Running,
             created_at: 0,
             updated_at: 0,
             sources: serde_json::to_string(&sources).unwrap_or_default(),
@@ -584,7 +565,7 @@ impl Runner {
         );
         // `Running` goes out with the first steps' writes (one commit, still before any
         // step's side effect).
-        sched.writes.push(Write::RunStatus("Running"));
+        sched.writes.push(Write::RunStatus(RunStatus::Running));
         let status = sched.run().instrument(span.clone()).await;
         let leftovers = (
             std::mem::take(&mut sched.nodes),
@@ -623,7 +604,7 @@ impl Runner {
                         &run.id,
                         vec![
                             fence.clone(),
-                            Write::RunStatus(status.name()),
+                            Write::RunStatus(status),
                             Write::ReleaseLease {
                                 holder: lease.holder.clone(),
                             },
@@ -681,13 +662,28 @@ enum NodeState {
     Blocked,
 }
 
+impl NodeState {
+    /// The status expressions see as `steps.<id>.status`.
+    fn status(self) -> StepStatus {
+        match self {
+            NodeState::Waiting => StepStatus::Pending,
+            NodeState::Active => StepStatus::Running,
+            NodeState::Succeeded => StepStatus::Succeeded,
+            NodeState::Failed => StepStatus::Failed,
+            NodeState::Skipped => StepStatus::Skipped,
+            NodeState::Cancelled => StepStatus::Cancelled,
+            NodeState::Blocked => StepStatus::Blocked,
+        }
+    }
+}
+
 struct Instance {
     key: String,
     input: Value,
     input_hash: String,
     outputs: Option<Value>,
     persisted: Option<Value>,
-    done: Option<&'static str>,
+    done: Option<StepStatus>,
 }
 
 struct Completion {
@@ -917,7 +913,7 @@ impl<'a> Scheduler<'a> {
                     id.clone(),
                     json!({
                         "outputs": n.outputs,
-                        "status": format!("{:?}", n.state),
+                        "status": n.state.status().as_str(),
                         "items": n.items,
                     }),
                 );
@@ -943,10 +939,10 @@ impl<'a> Scheduler<'a> {
         let spec = &self.plan.steps[i].spec;
         self.set_final(i, state);
         let status = match state {
-            NodeState::Succeeded => "Succeeded",
-            NodeState::Skipped => "Skipped",
-            NodeState::Cancelled => "Cancelled",
-            _ => "Failed",
+            NodeState::Succeeded => StepStatus::Succeeded,
+            NodeState::Skipped => StepStatus::Skipped,
+            NodeState::Cancelled => StepStatus::Cancelled,
+            _ => StepStatus::Failed,
         };
         // Called for a node that never got instances (skipped, or failed before it could
         // start), and for a `for_each` node's aggregate row once every item is final; a
@@ -1033,13 +1029,15 @@ impl<'a> Scheduler<'a> {
         let Some(row) = self.prior.get_mut(id) else {
             return false;
         };
-        if row.status != "Succeeded" || row.outputs.as_ref().is_some_and(has_secret_placeholder) {
+        if row.status != StepStatus::Succeeded
+            || row.outputs.as_ref().is_some_and(has_secret_placeholder)
+        {
             return false;
         }
         self.nodes[i].outputs = row.outputs.take().unwrap_or(Value::Null);
         self.runner.observer.event(&RunEvent::Finished {
             key: id.to_string(),
-            status: "Succeeded",
+            status: StepStatus::Succeeded,
             note: Some("reused from an earlier invocation".into()),
         });
         self.set_final(i, NodeState::Succeeded);
@@ -1054,7 +1052,7 @@ impl<'a> Scheduler<'a> {
             self.set_final(i, NodeState::Blocked);
             self.runner.observer.event(&RunEvent::Finished {
                 key: id,
-                status: "Blocked",
+                status: StepStatus::Blocked,
                 note: Some("a step it needs did not succeed".into()),
             });
             return;
@@ -1167,7 +1165,7 @@ impl<'a> Scheduler<'a> {
             let Some(row) = self.prior.get(&inst.key) else {
                 continue;
             };
-            if row.status != "Succeeded" || forced {
+            if row.status != StepStatus::Succeeded || forced {
                 continue;
             }
             if self.reload {
@@ -1188,7 +1186,7 @@ impl<'a> Scheduler<'a> {
             };
             inst.outputs = Some(plain);
             inst.persisted = Some(persisted);
-            inst.done = Some("Succeeded");
+            inst.done = Some(StepStatus::Succeeded);
         }
         for inst in instances
             .iter_mut()
@@ -1216,7 +1214,7 @@ impl<'a> Scheduler<'a> {
         for inst in n.instances.iter().filter(|x| x.done.is_some()) {
             self.runner.observer.event(&RunEvent::Finished {
                 key: inst.key.clone(),
-                status: "Succeeded",
+                status: StepStatus::Succeeded,
                 note: Some("reused from an earlier invocation".into()),
             });
         }
@@ -1432,14 +1430,14 @@ impl<'a> Scheduler<'a> {
                 let (plain, persisted) = self.redactor.split_outputs(&v);
                 inst.outputs = Some(plain);
                 inst.persisted = Some(persisted.clone());
-                inst.done = Some("Succeeded");
+                inst.done = Some(StepStatus::Succeeded);
                 self.writes.push(Write::AttemptEnded {
                     key: inst.key.clone(),
                     attempt: c.attempt,
                     outcome: if c.satisfied {
-                        "satisfied"
+                        AttemptOutcome::Satisfied
                     } else {
-                        "succeeded"
+                        AttemptOutcome::Succeeded
                     },
                     error: None,
                 });
@@ -1448,7 +1446,7 @@ impl<'a> Scheduler<'a> {
                     key: inst.key.clone(),
                     step_id: step.spec.id.value.clone(),
                     kind: step.spec.uses.value.clone(),
-                    status: "Succeeded",
+                    status: StepStatus::Succeeded,
                     outputs: Some(persisted),
                     error: None,
                     input_hash: Some(inst.input_hash.clone()),
@@ -1456,20 +1454,28 @@ impl<'a> Scheduler<'a> {
                 });
                 self.runner.observer.event(&RunEvent::Finished {
                     key: inst.key.clone(),
-                    status: "Succeeded",
+                    status: StepStatus::Succeeded,
                     note,
                 });
             }
             Err(e) => {
                 let cancelled = matches!(e.class, siteflow_step::ErrorClass::Cancelled);
-                let status = if cancelled { "Cancelled" } else { "Failed" };
+                let status = if cancelled {
+                    StepStatus::Cancelled
+                } else {
+                    StepStatus::Failed
+                };
                 inst.done = Some(status);
                 n.failed = true;
                 n.cancelled |= cancelled;
                 self.writes.push(Write::AttemptEnded {
                     key: inst.key.clone(),
                     attempt: c.attempt,
-                    outcome: if cancelled { "cancelled" } else { "failed" },
+                    outcome: if cancelled {
+                        AttemptOutcome::Cancelled
+                    } else {
+                        AttemptOutcome::Failed
+                    },
                     error: Some(e.clone()),
                 });
                 self.writes.push(Write::Finished {
@@ -1560,8 +1566,9 @@ struct DepsState {
 
 impl RunStatus {
     fn max_with(self, other: RunStatus) -> RunStatus {
+        // Only final statuses are combined; the others rank lowest.
         let rank = |s: RunStatus| match s {
-            RunStatus::Succeeded => 0,
+            RunStatus::Queued | RunStatus::Running | RunStatus::Succeeded => 0,
             RunStatus::Cancelled => 1,
             RunStatus::Failed => 2,
         };
@@ -1706,12 +1713,17 @@ impl AttemptLoop {
             self.host.end_attempt();
             match result {
                 Ok((v, satisfied)) => {
-                    span.record("outcome", if satisfied { "satisfied" } else { "succeeded" });
+                    let outcome = if satisfied {
+                        AttemptOutcome::Satisfied
+                    } else {
+                        AttemptOutcome::Succeeded
+                    };
+                    span.record("outcome", outcome.as_str());
                     span.record("otel.status_code", "OK");
                     return (attempt, Ok(v), satisfied);
                 }
                 Err(e) => {
-                    span.record("outcome", "failed");
+                    span.record("outcome", AttemptOutcome::Failed.as_str());
                     span.record("error.code", e.code.as_str());
                     span.record("otel.status_code", "ERROR");
                     let unit: f64 = rand::random();
@@ -1732,7 +1744,7 @@ impl AttemptLoop {
                                 Write::AttemptEnded {
                                     key: self.key.clone(),
                                     attempt,
-                                    outcome: "failed",
+                                    outcome: AttemptOutcome::Failed,
                                     error: Some(e.clone()),
                                 },
                                 Write::WaitingRetry {

@@ -6,8 +6,10 @@
 pub mod diag;
 pub mod expr;
 pub mod plan;
+pub mod plan_view;
 pub mod redact;
 pub mod registry;
+pub mod report;
 pub mod retry;
 pub mod runner;
 pub mod schema;

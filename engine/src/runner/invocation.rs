@@ -45,9 +45,13 @@ pub enum RunError {
     /// The state store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A resume or rerun names something that does not exist.
+    /// A resume or rerun names something that does not exist, or a file it cannot read.
     #[error("{0}")]
     Usage(String),
+    /// Something went wrong inside siteflow or its state (a task that panicked, a stored
+    /// run it cannot read): not the user's input.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// Stops a run: `drain` stops scheduling new steps; `abort` cancels running attempts.
@@ -294,7 +298,7 @@ impl Runner {
         });
         let result = async {
             let mut sources: Sources = serde_json::from_str(&row.sources).map_err(|e| {
-                RunError::Usage(format!("run {run_id} has unreadable sources: {e}"))
+                RunError::Internal(format!("run {run_id} has unreadable sources: {e}"))
             })?;
             if reload {
                 sources.workflow.text =
@@ -332,7 +336,9 @@ impl Runner {
                 }
             })
             .await
-            .map_err(|e| RunError::Usage(format!("compiling the run's workflow failed: {e}")))??;
+            .map_err(|e| {
+                RunError::Internal(format!("compiling the run's workflow failed: {e}"))
+            })??;
             let mut force = BTreeSet::new();
             if let Some((step, deps)) = &rerun {
                 let idx = plan
@@ -344,9 +350,9 @@ impl Runner {
                 }
             }
             let (secrets, redactor) = self.secrets(&plan)?;
-            let prior = prior_rows
-                .await
-                .map_err(|e| RunError::Usage(format!("loading the run's steps failed: {e}")))??;
+            let prior = prior_rows.await.map_err(|e| {
+                RunError::Internal(format!("loading the run's steps failed: {e}"))
+            })??;
             Ok::<_, RunError>((plan, prior, secrets, redactor, force))
         }
         .await;

@@ -118,7 +118,7 @@ steps:
     assert_eq!(
         attempts
             .iter()
-            .filter(|a| a.outcome.map(|o| o.as_str()) == Some("failed"))
+            .filter(|a| a.outcome.as_deref() == Some("failed"))
             .count(),
         4
     );

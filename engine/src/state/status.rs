@@ -28,6 +28,11 @@ macro_rules! stored_enum {
                 }
             }
 
+            /// The stored name (as [`Self::as_str`]).
+            pub fn name(self) -> &'static str {
+                self.as_str()
+            }
+
             /// The value stored as `text`, if any.
             pub fn parse(text: &str) -> Option<$name> {
                 match text {
@@ -40,6 +45,16 @@ macro_rules! stored_enum {
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+
+        /// Reads as the text it is stored as (`row.status.to_lowercase()`,
+        /// `attempt.outcome.as_deref() == Some("failed")`).
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                self.as_str()
             }
         }
 

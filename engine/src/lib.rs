@@ -16,4 +16,5 @@ pub mod schema;
 pub mod spec;
 pub mod state;
 pub mod telemetry;
+pub mod template;
 pub mod yaml;

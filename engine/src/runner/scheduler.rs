@@ -577,7 +577,7 @@ impl<'a> Scheduler<'a> {
             let input = if step.has_expr {
                 let ctx = self.context(step, item.as_ref());
                 self.register_derived_secrets(&secret_exprs, &ctx);
-                match expr::render_value(&step.with, &ctx) {
+                match step.render_with(&ctx) {
                     Ok(v) => v,
                     Err(e) => {
                         let err = StepError::permanent(

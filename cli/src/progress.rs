@@ -2,6 +2,7 @@
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use siteflow_engine::runner::{RunEvent, RunObserver};
+use siteflow_engine::state::StepStatus;
 use siteflow_step::LogStream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -64,8 +65,8 @@ impl RunObserver for PlainLines {
             }
             RunEvent::Log { .. } => {}
             RunEvent::Finished { key, status, note } => match note {
-                Some(n) => eprintln!("[{key}] {} ({n})", status.to_lowercase()),
-                None => eprintln!("[{key}] {}", status.to_lowercase()),
+                Some(n) => eprintln!("[{key}] {} ({n})", status.event_kind()),
+                None => eprintln!("[{key}] {}", status.event_kind()),
             },
         }
     }
@@ -202,15 +203,15 @@ impl RunObserver for Spinners {
                 l.text = line.chars().take(80).collect();
             }),
             RunEvent::Finished { key, status, note } => {
-                let mark = match *status {
-                    "Succeeded" => "✓",
-                    "Skipped" => "-",
+                let mark = match status {
+                    StepStatus::Succeeded => "✓",
+                    StepStatus::Skipped => "-",
                     _ => "✗",
                 };
                 // One line keeps the bars in place; the summary shows a failure's stderr.
                 let msg = match note.as_deref().and_then(|n| n.lines().next()) {
-                    Some(n) => format!("{mark} {} ({n})", status.to_lowercase()),
-                    None => format!("{mark} {}", status.to_lowercase()),
+                    Some(n) => format!("{mark} {} ({n})", status.event_kind()),
+                    None => format!("{mark} {}", status.event_kind()),
                 };
                 self.board.update(key, |l| l.retry = None);
                 let steps = self.board.steps.lock().unwrap_or_else(|e| e.into_inner());

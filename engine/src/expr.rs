@@ -181,7 +181,7 @@ pub fn has_expr(s: &str) -> bool {
 }
 
 /// The inner expression when `s` is exactly one `${{ … }}`.
-fn whole_expr(s: &str) -> Option<&str> {
+pub(crate) fn whole_expr(s: &str) -> Option<&str> {
     let t = s.trim();
     let inner = t.strip_prefix(OPEN)?.strip_suffix(CLOSE)?;
     (!inner.contains(OPEN) && !inner.contains(CLOSE)).then_some(inner)
@@ -626,23 +626,50 @@ fn json_len(v: &Value, limit: usize) -> usize {
 
 /// Evaluates one expression to a JSON value.
 pub fn eval(expr: &str, ctx: &Value) -> Result<Value, String> {
+    compile(expr)?.eval(ctx)
+}
+
+/// An expression compiled once, to be evaluated in many contexts.
+pub struct Compiled(minijinja::Expression<'static, 'static>);
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Compiled(..)")
+    }
+}
+
+/// Checks and compiles one expression (`inner` of `${{ inner }}`); the errors are those
+/// [`eval`] reports.
+pub fn compile(expr: &str) -> Result<Compiled, String> {
     check_literal_repeats(expr)?;
-    let src = rewrite_dashes(expr);
-    let e = env().compile_expression(&src).map_err(|e| format_err(&e))?;
-    let v = e
-        .eval(minijinja::Value::from_serialize(ctx))
-        .map_err(|e| format_err(&e))?;
-    if v.is_undefined() {
-        return Err("the expression is undefined".into());
+    env()
+        .compile_expression_owned(rewrite_dashes(expr))
+        .map(Compiled)
+        .map_err(|e| format_err(&e))
+}
+
+impl Compiled {
+    /// Its value in `ctx`, as [`eval`] computes it.
+    pub fn eval(&self, ctx: &Value) -> Result<Value, String> {
+        self.eval_in(minijinja::Value::from_serialize(ctx))
     }
-    let v = serde_json::to_value(&v).map_err(|e| e.to_string())?;
-    let len = json_len(&v, MAX_VALUE);
-    if len > MAX_VALUE {
-        return Err(format!(
-            "its value is more than {MAX_VALUE} bytes (1 MiB), the limit of an expression's value"
-        ));
+
+    /// Its value in a context already converted for minijinja (one conversion serves
+    /// every expression of a value).
+    pub(crate) fn eval_in(&self, ctx: minijinja::Value) -> Result<Value, String> {
+        let v = self.0.eval(ctx).map_err(|e| format_err(&e))?;
+        if v.is_undefined() {
+            return Err("the expression is undefined".into());
+        }
+        let v = serde_json::to_value(&v).map_err(|e| e.to_string())?;
+        let len = json_len(&v, MAX_VALUE);
+        if len > MAX_VALUE {
+            return Err(format!(
+                "its value is more than {MAX_VALUE} bytes (1 MiB), the limit of an expression's value"
+            ));
+        }
+        Ok(v)
     }
-    Ok(v)
 }
 
 /// A writer that fails once more than [`MAX_VALUE`] bytes were written to it.
@@ -671,7 +698,7 @@ pub fn render_str(s: &str, ctx: &Value) -> Result<Value, String> {
     render_str_inner(s, ctx).map_err(|e| format!("in `{}`: {e}", excerpt(s)))
 }
 
-fn excerpt(s: &str) -> String {
+pub(crate) fn excerpt(s: &str) -> String {
     let s = s.trim();
     match s.char_indices().nth(80) {
         Some((i, _)) => format!("{}…", &s[..i]),
@@ -679,7 +706,7 @@ fn excerpt(s: &str) -> String {
     }
 }
 
-fn render_str_inner(s: &str, ctx: &Value) -> Result<Value, String> {
+pub(crate) fn render_str_inner(s: &str, ctx: &Value) -> Result<Value, String> {
     if !has_expr(s) {
         return Ok(Value::String(s.to_string()));
     }
@@ -708,43 +735,17 @@ fn render_str_inner(s: &str, ctx: &Value) -> Result<Value, String> {
 
 /// Renders every string inside a JSON value; an error names where (`run`, `env.TOKEN`, `[2]`).
 pub fn render_value(v: &Value, ctx: &Value) -> Result<Value, String> {
-    render_at(v, ctx, &mut String::new())
+    crate::template::Template::new(v).render(ctx)
 }
 
-fn render_at(v: &Value, ctx: &Value, at: &mut String) -> Result<Value, String> {
-    Ok(match v {
-        Value::String(s) => render_str(s, ctx).map_err(|e| {
-            if at.is_empty() {
-                e
-            } else {
-                format!("at `{at}`: {e}")
-            }
-        })?,
-        Value::Array(a) => {
-            let mut out = Vec::with_capacity(a.len());
-            for (k, x) in a.iter().enumerate() {
-                let len = at.len();
-                at.push_str(&format!("[{k}]"));
-                out.push(render_at(x, ctx, at)?);
-                at.truncate(len);
-            }
-            Value::Array(out)
-        }
-        Value::Object(m) => {
-            let mut out = serde_json::Map::with_capacity(m.len());
-            for (k, x) in m {
-                let len = at.len();
-                if !at.is_empty() {
-                    at.push('.');
-                }
-                at.push_str(k);
-                out.insert(k.clone(), render_at(x, ctx, at)?);
-                at.truncate(len);
-            }
-            Value::Object(out)
-        }
-        other => other.clone(),
-    })
+/// Whether any string inside `v` holds an expression.
+pub fn value_has_expr(v: &Value) -> bool {
+    match v {
+        Value::String(t) => has_expr(t),
+        Value::Array(a) => a.iter().any(value_has_expr),
+        Value::Object(m) => m.values().any(value_has_expr),
+        _ => false,
+    }
 }
 
 /// Evaluates an `if:` condition, written with or without `${{ }}`.

@@ -6,12 +6,15 @@
 pub mod diag;
 pub mod expr;
 pub mod plan;
+pub mod plan_view;
 pub mod redact;
 pub mod registry;
+pub mod report;
 pub mod retry;
 pub mod runner;
 pub mod schema;
 pub mod spec;
 pub mod state;
 pub mod telemetry;
+pub mod template;
 pub mod yaml;

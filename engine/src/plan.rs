@@ -75,6 +75,17 @@ pub struct PlannedStep {
     pub timeout: Option<Duration>,
     /// Whether any of its values holds an expression.
     pub has_expr: bool,
+    /// `with` compiled, on first use (a resume that reuses the step never needs it).
+    template: std::sync::OnceLock<crate::template::Template>,
+}
+
+impl PlannedStep {
+    /// `with` with its expressions evaluated in `ctx` (compiled once, on the first call).
+    pub fn render_with(&self, ctx: &Value) -> Result<Value, String> {
+        self.template
+            .get_or_init(|| crate::template::Template::new(&self.with))
+            .render(ctx)
+    }
 }
 
 /// A validated workflow with resolved inputs, ready to run.
@@ -524,6 +535,7 @@ fn compile_layered(
             retry: p.retry,
             timeout: p.timeout,
             has_expr: p.has_expr,
+            template: std::sync::OnceLock::new(),
         })
         .collect();
 
@@ -692,15 +704,6 @@ fn json_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     })
 }
 
-fn json_has_expr(v: &Value) -> bool {
-    match v {
-        Value::String(t) => expr::has_expr(t),
-        Value::Array(a) => a.iter().any(json_has_expr),
-        Value::Object(m) => m.values().any(json_has_expr),
-        _ => false,
-    }
-}
-
 /// Checks `with` against the kind's input type: its literal parts, and the expressions
 /// known before the run (those reading only inputs).
 fn check_with(
@@ -716,7 +719,7 @@ fn check_with(
     };
     let node = s.with.as_ref();
     // An error inside a value that is still an expression is not an error yet.
-    if json_at(&probe, &e.path).is_some_and(json_has_expr) {
+    if json_at(&probe, &e.path).is_some_and(expr::value_has_expr) {
         return;
     }
     if e.message.starts_with("invalid type")

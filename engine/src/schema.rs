@@ -170,3 +170,59 @@ pub fn schemas(registry: &Registry) -> Value {
     let site = serde_json::to_value(schema_for!(SiteDoc)).unwrap_or(Value::Null);
     json!({"workflow": wf, "site": site})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec;
+    use std::collections::BTreeSet;
+
+    /// The property names of a `*Doc` type's schema.
+    fn properties<T: JsonSchema>() -> BTreeSet<String> {
+        let v = serde_json::to_value(schema_for!(T)).unwrap();
+        v["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no properties in {v}"))
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn keys(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|k| k.to_string()).collect()
+    }
+
+    /// The parser's key lists and the schema's document types describe the same shape:
+    /// a key one accepts and the other does not fails here.
+    #[test]
+    fn the_schema_and_the_parser_accept_the_same_keys() {
+        let pairs = [
+            ("workflow", properties::<WorkflowDoc>(), spec::WORKFLOW_KEYS),
+            ("input", properties::<InputDoc>(), spec::INPUT_KEYS),
+            ("secret", properties::<SecretDoc>(), spec::SECRET_KEYS),
+            ("defaults", properties::<DefaultsDoc>(), spec::DEFAULTS_KEYS),
+            ("retry", properties::<RetryDoc>(), spec::RETRY_KEYS),
+            ("step", properties::<StepDoc>(), spec::STEP_KEYS),
+            ("site", properties::<SiteDoc>(), spec::SITE_KEYS),
+        ];
+        for (what, schema, parser) in pairs {
+            assert_eq!(
+                schema,
+                keys(parser),
+                "{what}: schema (left) vs parser (right)"
+            );
+        }
+    }
+
+    #[test]
+    fn the_schema_and_the_parser_know_the_same_input_types() {
+        let v = serde_json::to_value(schema_for!(InputTypeDoc)).unwrap();
+        let schema: BTreeSet<String> = v["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no enum in {v}"))
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect();
+        assert_eq!(schema, keys(&spec::InputType::NAMES));
+    }
+}

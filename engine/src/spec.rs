@@ -43,7 +43,8 @@ pub enum InputType {
 }
 
 impl InputType {
-    const NAMES: [&'static str; 6] = ["string", "integer", "number", "boolean", "array", "object"];
+    pub(crate) const NAMES: [&'static str; 6] =
+        ["string", "integer", "number", "boolean", "array", "object"];
 
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -220,7 +221,8 @@ pub struct StepSpec {
     pub loc: Loc,
 }
 
-const WORKFLOW_KEYS: &[&str] = &[
+/// Keys the parser accepts (the schema in `schema.rs` must list the same).
+pub(crate) const WORKFLOW_KEYS: &[&str] = &[
     "name",
     "description",
     "inputs",
@@ -228,10 +230,14 @@ const WORKFLOW_KEYS: &[&str] = &[
     "defaults",
     "steps",
 ];
-const INPUT_KEYS: &[&str] = &["type", "default", "required", "description"];
-const SECRET_KEYS: &[&str] = &["env", "file", "required", "description"];
-const DEFAULTS_KEYS: &[&str] = &["timeout", "retry"];
-const RETRY_KEYS: &[&str] = &[
+/// Keys the parser accepts (the schema in `schema.rs` must list the same).
+pub(crate) const INPUT_KEYS: &[&str] = &["type", "default", "required", "description"];
+/// Keys the parser accepts (the schema in `schema.rs` must list the same).
+pub(crate) const SECRET_KEYS: &[&str] = &["env", "file", "required", "description"];
+/// Keys the parser accepts (the schema in `schema.rs` must list the same).
+pub(crate) const DEFAULTS_KEYS: &[&str] = &["timeout", "retry"];
+/// Keys the parser accepts (the schema in `schema.rs` must list the same).
+pub(crate) const RETRY_KEYS: &[&str] = &[
     "max_attempts",
     "initial_interval",
     "backoff_coefficient",
@@ -255,7 +261,8 @@ pub const STEP_KEYS: &[&str] = &[
     "continue_on_error",
     "skip",
 ];
-const SITE_KEYS: &[&str] = &[
+/// Keys the parser accepts (the schema in `schema.rs` must list the same).
+pub(crate) const SITE_KEYS: &[&str] = &[
     "name",
     "description",
     "workflow",

@@ -3,7 +3,7 @@
 
 use siteflow_engine::plan::{SourceText, Sources, compile};
 use siteflow_engine::registry::Registry;
-use siteflow_engine::runner::{NoObserver, RunError, RunOptions, RunStatus, Runner};
+use siteflow_engine::runner::{NoObserver, Outcome, RunError, RunOptions, RunStatus, Runner};
 use siteflow_engine::state::{StateStore, StoreError};
 use siteflow_step::{Observed, Progress, Step, StepContext, StepError};
 use std::sync::Arc;
@@ -101,17 +101,13 @@ impl Step for TestStep {
     }
 }
 
-/// A finished run's row says how it ended and is no longer leased (both are written in its
-/// last commit); a resume of it takes the lease again and gives it back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_finished_run_is_final_and_unleased() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(&dir.path().join("state.db")).unwrap();
+/// Runs `yaml` (steps of kind `test.step`) to its end on `store`.
+async fn run_test_steps(store: &StateStore, yaml: &str) -> (Runner, Outcome) {
     let registry = Arc::new(Registry::new().with(vec![Arc::new(TestStep::default())]));
     let sources = Sources {
         workflow: SourceText {
             path: "w.yaml".into(),
-            text: "name: w\nsteps:\n  - id: a\n    uses: test.step\n  - id: b\n    uses: test.step\n    needs: [a]\n".into(),
+            text: yaml.into(),
         },
         site: None,
         sets: vec![],
@@ -124,6 +120,20 @@ async fn a_finished_run_is_final_and_unleased() {
         Arc::new(NoObserver),
     );
     let outcome = runner.start(plan, sources).await.unwrap();
+    (runner, outcome)
+}
+
+/// A finished run's row says how it ended and is no longer leased (both are written in its
+/// last commit); a resume of it takes the lease again and gives it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_run_is_final_and_unleased() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(&dir.path().join("state.db")).unwrap();
+    let (runner, outcome) = run_test_steps(
+        &store,
+        "name: w\nsteps:\n  - id: a\n    uses: test.step\n  - id: b\n    uses: test.step\n    needs: [a]\n",
+    )
+    .await;
     assert_eq!(outcome.status, RunStatus::Succeeded);
     let row = store.run(&outcome.run_id).await.unwrap();
     assert_eq!(row.status, "Succeeded");
@@ -238,5 +248,64 @@ async fn values_saved_after_the_lease_was_lost_are_refused() {
         values,
         [("run".into(), "1".into()), ("shared".into(), "1".into())],
         "only the writes made while the lease was held"
+    );
+}
+
+/// Rows whose statuses were written as text by earlier versions (the same names the typed
+/// statuses store) read back through the store as typed values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_written_as_text_read_back_typed() {
+    use siteflow_engine::state::{AttemptOutcome, StepStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = StateStore::open(&path).unwrap();
+    let (runner, outcome) = run_test_steps(
+        &store,
+        "name: w\nsteps:\n  - id: a\n    uses: test.step\n  - id: b\n    uses: test.step\n",
+    )
+    .await;
+    let run = outcome.run_id;
+    runner.settle().await;
+    // As an older siteflow left them: plain text in each status column.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(&format!(
+        "UPDATE runs SET status = 'Cancelled' WHERE id = '{run}';
+         UPDATE steps SET status = 'WaitingRetry' WHERE run_id = '{run}' AND key = 'a';
+         UPDATE steps SET status = 'Skipped' WHERE run_id = '{run}' AND key = 'b';
+         UPDATE attempts SET outcome = 'satisfied' WHERE run_id = '{run}' AND step_key = 'a';"
+    ))
+    .unwrap();
+    drop(conn);
+    let reader = StateStore::open_read_only(&path).unwrap();
+    assert_eq!(reader.run(&run).await.unwrap().status, RunStatus::Cancelled);
+    let mut steps: Vec<(String, StepStatus)> = reader
+        .steps(&run)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.key, s.status))
+        .collect();
+    steps.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        steps,
+        [
+            ("a".to_string(), StepStatus::WaitingRetry),
+            ("b".to_string(), StepStatus::Skipped)
+        ]
+    );
+    let outcomes: Vec<(String, Option<AttemptOutcome>)> = reader
+        .attempts(&run)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.step_key, a.outcome))
+        .collect();
+    assert!(
+        outcomes.contains(&("a".into(), Some(AttemptOutcome::Satisfied))),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&("b".into(), Some(AttemptOutcome::Succeeded))),
+        "{outcomes:?}"
     );
 }

@@ -2,6 +2,7 @@
 //! arrive together share one durable commit (group commit).
 
 use super::schema;
+use super::status::{AttemptOutcome, RunStatus, StepStatus};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use siteflow_step::{LogStream, StepError};
@@ -130,8 +131,8 @@ pub struct RunRow {
     pub workflow: String,
     /// Site name.
     pub site: Option<String>,
-    /// Queued, Running, Succeeded, Failed, Cancelled.
-    pub status: String,
+    /// Where the run stands.
+    pub status: RunStatus,
     /// Creation time (ms).
     pub created_at: i64,
     /// Last change (ms).
@@ -165,8 +166,8 @@ pub struct StepRow {
     pub step_id: String,
     /// Its kind.
     pub kind: String,
-    /// Pending, Running, WaitingRetry, Succeeded, Failed, Skipped, Cancelled.
-    pub status: String,
+    /// Where the instance stands.
+    pub status: StepStatus,
     /// Attempts started.
     pub attempts: u32,
     /// Outputs (secrets stripped).
@@ -190,8 +191,8 @@ pub struct AttemptRow {
     pub started_at: i64,
     /// End (ms).
     pub finished_at: Option<i64>,
-    /// succeeded, failed, cancelled, satisfied.
-    pub outcome: Option<String>,
+    /// How it ended, once it did.
+    pub outcome: Option<AttemptOutcome>,
     /// Error class.
     pub error_class: Option<String>,
     /// Error code.
@@ -337,8 +338,8 @@ pub enum Write {
         key: String,
         /// Attempt.
         attempt: u32,
-        /// succeeded, satisfied, failed, cancelled.
-        outcome: &'static str,
+        /// How it ended.
+        outcome: AttemptOutcome,
         /// The error, if failed.
         error: Option<StepError>,
     },
@@ -359,8 +360,8 @@ pub enum Write {
         step_id: String,
         /// Kind.
         kind: String,
-        /// Succeeded, Failed, Skipped, Cancelled.
-        status: &'static str,
+        /// Succeeded, Failed, Skipped or Cancelled.
+        status: StepStatus,
         /// Outputs (secrets stripped).
         outputs: Option<Value>,
         /// The error.
@@ -398,7 +399,7 @@ pub enum Write {
         message: String,
     },
     /// The run's status.
-    RunStatus(&'static str),
+    RunStatus(RunStatus),
     /// Gives the lease up (if still held by `holder`), in the same commit as the writes
     /// before it.
     ReleaseLease {
@@ -909,9 +910,9 @@ impl StateStore {
                 s.and_then(|s| serde_json::from_str(&s).ok())
             }
             st.query_map([run], |r| {
-                let status: String = r.get(3)?;
+                let status: StepStatus = r.get(3)?;
                 // A succeeded step's last error is history nobody reads on resume.
-                let error = if in_start_order || status != "Succeeded" {
+                let error = if in_start_order || status != StepStatus::Succeeded {
                     json(r.get(6)?)
                 } else {
                     None
@@ -1172,11 +1173,20 @@ fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result
             } => {
                 c.prepare_cached(
                     "INSERT INTO steps (run_id, key, step_id, kind, status, attempts, input_hash, started_at)
-                     VALUES (?1, ?2, ?3, ?4, 'Running', ?5, ?6, ?7)
-                     ON CONFLICT (run_id, key) DO UPDATE SET status = 'Running', attempts = ?5,
+                     VALUES (?1, ?2, ?3, ?4, ?8, ?5, ?6, ?7)
+                     ON CONFLICT (run_id, key) DO UPDATE SET status = ?8, attempts = ?5,
                        input_hash = ?6, kind = ?4, error = NULL, finished_at = NULL",
                 )?
-                .execute(params![run, key, step_id, kind, attempt, input_hash, now])?;
+                .execute(params![
+                    run,
+                    key,
+                    step_id,
+                    kind,
+                    attempt,
+                    input_hash,
+                    now,
+                    StepStatus::Running
+                ])?;
                 c.prepare_cached(
                     "INSERT OR REPLACE INTO attempts (run_id, step_key, attempt, started_at, span_id)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1212,7 +1222,7 @@ fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result
                         Some(key),
                         Some(*attempt),
                         now,
-                        "failed",
+                        AttemptOutcome::Failed.as_str(),
                         &format!("attempt {attempt} failed: {e}"),
                     )?;
                 }
@@ -1222,10 +1232,8 @@ fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result
                 attempt,
                 delay,
             } => {
-                c.prepare_cached(
-                    "UPDATE steps SET status = 'WaitingRetry' WHERE run_id = ?1 AND key = ?2",
-                )?
-                .execute(params![run, key])?;
+                c.prepare_cached("UPDATE steps SET status = ?3 WHERE run_id = ?1 AND key = ?2")?
+                    .execute(params![run, key, StepStatus::WaitingRetry])?;
                 event(
                     c,
                     run,
@@ -1271,11 +1279,13 @@ fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result
                 let msg = match (note, error) {
                     (Some(n), _) => Some(n.clone()),
                     (None, Some(e)) => Some(e.to_string()),
-                    (None, None) if *status != "Succeeded" => Some(status.to_lowercase()),
+                    (None, None) if *status != StepStatus::Succeeded => {
+                        Some(status.event_kind().to_string())
+                    }
                     (None, None) => None,
                 };
                 if let Some(msg) = msg {
-                    event(c, run, Some(key), None, now, &status.to_lowercase(), &msg)?;
+                    event(c, run, Some(key), None, now, status.event_kind(), &msg)?;
                 }
             }
             Write::AttemptSpan {
@@ -1322,10 +1332,10 @@ fn apply_writes(c: &Connection, run: &str, writes: &[Write]) -> rusqlite::Result
             } => put_shared_value(c, namespace, key, value, Some(run), now)?,
             Write::Reset { step_id } => {
                 c.prepare_cached(
-                    "UPDATE steps SET status = 'Pending', outputs = NULL, error = NULL, progress = NULL
+                    "UPDATE steps SET status = ?3, outputs = NULL, error = NULL, progress = NULL
                      WHERE run_id = ?1 AND (key = ?2 OR step_id = ?2)",
                 )?
-                .execute(params![run, step_id])?;
+                .execute(params![run, step_id, StepStatus::Pending])?;
             }
         }
     }

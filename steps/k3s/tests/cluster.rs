@@ -92,7 +92,7 @@ async fn cluster_workflow_fails_on_cut_agent_resumes_and_reruns_satisfied() {
             steps
                 .iter()
                 .find(|s| s.key == key)
-                .map(|s| s.status.clone())
+                .map(|s| s.status.to_string())
                 .unwrap_or_default()
         };
         assert_eq!(status("server"), "Succeeded");

@@ -76,7 +76,9 @@ pub fn commit_floor(dir: &Path, samples: usize) -> Result<Stats> {
 /// (the previous step's attempt end and final row, the next step's start), `samples` times.
 pub async fn store_step_cost(dir: &Path, samples: usize) -> Result<Stats> {
     use serde_json::{Value, json};
-    use siteflow_engine::state::{Lease, RunRow, StateStore, Write};
+    use siteflow_engine::state::{
+        AttemptOutcome, Lease, RunRow, RunStatus, StateStore, StepStatus, Write,
+    };
 
     let store = StateStore::open(&dir.join("store-floor.db"))?;
     let run = "rstorefloor".to_string();
@@ -86,7 +88,7 @@ pub async fn store_step_cost(dir: &Path, samples: usize) -> Result<Stats> {
                 id: run.clone(),
                 workflow: "store-floor".into(),
                 site: None,
-                status: "Running".into(),
+                status: RunStatus::Running,
                 created_at: 0,
                 updated_at: 0,
                 sources: "{}".into(),
@@ -114,14 +116,14 @@ pub async fn store_step_cost(dir: &Path, samples: usize) -> Result<Stats> {
             Write::AttemptEnded {
                 key: format!("s{i}"),
                 attempt: 1,
-                outcome: "succeeded",
+                outcome: AttemptOutcome::Succeeded,
                 error: None,
             },
             Write::Finished {
                 key: format!("s{i}"),
                 step_id: format!("s{i}"),
                 kind: "noop".into(),
-                status: "Succeeded",
+                status: StepStatus::Succeeded,
                 outputs: Some(json!({})),
                 error: None,
                 input_hash: Some("0123456789abcdef0123456789abcdef".into()),

@@ -192,6 +192,6 @@ impl Env {
             .into_iter()
             .find(|s| s.step_id == id)
             .unwrap_or_else(|| panic!("no step {id}"));
-        (s.status, s.outputs, s.error)
+        (s.status.to_string(), s.outputs, s.error)
     }
 }

@@ -106,7 +106,7 @@ impl Engine {
         for a in self.store.attempts(run_id).await.unwrap() {
             m.entry(a.step_key)
                 .or_default()
-                .push(a.outcome.unwrap_or_default());
+                .push(a.outcome.map(|o| o.to_string()).unwrap_or_default());
         }
         m
     }

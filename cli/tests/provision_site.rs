@@ -1097,16 +1097,18 @@ fn seed_003_scale_set_agents_scale_out_then_in_draining_departed_nodes() {
     let destroy = format!("{}/sites/seed-003-destroy.yaml", workflows());
     let (code, out) = siteflow(&sb, &["run", "--site", &destroy]);
     assert_eq!(code, 0, "{out}");
-    assert!(
-        !hosts(&sb).iter().any(|h| h["name"]
-            .as_str()
-            .is_some_and(|n| n.starts_with("seed-003"))),
-        "{:?}",
-        hosts(&sb)
-    );
+    // (The emulator releases a deleted resource's hosts once the delete has ended.)
+    let gone = || {
+        !hosts(&sb).iter().any(|h| {
+            h["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("seed-003"))
+        })
+    };
+    assert!(wait_for(Duration::from_secs(20), gone), "{:?}", hosts(&sb));
     assert!(!sb.path(".siteflow/keys/seed-003").exists());
     assert!(!sb.read(".siteflow/kubeconfig").contains("seed-003"));
-    assert!(!ssh_up());
+    assert!(wait_for(Duration::from_secs(10), || !ssh_up()));
     let before = requests(&sb).len();
     let (code, out) = siteflow(&sb, &["run", "--site", &destroy]);
     assert_eq!(code, 0, "{out}");
@@ -1307,4 +1309,40 @@ fn seed_004_aks_cluster_has_real_nodes_scales_its_pool_and_again_changes_nothing
             .unwrap()
             .contains(&token)
     );
+
+    // destroy-site: the group goes with the cluster, whose control plane and nodes are
+    // powered off; its kubeconfig entries are forgotten (the other cluster's stay); a second
+    // destroy writes nothing.
+    let destroy = format!("{}/sites/seed-004-destroy.yaml", workflows());
+    let (code, out) = siteflow(&sb, &["run", "--site", &destroy]);
+    assert_eq!(code, 0, "{out}");
+    // (The emulator releases a deleted resource's hosts once the delete has ended.)
+    assert!(
+        wait_for(Duration::from_secs(20), || !hosts(&sb)
+            .iter()
+            .any(|h| h["name"] == cp["name"])),
+        "{:?}",
+        hosts(&sb)
+    );
+    let cp_down = || {
+        std::net::TcpStream::connect_timeout(
+            &format!("{cp_ip}:22").parse().unwrap(),
+            Duration::from_secs(1),
+        )
+        .is_err()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), cp_down),
+        "the control plane still runs"
+    );
+    let kc = sb.read(".siteflow/kubeconfig");
+    assert!(
+        !kc.contains("capz-managed-aks") && kc.contains("plain-aks"),
+        "{kc}"
+    );
+    let before = requests(&sb).len();
+    let (code, out) = siteflow(&sb, &["run", "--site", &destroy]);
+    assert_eq!(code, 0, "{out}");
+    let writes = arm_writes(&requests(&sb)[before..]);
+    assert!(writes.is_empty(), "{writes:?}");
 }

@@ -46,14 +46,46 @@ fn mentions(cfg: &Value, name: &str) -> bool {
     })
 }
 
-/// `cfg` without the entries named `name`.
+/// `cfg` without the site's entries: the contexts `name`, `name-admin` and `name-oidc`
+/// (k3s.kubeconfig's OIDC user, azure.aks's admin credential), the clusters and users named
+/// so, and the clusters and users those contexts used (AKS names its users
+/// `clusterUser_<group>_<cluster>`) unless another context still uses them.
 pub fn forget(mut cfg: Value, name: &str) -> Value {
-    for k in ["clusters", "users", "contexts"] {
-        if let Some(l) = cfg[k].as_array_mut() {
-            l.retain(|e| e["name"] != name);
+    let names = [
+        name.to_string(),
+        format!("{name}-admin"),
+        format!("{name}-oidc"),
+    ];
+    let ours = |e: &Value| names.iter().any(|n| e["name"] == n.as_str());
+    let mut clusters: Vec<Value> = names.iter().map(|n| json!(n)).collect();
+    let mut users = clusters.clone();
+    if let Some(l) = cfg["contexts"].as_array_mut() {
+        for c in l.iter().filter(|c| ours(c)) {
+            clusters.push(c["context"]["cluster"].clone());
+            users.push(c["context"]["user"].clone());
         }
+        l.retain(|c| !ours(c));
     }
-    if cfg["current-context"] == name {
+    let still_used = |key: &str, v: &Value| {
+        cfg["contexts"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|c| c["context"][key] == *v))
+    };
+    let clusters: Vec<Value> = clusters
+        .into_iter()
+        .filter(|c| !still_used("cluster", c))
+        .collect();
+    let users: Vec<Value> = users
+        .into_iter()
+        .filter(|u| !still_used("user", u))
+        .collect();
+    if let Some(l) = cfg["clusters"].as_array_mut() {
+        l.retain(|e| !clusters.contains(&e["name"]));
+    }
+    if let Some(l) = cfg["users"].as_array_mut() {
+        l.retain(|e| !users.contains(&e["name"]));
+    }
+    if names.iter().any(|n| cfg["current-context"] == n.as_str()) {
         cfg["current-context"] = json!("");
     }
     cfg
@@ -121,5 +153,24 @@ mod tests {
         assert_eq!(out["contexts"], json!([{"name": "b"}]));
         assert_eq!(out["current-context"], "");
         assert!(!mentions(&out, "a") && mentions(&out, "b"));
+    }
+
+    #[test]
+    fn forgets_an_aks_context_with_its_differently_named_user_and_keeps_shared_entries() {
+        let cfg = json!({
+            "clusters": [{"name": "aks"}, {"name": "shared"}],
+            "users": [{"name": "clusterUser_rg-aks_aks"}, {"name": "clusterAdmin_rg-aks_aks"}, {"name": "u"}],
+            "contexts": [
+                {"name": "aks", "context": {"cluster": "aks", "user": "clusterUser_rg-aks_aks"}},
+                {"name": "aks-admin", "context": {"cluster": "aks", "user": "clusterAdmin_rg-aks_aks"}},
+                {"name": "other", "context": {"cluster": "shared", "user": "u"}}
+            ],
+            "current-context": "aks-admin"
+        });
+        let out = forget(cfg, "aks");
+        assert_eq!(out["clusters"], json!([{"name": "shared"}]));
+        assert_eq!(out["users"], json!([{"name": "u"}]));
+        assert_eq!(out["contexts"].as_array().unwrap().len(), 1);
+        assert_eq!(out["current-context"], "");
     }
 }

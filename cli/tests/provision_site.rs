@@ -1310,6 +1310,34 @@ fn seed_004_aks_cluster_has_real_nodes_scales_its_pool_and_again_changes_nothing
             .contains(&token)
     );
 
+    // Seed 000's management-tool principal next to the cluster (rancher-principal): an app
+    // with its password in Key Vault, Contributor on the site's group, a managed identity
+    // trusting the cluster's issuer; again, nothing is written (ARM, Graph, Key Vault).
+    let issuer_set = format!("issuer={issuer}");
+    let principal = [
+        "run",
+        "rancher-principal",
+        "--set",
+        "name=capz-managed-aks",
+        "--set",
+        &issuer_set,
+        "--output",
+        "json",
+    ];
+    let (code, out) = siteflow(&sb, &principal);
+    assert_eq!(code, 0, "{out}");
+    let fic = step_of(&json_doc(&out), "federated-credential");
+    assert_eq!(fic["outputs"]["issuer"], issuer.as_str(), "{fic}");
+    let before = requests(&sb).len();
+    let (code, out) = siteflow(&sb, &principal);
+    assert_eq!(code, 0, "{out}");
+    let changes: Vec<String> = requests(&sb)[before..]
+        .iter()
+        .filter(|e| e["method"] != "GET" && !e["path"].as_str().unwrap_or("").contains("/token"))
+        .map(|e| format!("{} {} {}", e["service"], e["method"], e["path"]))
+        .collect();
+    assert!(changes.is_empty(), "{changes:?}");
+
     // destroy-site: the group goes with the cluster, whose control plane and nodes are
     // powered off; its kubeconfig entries are forgotten (the other cluster's stay); a second
     // destroy writes nothing.

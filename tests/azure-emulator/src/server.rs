@@ -95,17 +95,27 @@ impl Shared {
     }
 
     /// Tells the hooks a backed VM or managed cluster was deleted.
-    pub(crate) fn spawn_release(self: &Arc<Self>, resource_id: String) {
+    /// With `op_id`, that operation waits for the release.
+    pub(crate) fn spawn_release(self: &Arc<Self>, resource_id: String, op_id: Option<String>) {
         let is_cluster = resource_id
             .to_ascii_lowercase()
             .contains("/providers/microsoft.containerservice/managedclusters/");
-        if is_cluster {
-            if let Some(h) = self.cluster_hook.read().ok().and_then(|h| h.clone()) {
-                tokio::spawn(async move { h.cluster_deleted(resource_id).await });
+        let vm_hook = self.hook.read().ok().and_then(|h| h.clone());
+        let cluster_hook = self.cluster_hook.read().ok().and_then(|h| h.clone());
+        let shared = Arc::clone(self);
+        tokio::spawn(async move {
+            match (is_cluster, vm_hook, cluster_hook) {
+                (true, _, Some(h)) => h.cluster_deleted(resource_id).await,
+                (false, Some(h), _) => h.vm_deleted(resource_id).await,
+                _ => {}
             }
-        } else if let Some(h) = self.hook.read().ok().and_then(|h| h.clone()) {
-            tokio::spawn(async move { h.vm_deleted(resource_id).await });
-        }
+            if let Some(id) = op_id {
+                let mut st = shared.lock_arm();
+                if let Some(op) = st.ops.get_mut(&id) {
+                    op.hooks_pending = op.hooks_pending.saturating_sub(1);
+                }
+            }
+        });
     }
 
     /// Runs the VM hook's power action for `job`; the operation waits for it.

@@ -285,8 +285,8 @@ fn serve(shared: &Arc<Shared>, req: &Req, route: &Route) -> Resp {
     for job in jobs {
         shared.spawn_hook(job);
     }
-    for id in released {
-        shared.spawn_release(id);
+    for (id, op) in released {
+        shared.spawn_release(id, op);
     }
     resp.set_header(&header, remaining.to_string());
     resp

@@ -231,7 +231,10 @@ pub(super) fn group(
             let mut resp = Resp::empty(StatusCode::ACCEPTED)
                 .with_header("Location", ctx.url(&op.result_path(), &v));
             add_retry_after(&mut resp, op.remaining(ctx.now), ctx.shared.wait_hint);
-            st.ops.insert(op.id.clone(), op);
+            let op_id = op.id.clone();
+            st.ops.insert(op_id.clone(), op);
+            let prefix = format!("{}/", key(&id));
+            st.release_for_delete(&op_id, |k| k.starts_with(&prefix));
             Ok(resp)
         }
         _ => Err(method_not_allowed(ctx)),

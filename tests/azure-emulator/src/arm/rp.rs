@@ -542,12 +542,7 @@ fn patch(
         ),
     };
     add_retry_after(&mut resp, op.remaining(ctx.now), ctx.shared.wait_hint);
-    let op_id = op.id.clone();
-    st.ops.insert(op_id.clone(), op);
-    if kind.family == Family::Aks {
-        // A pool's nodes go before its delete ends.
-        super::aks::after_delete(ctx, st, rkey, &op_id);
-    }
+    st.ops.insert(op.id.clone(), op);
     Ok(resp)
 }
 
@@ -615,7 +610,15 @@ fn delete(
         );
     }
     add_retry_after(&mut resp, op.remaining(ctx.now), ctx.shared.wait_hint);
-    st.ops.insert(op.id.clone(), op);
+    let op_id = op.id.clone();
+    st.ops.insert(op_id.clone(), op);
+    // The deleted VMs' (and clusters') hosts are off before the delete ends.
+    let prefix = format!("{rkey}/");
+    st.release_for_delete(&op_id, |k| k == rkey || k.starts_with(&prefix));
+    if kind.family == Family::Aks {
+        // A pool's nodes go before its delete ends.
+        super::aks::after_delete(ctx, st, rkey, &op_id);
+    }
     Ok(resp)
 }
 

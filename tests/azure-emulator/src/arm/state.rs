@@ -111,8 +111,9 @@ pub(crate) struct ArmState {
     pub(crate) pending_power: Vec<PowerJob>,
     /// Storage account keys (key1, key2) by account resource key: never in a body.
     pub(crate) storage_keys: HashMap<String, Value>,
-    /// Backed VMs deleted since the last request: their hosts are released after it.
-    pub(crate) released: Vec<String>,
+    /// Backed VMs and clusters deleted since the last request: their hosts are released
+    /// after it; with an operation id, that operation waits for the release.
+    pub(crate) released: Vec<(String, Option<String>)>,
     /// Hook results per VM resource key.
     pub(crate) backings: HashMap<String, VmBacking>,
     /// Cluster hook results per managed-cluster resource key.
@@ -183,6 +184,21 @@ impl ArmState {
             .retain(|k, _| k != rkey && !k.starts_with(&prefix));
     }
 
+    /// A delete of everything matching was accepted as operation `op_id`: the backed hosts
+    /// among it are released now and the operation ends only once they are (a deleted VM's
+    /// host is off when its delete reports Succeeded, as the VM is gone on Azure).
+    pub(crate) fn release_for_delete(&mut self, op_id: &str, matches: impl Fn(&str) -> bool) {
+        let before = self.released.len();
+        self.release_backings(matches);
+        let n = self.released.len() - before;
+        for r in &mut self.released[before..] {
+            r.1 = Some(op_id.to_string());
+        }
+        if let Some(op) = self.ops.get_mut(op_id) {
+            op.hooks_pending += n as u32;
+        }
+    }
+
     /// Forgets the backings whose resource key matches, queueing their hosts' release.
     fn release_backings(&mut self, matches: impl Fn(&str) -> bool) {
         let gone: Vec<String> = self
@@ -194,7 +210,7 @@ impl ArmState {
         for k in gone {
             self.backings.remove(&k);
             if let Some(r) = self.resources.get(&k) {
-                self.released.push(r.id.clone());
+                self.released.push((r.id.clone(), None));
             }
         }
         let clusters: Vec<String> = self
@@ -206,7 +222,7 @@ impl ArmState {
         for k in clusters {
             self.cluster_backings.remove(&k);
             if let Some(r) = self.resources.get(&k) {
-                self.released.push(r.id.clone());
+                self.released.push((r.id.clone(), None));
             }
         }
     }

@@ -215,8 +215,7 @@ fn pools(input: &AksInput) -> Vec<(&PoolInput, &'static str)> {
         .collect()
 }
 
-fn body(cx: &StepContext, input: &AksInput, tags: Tags) -> Value {
-    let _ = cx;
+fn body(input: &AksInput, tags: Tags) -> Value {
     let mut props = json!({
         "dnsPrefix": input.dns_prefix.clone().unwrap_or_else(|| input.name.clone()),
         "agentPoolProfiles": pools(input).iter().map(|(p, m)| pool_profile(p, m)).collect::<Vec<_>>(),
@@ -586,7 +585,7 @@ impl Step for AksStep {
                 "cluster",
                 "PUT",
                 &url,
-                Some(&body(cx, input, tags)),
+                Some(&body(input, tags)),
             )
             .await?
             {

@@ -34,6 +34,10 @@ pub struct AzureConnection {
     pub credential: CredentialConfig,
 }
 
+/// The process's ARM client set: one [`ArmClient`] per connection (cloud, credential,
+/// subscription), so tokens and throttling state are shared by every step, crate and run.
+/// A cache rather than a set the CLI creates and passes in, as for the SSH pool: which
+/// clients exist depends on each step's `azure` input, known only when the step runs.
 static CLIENTS: LazyLock<Mutex<HashMap<String, ArmClient>>> = LazyLock::new(Default::default);
 
 impl AzureConnection {

@@ -20,9 +20,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The generic SSH step kinds, sharing one connection pool.
-pub fn steps() -> Vec<Arc<dyn DynStep>> {
-    let pool = StepPool::new();
+/// The generic SSH step kinds over `pool`: the one the binary creates for every kind that
+/// reaches hosts over SSH (`ssh.*`, `k3s.*`, `arc.*`, `flux.*`), so a run keeps one
+/// connection per host however many crates' kinds act on it.
+pub fn steps(pool: StepPool) -> Vec<Arc<dyn DynStep>> {
     vec![
         Arc::new(SshExec::new(pool.clone())),
         Arc::new(SshUpload::new(pool)),

@@ -236,7 +236,7 @@ mod tests {
     fn run(script: &str, cwd: Option<&str>, home: &std::path::Path) -> (i32, String, String) {
         let req = ExecRequest::new(script_wrapper(script, cwd, "--m--")).env("E", "v a'l");
         let home = home.to_str().unwrap();
-        crate::exec::run_locally(
+        crate::command::run_locally(
             "bash",
             &req,
             &[("HOME", Some(home)), ("XDG_RUNTIME_DIR", None)],

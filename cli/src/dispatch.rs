@@ -178,12 +178,14 @@ async fn hosts(cli: &Cli, command: &HostsCommand) -> Result<u8, Failure> {
 
 /// The step kinds this binary knows.
 fn registry() -> Registry {
-    // One SSH pool for the kinds that act on k3s hosts.
+    // One SSH pool for every kind that reaches hosts over SSH, so a run holds one connection
+    // per host. ARM clients are shared through `siteflow_steps_azure`'s process-wide cache,
+    // keyed by each step's connection input (see ARCHITECTURE.md, "Shared transports").
     let ssh_pool = siteflow_ssh::steps::StepPool::new();
     Registry::new()
         .with(siteflow_steps_core::steps())
-        .with(siteflow_ssh::steps())
-        .with(siteflow_steps_k3s::steps_with_pool(ssh_pool.clone()))
+        .with(siteflow_ssh::steps(ssh_pool.clone()))
+        .with(siteflow_steps_k3s::steps(ssh_pool.clone()))
         .with(siteflow_steps_azure::steps())
         .with(siteflow_steps_arc::steps(ssh_pool.clone()))
         .with(siteflow_steps_flux::steps(ssh_pool))

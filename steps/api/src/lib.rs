@@ -7,6 +7,8 @@
 //! ([`StepError`]); the engine alone owns retries, time and cancellation.
 
 mod context;
+mod digest;
+pub mod duration;
 mod dyn_step;
 mod error;
 pub mod quote;
@@ -14,6 +16,8 @@ pub mod script;
 mod secret;
 
 pub use context::{LogStream, StepContext, StepHost};
+pub use digest::sha256_hex;
+pub use duration::{duration_input, parse_duration};
 pub use dyn_step::{DynStep, InputError};
 pub use error::{ErrorClass, StepError};
 pub use quote::shell_quote;
@@ -22,19 +26,6 @@ pub use secret::{SECRET_MARKER, Secret, reveal_secrets};
 pub use async_trait::async_trait;
 pub use schemars;
 pub use tokio_util::sync::CancellationToken;
-
-/// Parses a duration as workflows write them everywhere: `30s`, `5m`, `1h30m`, `250ms`;
-/// a bare number is seconds. The one parser for step inputs and the workflow spec alike.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if let Ok(secs) = t.parse::<f64>()
-        && secs >= 0.0
-        && secs.is_finite()
-    {
-        return Ok(Duration::from_secs_f64(secs));
-    }
-    humantime::parse_duration(t).map_err(|e| e.to_string())
-}
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -100,27 +91,4 @@ pub trait Step: Send + Sync + 'static {
         cx: &StepContext,
         input: &Self::Input,
     ) -> impl Future<Output = Result<Progress<Self::Output>, StepError>> + Send;
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn one_duration_syntax() {
-        use std::time::Duration;
-        assert_eq!(super::parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(
-            super::parse_duration("1.5"),
-            Ok(Duration::from_millis(1500))
-        );
-        assert_eq!(
-            super::parse_duration(" 1h30m "),
-            Ok(Duration::from_secs(5400))
-        );
-        assert_eq!(
-            super::parse_duration("250ms"),
-            Ok(Duration::from_millis(250))
-        );
-        assert!(super::parse_duration("-1").is_err());
-        assert!(super::parse_duration("forever").is_err());
-    }
 }

@@ -349,7 +349,7 @@ impl Step for ArcFluxConfiguration {
                 "`url` is an https://, http://, git:// or ssh:// git URL",
             ));
         }
-        siteflow_step::parse_duration(&input.interval).map_err(invalid)?;
+        siteflow_step::duration_input("interval", &input.interval)?;
         Ok(())
     }
 
@@ -384,7 +384,7 @@ impl Step for ArcFluxConfiguration {
         cx: &StepContext,
         input: &ArcFluxInput,
     ) -> Result<Progress<ArcFluxOutput>, StepError> {
-        let interval = siteflow_step::parse_duration(&input.interval).map_err(invalid)?;
+        let interval = siteflow_step::duration_input("interval", &input.interval)?;
         let client = input.azure.client()?;
         let url = child_url(
             &client,

@@ -341,7 +341,7 @@ impl ArcConnect {
             "{}\n",
             serde_json::to_string_pretty(&chart_doc).unwrap_or_default()
         );
-        let want = siteflow_ssh::steps::sha256_hex(text.as_bytes());
+        let want = siteflow_step::sha256_hex(text.as_bytes());
         if remote.file_state(CHART_FILE).await?.map(|s| s.sha256) != Some(want) {
             cx.info(&format!("writing {CHART_FILE} (the Arc agents chart)"));
             remote
@@ -380,7 +380,7 @@ impl Step for ArcConnect {
         if !["stable", "preview"].contains(&input.release_train.as_str()) {
             return Err(invalid("`release_train` is `stable` or `preview`"));
         }
-        siteflow_step::parse_duration(&input.interval).map_err(invalid)?;
+        siteflow_step::duration_input("interval", &input.interval)?;
         Ok(())
     }
 
@@ -421,7 +421,7 @@ impl Step for ArcConnect {
         cx: &StepContext,
         input: &ArcConnectInput,
     ) -> Result<Progress<ArcConnectOutput>, StepError> {
-        let interval = siteflow_step::parse_duration(&input.interval).map_err(invalid)?;
+        let interval = siteflow_step::duration_input("interval", &input.interval)?;
         let key = onboarding::load_or_create(cx).await?;
         let (client, url, live) = self.get(cx, input).await?;
         let mut pending = Pending::load(cx);

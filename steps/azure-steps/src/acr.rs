@@ -96,15 +96,7 @@ fn unix_now() -> u64 {
 /// The current refresh token's expiry when it is this registry's and valid for longer than
 /// `renew_before`.
 fn reusable(input: &AcrInput) -> Result<Option<(String, u64)>, StepError> {
-    let renew = siteflow_step::parse_duration(&input.renew_before).map_err(|e| {
-        StepError::permanent(
-            "InvalidInput",
-            format!(
-                "`renew_before`: {:?} is not a duration ({e})",
-                input.renew_before
-            ),
-        )
-    })?;
+    let renew = siteflow_step::duration_input("renew_before", &input.renew_before)?;
     let Some(current) = input
         .current
         .as_ref()

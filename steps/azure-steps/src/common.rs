@@ -3,13 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use siteflow_azure::models::Tags;
 use siteflow_azure::{
     ArmClient, AzureError, Begun, ClientOptions, CloudConfig, CredentialConfig, LroPoller,
     LroStatus,
 };
-use siteflow_step::{StepContext, StepError, reveal_secrets, schemars};
+use siteflow_step::{StepContext, StepError, reveal_secrets, schemars, sha256_hex};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{LazyLock, Mutex};
@@ -34,6 +33,10 @@ pub struct AzureConnection {
     pub credential: CredentialConfig,
 }
 
+/// The process's ARM client set: one [`ArmClient`] per connection (cloud, credential,
+/// subscription), so tokens and throttling state are shared by every step, crate and run.
+/// A cache rather than a set the CLI creates and passes in, as for the SSH pool: which
+/// clients exist depends on each step's `azure` input, known only when the step runs.
 static CLIENTS: LazyLock<Mutex<HashMap<String, ArmClient>>> = LazyLock::new(Default::default);
 
 impl AzureConnection {
@@ -57,7 +60,7 @@ impl AzureConnection {
         let subscription = self.subscription()?;
         let key = {
             let json = reveal_secrets(|| serde_json::to_string(self)).unwrap_or_default();
-            hex::encode(Sha256::digest(format!("{subscription}\n{json}")))
+            sha256_hex(format!("{subscription}\n{json}").as_bytes())
         };
         let mut clients = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&key) {

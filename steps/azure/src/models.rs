@@ -65,26 +65,71 @@ pub struct ProvisioningOnly {
     pub provisioning_state: Option<String>,
 }
 
-/// A resource group (Microsoft.Resources 2025-04-01).
+/// ARM's envelope of a tracked resource: identity and placement around the resource's own
+/// `properties` (`P`), with the optional parts some resources have (`S` is the SKU's shape).
+/// `type` is read from responses and never sent (ARM sets it from the URL).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResourceGroup {
+#[serde(
+    rename_all = "camelCase",
+    bound(
+        serialize = "P: Serialize + ArmProperties, S: Serialize",
+        deserialize = "P: Deserialize<'de>, S: Deserialize<'de>"
+    )
+)]
+pub struct Tracked<P, S = Sku> {
     /// Id (read-only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// Name (read-only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Resource type, e.g. `Microsoft.Network/virtualNetworks` (read-only).
+    #[serde(rename = "type", default, skip_serializing)]
+    pub kind: Option<String>,
     /// Location.
     #[serde(default)]
     pub location: String,
     /// Tags.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<Tags>,
-    /// Properties (read-only).
+    /// SKU (public IPs; size and capacity of scale sets).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub properties: Option<ProvisioningOnly>,
+    pub sku: Option<S>,
+    /// Managed identity (VMs, scale sets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    /// Zones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<String>>,
+    /// The resource's own properties.
+    #[serde(skip_serializing_if = "ArmProperties::is_absent")]
+    pub properties: P,
 }
+
+/// What may stand in a [`Tracked`] resource's `properties`: a properties struct (always
+/// sent) or an optional one (left out of the body when `None`).
+pub trait ArmProperties {
+    /// Whether the body leaves `properties` out.
+    fn is_absent(&self) -> bool {
+        false
+    }
+}
+
+impl<T> ArmProperties for Option<T> {
+    fn is_absent(&self) -> bool {
+        self.is_none()
+    }
+}
+
+impl ArmProperties for VirtualNetworkProperties {}
+impl ArmProperties for NetworkSecurityGroupProperties {}
+impl ArmProperties for PublicIpProperties {}
+impl ArmProperties for NetworkInterfaceProperties {}
+impl ArmProperties for VirtualMachineProperties {}
+impl ArmProperties for ScaleSetProperties {}
+
+/// A resource group (Microsoft.Resources 2025-04-01).
+pub type ResourceGroup = Tracked<Option<ProvisioningOnly>>;
 
 /// A resource provider (registration state).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -99,24 +144,7 @@ pub struct Provider {
 }
 
 /// Virtual network (Microsoft.Network 2026-03-01).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VirtualNetwork {
-    /// Id (read-only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// Name (read-only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Location.
-    #[serde(default)]
-    pub location: String,
-    /// Tags.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Tags>,
-    /// Properties.
-    pub properties: VirtualNetworkProperties,
-}
+pub type VirtualNetwork = Tracked<VirtualNetworkProperties>;
 
 /// Virtual network properties.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -170,24 +198,7 @@ pub struct SubnetProperties {
 }
 
 /// A network security group.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NetworkSecurityGroup {
-    /// Id (read-only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// Name (read-only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Location.
-    #[serde(default)]
-    pub location: String,
-    /// Tags.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Tags>,
-    /// Properties.
-    pub properties: NetworkSecurityGroupProperties,
-}
+pub type NetworkSecurityGroup = Tracked<NetworkSecurityGroupProperties>;
 
 /// NSG properties.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -251,30 +262,7 @@ pub struct Sku {
 }
 
 /// A public IP address.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PublicIpAddress {
-    /// Id (read-only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// Name (read-only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Location.
-    #[serde(default)]
-    pub location: String,
-    /// Tags.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Tags>,
-    /// SKU.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sku: Option<Sku>,
-    /// Zones.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zones: Option<Vec<String>>,
-    /// Properties.
-    pub properties: PublicIpProperties,
-}
+pub type PublicIpAddress = Tracked<PublicIpProperties>;
 
 /// Public IP properties.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -301,24 +289,7 @@ pub struct PublicIpProperties {
 }
 
 /// A network interface.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NetworkInterface {
-    /// Id (read-only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// Name (read-only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Location.
-    #[serde(default)]
-    pub location: String,
-    /// Tags.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Tags>,
-    /// Properties.
-    pub properties: NetworkInterfaceProperties,
-}
+pub type NetworkInterface = Tracked<NetworkInterfaceProperties>;
 
 /// NIC properties.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -385,30 +356,7 @@ pub struct Identity {
 }
 
 /// A virtual machine (Microsoft.Compute 2026-04-01).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VirtualMachine {
-    /// Id (read-only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// Name (read-only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Location.
-    #[serde(default)]
-    pub location: String,
-    /// Tags.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Tags>,
-    /// Managed identity.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub identity: Option<Identity>,
-    /// Zones.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zones: Option<Vec<String>>,
-    /// Properties.
-    pub properties: VirtualMachineProperties,
-}
+pub type VirtualMachine = Tracked<VirtualMachineProperties>;
 
 /// VM properties.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -656,33 +604,7 @@ pub struct AcrAccessToken {
 }
 
 /// A VM scale set (Microsoft.Compute 2026-04-01).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VirtualMachineScaleSet {
-    /// Id (read-only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// Name (read-only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Location.
-    #[serde(default)]
-    pub location: String,
-    /// Tags.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Tags>,
-    /// Size and capacity.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sku: Option<ScaleSetSku>,
-    /// Managed identity.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub identity: Option<Identity>,
-    /// Zones.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zones: Option<Vec<String>>,
-    /// Properties.
-    pub properties: ScaleSetProperties,
-}
+pub type VirtualMachineScaleSet = Tracked<ScaleSetProperties, ScaleSetSku>;
 
 /// Scale set SKU.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -24,10 +24,3 @@ pub fn steps() -> Vec<Arc<dyn DynStep>> {
         Arc::new(WaitUntil),
     ]
 }
-
-/// Parses a duration input (`30s`, `5m`, `250ms`; a bare number is seconds).
-pub(crate) fn duration(s: &str) -> Result<std::time::Duration, siteflow_step::StepError> {
-    siteflow_step::parse_duration(s).map_err(|e| {
-        siteflow_step::StepError::permanent("InvalidInput", format!("invalid duration `{s}`: {e}"))
-    })
-}

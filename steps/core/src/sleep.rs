@@ -30,7 +30,7 @@ impl Step for Sleep {
     }
 
     fn validate(&self, input: &SleepInput) -> Result<(), StepError> {
-        crate::duration(&input.duration).map(|_| ())
+        siteflow_step::duration_input("duration", &input.duration).map(|_| ())
     }
 
     async fn observe(&self, _: &StepContext, _: &SleepInput) -> Result<Observed<Empty>, StepError> {
@@ -42,7 +42,7 @@ impl Step for Sleep {
         cx: &StepContext,
         input: &SleepInput,
     ) -> Result<Progress<Empty>, StepError> {
-        let d = crate::duration(&input.duration)?;
+        let d = siteflow_step::duration_input("duration", &input.duration)?;
         tokio::select! {
             _ = tokio::time::sleep(d) => Ok(Progress::Done(Empty {})),
             _ = cx.cancel.cancelled() => Err(StepError::cancelled("sleep cancelled")),

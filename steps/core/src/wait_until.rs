@@ -52,8 +52,8 @@ impl Step for WaitUntil {
     }
 
     fn validate(&self, input: &WaitUntilInput) -> Result<(), StepError> {
-        crate::duration(&input.interval)?;
-        crate::duration(&input.timeout).map(|_| ())
+        siteflow_step::duration_input("interval", &input.interval)?;
+        siteflow_step::duration_input("timeout", &input.timeout).map(|_| ())
     }
 
     async fn observe(
@@ -76,8 +76,8 @@ impl Step for WaitUntil {
         cx: &StepContext,
         input: &WaitUntilInput,
     ) -> Result<Progress<Empty>, StepError> {
-        let interval = crate::duration(&input.interval)?;
-        let timeout = crate::duration(&input.timeout)?;
+        let interval = siteflow_step::duration_input("interval", &input.interval)?;
+        let timeout = siteflow_step::duration_input("timeout", &input.timeout)?;
         // The deadline survives retries and resumes through the step's saved progress.
         let started = match cx
             .progress()

@@ -563,7 +563,7 @@ impl Step for FluxBootstrap {
         if input.git.branch.is_empty() || input.git.path.is_empty() {
             return Err(invalid("`git.branch` and `git.path` must not be empty"));
         }
-        siteflow_step::parse_duration(&input.interval).map_err(invalid)?;
+        siteflow_step::duration_input("interval", &input.interval)?;
         Ok(())
     }
 
@@ -610,7 +610,7 @@ impl Step for FluxBootstrap {
         cx: &StepContext,
         input: &FluxBootstrapInput,
     ) -> Result<Progress<FluxBootstrapOutput>, StepError> {
-        let interval = siteflow_step::parse_duration(&input.interval).map_err(invalid)?;
+        let interval = siteflow_step::duration_input("interval", &input.interval)?;
         let files = files(cx, input)?;
         let objects = objects(cx, input, &files)?;
         let git = Git::new(cx, &input.git);

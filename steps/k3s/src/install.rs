@@ -8,7 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use siteflow_ssh::shell_quote;
-use siteflow_ssh::steps::{Remote, SshTargetInput, StepPool, sha256_hex};
+use siteflow_ssh::steps::{Remote, SshTargetInput, StepPool};
+use siteflow_step::sha256_hex;
 use siteflow_step::{Observed, Progress, Secret, Step, StepContext, StepError};
 use std::collections::BTreeMap;
 

@@ -9,8 +9,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use siteflow_ssh::shell_quote;
-use siteflow_ssh::steps::{Remote, SshTargetInput, StepPool, parse_duration, sha256_hex};
+use siteflow_ssh::steps::{Remote, SshTargetInput, StepPool};
 use siteflow_step::{Observed, Progress, Step, StepContext, StepError};
+use siteflow_step::{duration_input, sha256_hex};
 use std::time::Duration;
 
 /// How the issuer is set.
@@ -91,7 +92,7 @@ impl K3sIssuerInput {
 
     fn interval(&self) -> Result<Duration, StepError> {
         match &self.interval {
-            Some(i) => parse_duration("interval", i),
+            Some(i) => duration_input("interval", i),
             None => Ok(Duration::from_secs(2)),
         }
     }
@@ -178,7 +179,7 @@ impl Step for K3sIssuer {
             )));
         }
         if let Some(e) = &input.max_token_expiration {
-            parse_duration("max_token_expiration", e)?;
+            duration_input("max_token_expiration", e)?;
         }
         if let Some(f) = &input.file_name
             && (f.contains('/') || !f.ends_with(".yaml"))

@@ -4,7 +4,7 @@
 //!
 //! Every kind takes an `ssh` target (see [`siteflow_ssh::steps::SshTargetInput`]), runs
 //! through `sudo -n` unless told otherwise, is idempotent through `observe`, and restarts
-//! k3s only when a file it owns changed. All kinds of one [`steps`] call share one SSH pool.
+//! k3s only when a file it owns changed. All kinds share the SSH pool given to [`steps`].
 
 mod apply;
 mod host;
@@ -39,13 +39,9 @@ use siteflow_ssh::steps::StepPool;
 use siteflow_step::DynStep;
 use std::sync::Arc;
 
-/// The k3s step kinds, sharing one SSH connection pool.
-pub fn steps() -> Vec<Arc<dyn DynStep>> {
-    steps_with_pool(StepPool::new())
-}
-
-/// The k3s step kinds over `pool` (shared with other kinds that reach the same hosts).
-pub fn steps_with_pool(pool: StepPool) -> Vec<Arc<dyn DynStep>> {
+/// The k3s step kinds over `pool` (the binary's one pool, shared with the other kinds that
+/// reach the same hosts).
+pub fn steps(pool: StepPool) -> Vec<Arc<dyn DynStep>> {
     vec![
         Arc::new(K3sInstall::new(pool.clone())),
         Arc::new(K3sNodeToken::new(pool.clone())),

@@ -31,7 +31,7 @@ fn parse_selector(s: &str) -> Result<(String, String), StepError> {
 fn validate_pool(ssh: &SshTargetInput, selector: &str, timeout: &str) -> Result<(), StepError> {
     ssh.validate()?;
     parse_selector(selector)?;
-    siteflow_step::parse_duration(timeout).map_err(invalid)?;
+    siteflow_step::duration_input("timeout", timeout)?;
     Ok(())
 }
 

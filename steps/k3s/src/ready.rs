@@ -4,7 +4,7 @@
 use crate::host::{invalid, nodes};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use siteflow_ssh::steps::{SshTargetInput, StepPool, parse_duration};
+use siteflow_ssh::steps::{SshTargetInput, StepPool};
 use siteflow_step::{Observed, Progress, Step, StepContext, StepError};
 use std::time::Duration;
 
@@ -93,7 +93,7 @@ impl Step for K3sReady {
             return Err(invalid("give `nodes` or `count`"));
         }
         if let Some(i) = &input.interval {
-            parse_duration("interval", i)?;
+            siteflow_step::duration_input("interval", i)?;
         }
         Ok(())
     }
@@ -122,7 +122,7 @@ impl Step for K3sReady {
                 cx.info(&reason);
                 Progress::Wait {
                     recheck_after: match &input.interval {
-                        Some(i) => parse_duration("interval", i)?,
+                        Some(i) => siteflow_step::duration_input("interval", i)?,
                         None => Duration::from_secs(2),
                     },
                 }

@@ -69,7 +69,7 @@ impl Step for K3sNodeToken {
     fn validate(&self, input: &K3sNodeTokenInput) -> Result<(), StepError> {
         input.ssh.validate()?;
         if let Some(i) = &input.interval {
-            siteflow_ssh::steps::parse_duration("interval", i)?;
+            siteflow_step::duration_input("interval", i)?;
         }
         Ok(())
     }
@@ -96,7 +96,7 @@ impl Step for K3sNodeToken {
             Some(o) => Progress::Done(o),
             None => Progress::Wait {
                 recheck_after: match &input.interval {
-                    Some(i) => siteflow_ssh::steps::parse_duration("interval", i)?,
+                    Some(i) => siteflow_step::duration_input("interval", i)?,
                     None => Duration::from_secs(2),
                 },
             },

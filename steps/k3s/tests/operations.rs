@@ -53,7 +53,7 @@ async fn airgap_install_registries_apply_kubeconfig_uninstall() {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/testhosts/assets/k3s-install.sh");
         let cx = context(Arc::new(MemHost::default()), dir.path());
-        let steps = siteflow_steps_k3s::steps();
+        let steps = siteflow_steps_k3s::steps(siteflow_ssh::steps::StepPool::new());
 
         // Air gap: no "download" at all; the binary and the script come from here.
         h.exec_local_ok("rm -f /usr/local/lib/k3s-sim/k3s-sim").await.unwrap();

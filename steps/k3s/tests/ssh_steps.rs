@@ -12,7 +12,7 @@ use std::sync::Arc;
 use support::{MemHost, bounded, context};
 
 fn kind(name: &str) -> Arc<dyn DynStep> {
-    siteflow_ssh::steps()
+    siteflow_ssh::steps(siteflow_ssh::steps::StepPool::new())
         .into_iter()
         .find(|s| s.kind() == name)
         .unwrap()

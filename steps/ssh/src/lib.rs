@@ -7,6 +7,7 @@
 //! [`siteflow_step::StepError`] with a stable code.
 
 mod auth;
+mod command;
 mod config;
 mod error;
 mod exec;
@@ -18,9 +19,9 @@ mod sftp;
 pub mod steps;
 
 pub use auth::AuthMethod;
+pub use command::{ExecOutput, ExecRequest, LineSink};
 pub use config::{SshConfigFile, SshTarget};
 pub use error::SshError;
-pub use exec::{ExecOutput, ExecRequest, LineSink};
 pub use hostkey::{
     HostKeyPolicy, HostKeyStore, MemoryHostKeyStore, RunStateHostKeyStore, fingerprint,
     line_fingerprint, store_key,

@@ -8,7 +8,8 @@
 //! prints `\n<marker> <status>` on stdout and `\n<marker>` on stderr. The client reads
 //! both streams up to their markers, so a command's output never mixes with the next
 //! one's. Only requests without stdin and without a remote timeout run here; the others
-//! get a channel of their own ([`crate::exec`]). A connection keeps idle resident shells
+//! get a channel of their own ([`crate::exec`], which also hands shells to their
+//! connection and takes them back; this module knows only the shell and its channel). A connection keeps idle resident shells
 //! (with or without sudo) for the next command; each holds one of the connection's
 //! channel permits, and a request that needs a fresh channel when none is left closes an
 //! idle shell first.
@@ -20,14 +21,12 @@
 //! channel of its own.
 
 use crate::SshError;
-use crate::exec::{
+use crate::command::{
     ExecOutput, ExecRequest, LineSink, LineSplitter, SUDO, bash_command_line, capture,
     read_while_writing,
 };
-use crate::pool::{Acquired, Connection};
-use russh::ChannelMsg;
 use russh::client::Msg;
-use russh::{ChannelReadHalf, ChannelWriteHalf};
+use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use siteflow_step::LogStream;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -52,30 +51,32 @@ pub(crate) struct Resident {
 }
 
 impl Resident {
-    /// Starts a resident shell on a new channel of `conn`.
+    /// Starts a resident shell on `channel`, a new channel of the connection `host`
+    /// (`user@host:port`) that `permit` counts.
     pub(crate) async fn start(
-        conn: &Connection,
-        sudo: bool,
+        channel: Channel<Msg>,
         permit: OwnedSemaphorePermit,
+        sudo: bool,
+        host: &str,
     ) -> Result<Self, SshError> {
-        let (channel, permit) = conn.open_with(permit).await?;
+        let lost = |e: russh::Error| SshError::ConnectionLost {
+            host: host.to_string(),
+            reason: e.to_string(),
+        };
         let prefix: Vec<String> = if sudo {
             SUDO.map(String::from).to_vec()
         } else {
             vec![]
         };
         let line = bash_command_line(&prefix, LOOP);
-        channel
-            .exec(true, line)
-            .await
-            .map_err(|e| conn.lost(e.to_string()))?;
+        channel.exec(true, line).await.map_err(lost)?;
         let (rx, tx) = channel.split();
         let mut token = [0u8; 16];
         rand::fill(&mut token);
         let marker = format!("--siteflow-end-{}--", hex::encode(token));
         tx.data(format!("{marker}\n").as_bytes())
             .await
-            .map_err(|e| conn.lost(e.to_string()))?;
+            .map_err(lost)?;
         Ok(Self {
             rx,
             tx,
@@ -116,12 +117,13 @@ impl Resident {
     }
 
     /// Runs one request. On success the shell is ready for the next; on any error it must
-    /// be dropped (its state is unknown).
+    /// be dropped (its state is unknown). When the shell ends before the command's markers,
+    /// `ended` turns what it wrote on stderr into the error.
     pub(crate) async fn run(
         &mut self,
-        conn: &Connection,
         req: &ExecRequest,
         sink: Option<LineSink<'_>>,
+        ended: &(dyn Fn(&[u8]) -> SshError + Sync),
     ) -> Result<ExecOutput, SshError> {
         let input = req.framed_input()?;
         let cancel = req.cancel.clone().unwrap_or_default();
@@ -144,7 +146,7 @@ impl Resident {
                     Some(ChannelMsg::ExtendedData { data, ext: 1 }) => err.push(&data, sink),
                     Some(ChannelMsg::ExitStatus { .. } | ChannelMsg::Eof | ChannelMsg::Close)
                     | None => {
-                        return Err(ended(conn, self.sudo, &err.captured));
+                        return Err(ended(&err.captured));
                     }
                     Some(_) => {}
                 }
@@ -159,48 +161,6 @@ impl Resident {
             }
         };
         read_while_writing(writer, reader).await
-    }
-}
-
-/// Runs `req` on an idle resident shell of `conn` (or a new one), and gives the shell back
-/// to the connection when the command finished cleanly.
-pub(crate) async fn exec(
-    conn: &Connection,
-    req: &ExecRequest,
-    sink: Option<LineSink<'_>>,
-) -> Result<ExecOutput, SshError> {
-    let mut shell = match conn.acquire(Some(req.sudo)).await? {
-        Acquired::Shell(s) => s,
-        Acquired::Permit(p) => Resident::start(conn, req.sudo, p).await?,
-    };
-    match shell.run(conn, req, sink).await {
-        Ok(out) => {
-            conn.put_idle(shell);
-            Ok(out)
-        }
-        Err(e) => {
-            tokio::spawn(shell.close());
-            Err(e)
-        }
-    }
-}
-
-/// Why a resident shell ended before its command's markers: sudo asking for a password,
-/// the connection going away, or the shell itself exiting (the command killed it).
-fn ended(conn: &Connection, sudo: bool, stderr: &[u8]) -> SshError {
-    if sudo && crate::exec::sudo_wants_password(stderr) {
-        return SshError::SudoPasswordRequired {
-            user: conn.user.clone(),
-            host: conn.label.clone(),
-        };
-    }
-    if conn.is_closed() {
-        return conn.lost("the connection ended while the command ran");
-    }
-    SshError::Channel {
-        host: conn.label.clone(),
-        reason: "the remote shell ended while the command ran (did the command kill its parent?)"
-            .into(),
     }
 }
 

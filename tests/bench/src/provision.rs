@@ -177,8 +177,8 @@ async fn run_sites(args: &ProvisionArgs, dir: &Path, wf_path: &Path, wf_text: &s
     let registry = Arc::new(
         Registry::new()
             .with(siteflow_steps_core::steps())
-            .with(siteflow_ssh::steps())
-            .with(siteflow_steps_k3s::steps_with_pool(pool.clone()))
+            .with(siteflow_ssh::steps(pool.clone()))
+            .with(siteflow_steps_k3s::steps(pool.clone()))
             .with(siteflow_steps_azure::steps())
             .with(siteflow_steps_arc::steps(pool.clone()))
             .with(siteflow_steps_flux::steps(pool))

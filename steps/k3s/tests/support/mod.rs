@@ -34,11 +34,12 @@ pub async fn net_with_k3s(n: usize) -> TestNet {
 
 /// The registry the `siteflow` binary uses.
 pub fn registry() -> Arc<Registry> {
+    let pool = siteflow_ssh::steps::StepPool::new();
     Arc::new(
         Registry::new()
             .with(siteflow_steps_core::steps())
-            .with(siteflow_ssh::steps())
-            .with(siteflow_steps_k3s::steps()),
+            .with(siteflow_ssh::steps(pool.clone()))
+            .with(siteflow_steps_k3s::steps(pool)),
     )
 }
 

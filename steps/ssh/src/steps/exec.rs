@@ -1,6 +1,6 @@
 //! `ssh.exec`: a bash script on a host, like the built-in `shell` step but remote.
 
-use super::{Remote, SshTargetInput, StepPool, parse_duration};
+use super::{Remote, SshTargetInput, StepPool};
 use crate::shell_quote;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -113,7 +113,9 @@ async fn run_script(
 ) -> Result<(ScriptOutput, Vec<String>), StepError> {
     let marker = format!(
         "--siteflow-output-{}--",
-        super::sha256_hex(format!("{}{:?}", cx.run_id, std::time::SystemTime::now()).as_bytes())
+        siteflow_step::sha256_hex(
+            format!("{}{:?}", cx.run_id, std::time::SystemTime::now()).as_bytes()
+        )
     );
     let wrapper = script_wrapper(script, input.working_directory.as_deref(), &marker);
     let mut req = remote.request(wrapper);
@@ -128,7 +130,7 @@ async fn run_script(
         req = req.env(k, v);
     }
     if let Some(t) = &input.timeout {
-        req = req.timeout(parse_duration("timeout", t)?);
+        req = req.timeout(siteflow_step::duration_input("timeout", t)?);
     }
     // Log lines until the marker; what follows is the output file.
     let past_marker = AtomicBool::new(false);
@@ -187,7 +189,7 @@ impl Step for SshExec {
             return Err(StepError::permanent("InvalidInput", "`run` is empty"));
         }
         if let Some(t) = &input.timeout {
-            parse_duration("timeout", t)?;
+            siteflow_step::duration_input("timeout", t)?;
         }
         Ok(())
     }
@@ -236,7 +238,7 @@ mod tests {
     fn run(script: &str, cwd: Option<&str>, home: &std::path::Path) -> (i32, String, String) {
         let req = ExecRequest::new(script_wrapper(script, cwd, "--m--")).env("E", "v a'l");
         let home = home.to_str().unwrap();
-        crate::exec::run_locally(
+        crate::command::run_locally(
             "bash",
             &req,
             &[("HOME", Some(home)), ("XDG_RUNTIME_DIR", None)],

@@ -14,15 +14,14 @@ use crate::{
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 use siteflow_step::{DynStep, LogStream, Secret, StepContext, StepError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-/// The generic SSH step kinds, sharing one connection pool.
-pub fn steps() -> Vec<Arc<dyn DynStep>> {
-    let pool = StepPool::new();
+/// The generic SSH step kinds over `pool`: the one the binary creates for every kind that
+/// reaches hosts over SSH (`ssh.*`, `k3s.*`, `arc.*`, `flux.*`), so a run keeps one
+/// connection per host however many crates' kinds act on it.
+pub fn steps(pool: StepPool) -> Vec<Arc<dyn DynStep>> {
     vec![
         Arc::new(SshExec::new(pool.clone())),
         Arc::new(SshUpload::new(pool)),
@@ -354,17 +353,6 @@ pub struct FileState {
     pub mode: u32,
     /// `user:group`.
     pub owner: String,
-}
-
-/// Hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
-/// Parses a duration such as `30s`, `5m`, `1h30m` or `90` (seconds).
-pub fn parse_duration(what: &str, s: &str) -> Result<Duration, StepError> {
-    siteflow_step::parse_duration(s)
-        .map_err(|e| invalid(format!("`{what}`: {s:?} is not a duration ({e})")))
 }
 
 /// Parses an octal mode such as `0600` or `644`.

@@ -1,9 +1,10 @@
 //! `ssh.upload`: files from inline content or local paths onto a host, with mode and owner;
 //! already satisfied when every file has the wanted content, mode and owner.
 
-use super::{SshTargetInput, StepPool, parse_mode, sha256_hex};
+use super::{SshTargetInput, StepPool, parse_mode};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use siteflow_step::sha256_hex;
 use siteflow_step::{Observed, Progress, Step, StepContext, StepError};
 
 /// One file to put on the host.

@@ -401,16 +401,7 @@ fn compile_layered(
         .collect();
     let layers = pass_layers(&planned, &mut diags);
     // Shown as the file reads, top to bottom, whichever pass found them.
-    diags.0[first_pass_diag..].sort_by(|a, b| {
-        let key = |d: &Diagnostic| {
-            (
-                d.loc.file.as_ref().map(|f| f.name.clone()),
-                d.loc.line,
-                d.loc.col,
-            )
-        };
-        key(a).cmp(&key(b))
-    });
+    diags.0[first_pass_diag..].sort_by(|a, b| file_order(a).cmp(&file_order(b)));
 
     let secrets = wf.secrets.clone();
     diags.into_result(Plan {
@@ -422,6 +413,12 @@ fn compile_layered(
         steps: planned,
         layers,
     })
+}
+
+/// Where a diagnostic is, to show them as the file reads.
+fn file_order(d: &Diagnostic) -> (Option<&str>, u32, u32) {
+    let file = d.loc.file.as_ref().map(|f| f.name.as_str());
+    (file, d.loc.line, d.loc.col)
 }
 
 /// Pass `ids`: each step's index by id; a duplicate id is an error.

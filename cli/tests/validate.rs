@@ -179,12 +179,13 @@ steps:
             "unknown filter `lenght`; did you mean `length`?",
         ),
         ("wf.yaml:11:18", "`${{` is not closed: add `}}`"),
+        // At the value that has the wrong type (the expression), not its key.
         (
-            "wf.yaml:14:13",
+            "wf.yaml:14:18",
             "at `run`: invalid type: integer `42`, expected a string",
         ),
         (
-            "wf.yaml:17:13",
+            "wf.yaml:17:18",
             "at `run`: invalid type: integer `3`, expected a string",
         ),
         ("wf.yaml:20:9", "unknown test `stringy`"),

@@ -10,7 +10,7 @@ use minijinja::syntax::SyntaxConfig;
 use minijinja::value::Rest;
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 const OPEN: &str = "${{";
 const CLOSE: &str = "}}";
@@ -750,16 +750,33 @@ pub fn value_has_expr(v: &Value) -> bool {
 
 /// Evaluates an `if:` condition, written with or without `${{ }}`.
 pub fn eval_condition(cond: &str, ctx: &Value) -> Result<bool, String> {
-    let inner = whole_expr(cond).unwrap_or(cond);
-    let v = eval(inner, ctx)?;
-    Ok(match v {
-        Value::Null => false,
-        Value::Bool(b) => b,
-        Value::Number(n) => n.as_f64() != Some(0.0),
-        Value::String(s) => !s.is_empty() && s != "false",
-        Value::Array(a) => !a.is_empty(),
-        Value::Object(m) => !m.is_empty(),
-    })
+    Condition::compile(cond).eval(ctx)
+}
+
+/// An `if:` condition (written with or without `${{ }}`) compiled once, evaluated in many
+/// contexts with [`eval_condition`]'s results.
+#[derive(Debug, Clone)]
+pub struct Condition(Arc<Result<Compiled, String>>);
+
+impl Condition {
+    /// Compiles `cond`; a syntax error is reported by each [`Condition::eval`].
+    pub fn compile(cond: &str) -> Condition {
+        Condition(Arc::new(compile(whole_expr(cond).unwrap_or(cond))))
+    }
+
+    /// Whether the condition holds in `ctx` (`null`, `false`, `0`, `""`, `"false"` and
+    /// empty lists and mappings do not).
+    pub fn eval(&self, ctx: &Value) -> Result<bool, String> {
+        let v = self.0.as_ref().as_ref().map_err(Clone::clone)?.eval(ctx)?;
+        Ok(match v {
+            Value::Null => false,
+            Value::Bool(b) => b,
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            Value::String(s) => !s.is_empty() && s != "false",
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(m) => !m.is_empty(),
+        })
+    }
 }
 
 /// A dotted reference found in an expression: its root and the names after it.
@@ -879,6 +896,20 @@ mod tests {
             render_str("node-${{ inputs.name }}-${{ inputs.agents + 1 }}", &ctx()).unwrap(),
             json!("node-edge1-3")
         );
+    }
+
+    #[test]
+    fn a_condition_compiled_once_is_evaluated_in_each_context() {
+        let c = Condition::compile("${{ inputs.n > 1 }}");
+        assert!(c.eval(&json!({"inputs": {"n": 2}})).unwrap());
+        assert!(!c.eval(&json!({"inputs": {"n": 1}})).unwrap());
+        let bad = Condition::compile("inputs.n >");
+        for _ in 0..2 {
+            assert_eq!(
+                bad.eval(&json!({})).unwrap_err(),
+                eval_condition("inputs.n >", &json!({})).unwrap_err()
+            );
+        }
     }
 
     #[test]

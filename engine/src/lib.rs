@@ -17,4 +17,6 @@ pub mod spec;
 pub mod state;
 pub mod telemetry;
 pub mod template;
+#[cfg(test)]
+mod test_kind;
 pub mod yaml;

@@ -8,6 +8,7 @@ use crate::expr;
 use crate::registry::Registry;
 use crate::retry::RetryPolicy;
 use crate::spec::{self, InputType, Located, SecretDecl, StepSpec, Workflow};
+use crate::template::Template;
 use crate::yaml::{self, Node, NodeKind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -45,17 +46,6 @@ impl Sources {
     }
 }
 
-/// What compiling a step adds to its spec.
-struct Parts {
-    deps: Vec<usize>,
-    reads: Vec<String>,
-    with: Value,
-    for_each: Option<Value>,
-    retry: RetryPolicy,
-    timeout: Option<Duration>,
-    has_expr: bool,
-}
-
 /// One step ready to be scheduled.
 #[derive(Debug, Clone)]
 pub struct PlannedStep {
@@ -75,16 +65,28 @@ pub struct PlannedStep {
     pub timeout: Option<Duration>,
     /// Whether any of its values holds an expression.
     pub has_expr: bool,
-    /// `with` compiled, on first use (a resume that reuses the step never needs it).
-    template: std::sync::OnceLock<crate::template::Template>,
+    /// `with` compiled, with its locations.
+    template: Template,
+    /// `for_each` compiled.
+    for_each_template: Option<Template>,
+    /// `if` compiled.
+    condition: Option<expr::Condition>,
 }
 
 impl PlannedStep {
-    /// `with` with its expressions evaluated in `ctx` (compiled once, on the first call).
+    /// `with` with its expressions evaluated in `ctx`.
     pub fn render_with(&self, ctx: &Value) -> Result<Value, String> {
-        self.template
-            .get_or_init(|| crate::template::Template::new(&self.with))
-            .render(ctx)
+        self.template.render(ctx)
+    }
+
+    /// The `for_each` value evaluated in `ctx`, when the step has one.
+    pub fn render_for_each(&self, ctx: &Value) -> Option<Result<Value, String>> {
+        self.for_each_template.as_ref().map(|t| t.render(ctx))
+    }
+
+    /// Whether the step's `if` holds in `ctx` (true without one).
+    pub fn condition_holds(&self, ctx: &Value) -> Result<bool, String> {
+        self.condition.as_ref().map_or(Ok(true), |c| c.eval(ctx))
     }
 }
 
@@ -355,8 +357,74 @@ fn compile_layered(
         s.needs = needs;
     }
 
+    // The passes: each reads what the earlier ones found and adds to the one error list,
+    // so a workflow with several independent problems reports them all at once.
+    let steps = &wf.steps;
+    let first_pass_diag = diags.0.len();
+    let ids = pass_ids(steps, &mut diags);
+    let mut deps = pass_needs(steps, &ids, &mut diags);
+    let kinds = pass_kinds(steps, registry, &mut diags);
+    let names = Names {
+        inputs: wf.inputs.iter().map(|i| i.name.as_str()).collect(),
+        secrets: wf.secrets.iter().map(|s| s.name.as_str()).collect(),
+        ids: &ids,
+        steps,
+        registry,
+    };
+    let exprs = pass_expressions(&names, &mut deps, &mut diags);
+    // A persisted workflow was checked against the kinds' schemas when its run started.
+    let check_inputs = effective.is_none();
+    let withs = pass_with(steps, &kinds, &inputs, check_inputs, &mut diags);
+    drop(names);
+    drop(ids);
+
+    // The specs move into the plan (the workflow keeps the rest), no copy of each.
+    let planned: Vec<PlannedStep> = std::mem::take(&mut wf.steps)
+        .into_iter()
+        .zip(deps.into_iter().zip(exprs).zip(withs))
+        .map(|(spec, ((deps, e), template))| PlannedStep {
+            with: spec
+                .with
+                .as_ref()
+                .map_or(Value::Object(Map::new()), Node::to_json),
+            for_each: spec.for_each.as_ref().map(Node::to_json),
+            retry: RetryPolicy::from_spec(&spec.retry.or(&wf.defaults.retry)),
+            timeout: spec.timeout.or(wf.defaults.timeout),
+            spec,
+            deps: deps.into_iter().collect(),
+            reads: e.reads.into_iter().collect(),
+            has_expr: e.has_expr,
+            template,
+            for_each_template: e.for_each,
+            condition: e.condition,
+        })
+        .collect();
+    let layers = pass_layers(&planned, &mut diags);
+    // Shown as the file reads, top to bottom, whichever pass found them.
+    diags.0[first_pass_diag..].sort_by(|a, b| file_order(a).cmp(&file_order(b)));
+
+    let secrets = wf.secrets.clone();
+    diags.into_result(Plan {
+        effective: effective.unwrap_or_else(|| root.to_json()),
+        workflow: wf,
+        site: site_name,
+        inputs,
+        secrets,
+        steps: planned,
+        layers,
+    })
+}
+
+/// Where a diagnostic is, to show them as the file reads.
+fn file_order(d: &Diagnostic) -> (Option<&str>, u32, u32) {
+    let file = d.loc.file.as_ref().map(|f| f.name.as_str());
+    (file, d.loc.line, d.loc.col)
+}
+
+/// Pass `ids`: each step's index by id; a duplicate id is an error.
+fn pass_ids<'a>(steps: &'a [StepSpec], diags: &mut Diagnostics) -> HashMap<&'a str, usize> {
     let mut ids: HashMap<&str, usize> = HashMap::new();
-    for (i, s) in wf.steps.iter().enumerate() {
+    for (i, s) in steps.iter().enumerate() {
         if let Some(first) = ids.insert(&s.id.value, i) {
             diags.push(
                 Diagnostic::new(
@@ -365,181 +433,238 @@ fn compile_layered(
                 )
                 .help(format!(
                     "the first `{}` is at {}",
-                    s.id.value, wf.steps[first].id.loc
+                    s.id.value, steps[first].id.loc
                 )),
             );
-            ids.insert(&wf.steps[first].id.value, first);
+            ids.insert(&steps[first].id.value, first);
         }
     }
+    ids
+}
 
-    let input_names: Vec<&str> = wf.inputs.iter().map(|i| i.name.as_str()).collect();
-    let secret_names: Vec<&str> = wf.secrets.iter().map(|s| s.name.as_str()).collect();
-    let step_ids: Vec<&str> = wf.steps.iter().map(|s| s.id.value.as_str()).collect();
-    let mut planned = Vec::with_capacity(wf.steps.len());
-    for s in &wf.steps {
-        let with = s
-            .with
-            .as_ref()
-            .map_or(Value::Object(Map::new()), Node::to_json);
-        let mut deps = BTreeSet::new();
-        for n in &s.needs {
-            match ids.get(n.value.as_str()) {
-                Some(&j) if n.value != s.id.value => {
-                    deps.insert(j);
-                }
-                Some(_) => diags.push(Diagnostic::new(
-                    n.loc.clone(),
-                    format!("step `{}` needs itself", n.value),
-                )),
-                None => diags.push(unknown(&n.loc, "step", &n.value, &step_ids)),
-            }
-        }
-        let kind = registry.get(&s.uses.value);
-        if kind.is_none() {
-            let mut d = Diagnostic::new(
-                s.uses.loc.clone(),
-                format!("unknown step kind `{}`", s.uses.value),
-            );
-            let names = registry.names();
-            d = match closest(&s.uses.value, names.iter().copied()) {
-                Some(c) => d.help(format!(
-                    "did you mean `{c}`? `siteflow steps` lists every kind"
-                )),
-                None => d.help(format!("known kinds: {}", names.join(", "))),
-            };
-            diags.push(d);
-        }
-
-        // Expressions: syntax, roots, and what they reference.
-        let mut reads = BTreeSet::new();
-        let mut has_expr = false;
-        let mut visit = |text: &str, loc: &Loc, whole: bool, diags: &mut Diagnostics| {
-            let exprs: Vec<&str> = if whole && !expr::has_expr(text) {
-                vec![text]
-            } else {
-                expr::expressions(text)
-            };
-            if expr::has_expr(text)
-                && let Err(msg) = expr::check_text(text)
-            {
-                diags.push(Diagnostic::new(
-                    loc.clone(),
-                    format!("invalid expression in `{}`: {msg}", text.trim()),
-                ));
-            }
-            for e in exprs {
-                has_expr = true;
-                match expr::check(e) {
-                    Err(msg) => diags.push(Diagnostic::new(
-                        loc.clone(),
-                        format!("invalid expression `{}`: {msg}", e.trim()),
+/// Pass `needs`: each step's explicit dependencies; unknown ids and a step needing itself
+/// are errors.
+fn pass_needs(
+    steps: &[StepSpec],
+    ids: &HashMap<&str, usize>,
+    diags: &mut Diagnostics,
+) -> Vec<BTreeSet<usize>> {
+    let step_ids: Vec<&str> = steps.iter().map(|s| s.id.value.as_str()).collect();
+    steps
+        .iter()
+        .map(|s| {
+            let mut deps = BTreeSet::new();
+            for n in &s.needs {
+                match ids.get(n.value.as_str()) {
+                    Some(&j) if n.value != s.id.value => {
+                        deps.insert(j);
+                    }
+                    Some(_) => diags.push(Diagnostic::new(
+                        n.loc.clone(),
+                        format!("step `{}` needs itself", n.value),
                     )),
-                    Ok(roots) => {
-                        for r in roots {
-                            if !expr::ROOTS.contains(&r.as_str()) {
-                                let mut d = Diagnostic::new(
-                                    loc.clone(),
-                                    format!("unknown name `{r}` in expression `{}`", e.trim()),
-                                );
-                                d = match closest(&r, expr::ROOTS.iter().copied()) {
-                                    Some(c) => d.help(format!("did you mean `{c}`?")),
-                                    None => d.help(format!(
-                                        "expressions can use: {}",
-                                        expr::ROOTS.join(", ")
-                                    )),
-                                };
-                                diags.push(d);
-                            } else if r == "item" && s.for_each.is_none() {
-                                diags.push(
-                                    Diagnostic::new(
-                                        loc.clone(),
-                                        "`item` is only defined in a step with `for_each`",
-                                    )
-                                    .help("add `for_each:` or use another value"),
-                                );
+                    None => diags.push(unknown(&n.loc, "step", &n.value, &step_ids)),
+                }
+            }
+            deps
+        })
+        .collect()
+}
+
+/// Pass `kinds`: each step's kind from the registry; an unknown kind is an error.
+fn pass_kinds(
+    steps: &[StepSpec],
+    registry: &Registry,
+    diags: &mut Diagnostics,
+) -> Vec<Option<Arc<dyn siteflow_step::DynStep>>> {
+    steps
+        .iter()
+        .map(|s| {
+            let kind = registry.get(&s.uses.value);
+            if kind.is_none() {
+                let d = Diagnostic::new(
+                    s.uses.loc.clone(),
+                    format!("unknown step kind `{}`", s.uses.value),
+                );
+                let names = registry.names();
+                diags.push(match closest(&s.uses.value, names.iter().copied()) {
+                    Some(c) => d.help(format!(
+                        "did you mean `{c}`? `siteflow steps` lists every kind"
+                    )),
+                    None => d.help(format!("known kinds: {}", names.join(", "))),
+                });
+            }
+            kind.cloned()
+        })
+        .collect()
+}
+
+/// What expressions may name: the workflow's inputs, secrets and steps.
+struct Names<'a> {
+    inputs: Vec<&'a str>,
+    secrets: Vec<&'a str>,
+    ids: &'a HashMap<&'a str, usize>,
+    steps: &'a [StepSpec],
+    registry: &'a Registry,
+}
+
+/// What the expression pass found in one step.
+struct StepExprs {
+    /// Steps whose outputs its expressions read.
+    reads: BTreeSet<String>,
+    /// Whether any of its values holds an expression.
+    has_expr: bool,
+    /// `if`, compiled.
+    condition: Option<expr::Condition>,
+    /// `for_each`, compiled.
+    for_each: Option<Template>,
+}
+
+/// Pass `expressions`: the syntax, names and references of every expression in `with`,
+/// `if` and `for_each`; a reference to a step's outputs adds it to `deps`. `if` and
+/// `for_each` are compiled here, once.
+fn pass_expressions(
+    names: &Names<'_>,
+    deps: &mut [BTreeSet<usize>],
+    diags: &mut Diagnostics,
+) -> Vec<StepExprs> {
+    names
+        .steps
+        .iter()
+        .zip(deps.iter_mut())
+        .map(|(s, deps)| {
+            let mut found = StepExprs {
+                reads: BTreeSet::new(),
+                has_expr: false,
+                condition: s.if_.as_ref().map(|c| expr::Condition::compile(&c.value)),
+                for_each: s.for_each.as_ref().map(Template::compile),
+            };
+            let mut refs = Refs {
+                reads: &mut found.reads,
+                deps,
+            };
+            let mut has_expr = false;
+            let mut visit = |text: &str, loc: &Loc, whole: bool, diags: &mut Diagnostics| {
+                has_expr |= check_expressions(names, s, text, loc, whole, &mut refs, diags);
+            };
+            if let Some(w) = &s.with {
+                w.for_each_str(&mut |t, l| visit(t, l, false, diags));
+            }
+            if let Some(c) = &s.if_ {
+                visit(&c.value, &c.loc, true, diags);
+            }
+            if let Some(fe) = &s.for_each {
+                match &fe.kind {
+                    NodeKind::Str(t) => visit(t, &fe.loc, false, diags),
+                    NodeKind::Seq(_) => {}
+                    _ => diags.push(Diagnostic::new(
+                        fe.loc.clone(),
+                        format!(
+                            "expected a list or an expression for `for_each`, found a {}",
+                            fe.type_name()
+                        ),
+                    )),
+                }
+            }
+            if let Some(&me) = names.ids.get(s.id.value.as_str()) {
+                refs.deps.remove(&me);
+            }
+            found.has_expr = has_expr;
+            found
+        })
+        .collect()
+}
+
+/// Checks the expressions in `text` (the whole text is one when `whole`, as `if:` may be
+/// written without `${{ }}`); returns whether there was any.
+fn check_expressions(
+    names: &Names<'_>,
+    s: &StepSpec,
+    text: &str,
+    loc: &Loc,
+    whole: bool,
+    refs: &mut Refs<'_>,
+    diags: &mut Diagnostics,
+) -> bool {
+    let exprs: Vec<&str> = if whole && !expr::has_expr(text) {
+        vec![text]
+    } else {
+        expr::expressions(text)
+    };
+    if expr::has_expr(text)
+        && let Err(msg) = expr::check_text(text)
+    {
+        diags.push(Diagnostic::new(
+            loc.clone(),
+            format!("invalid expression in `{}`: {msg}", text.trim()),
+        ));
+    }
+    for e in &exprs {
+        match expr::check(e) {
+            Err(msg) => diags.push(Diagnostic::new(
+                loc.clone(),
+                format!("invalid expression `{}`: {msg}", e.trim()),
+            )),
+            Ok(roots) => {
+                for r in roots {
+                    if !expr::ROOTS.contains(&r.as_str()) {
+                        let d = Diagnostic::new(
+                            loc.clone(),
+                            format!("unknown name `{r}` in expression `{}`", e.trim()),
+                        );
+                        diags.push(match closest(&r, expr::ROOTS.iter().copied()) {
+                            Some(c) => d.help(format!("did you mean `{c}`?")),
+                            None => {
+                                d.help(format!("expressions can use: {}", expr::ROOTS.join(", ")))
                             }
-                        }
+                        });
+                    } else if r == "item" && s.for_each.is_none() {
+                        diags.push(
+                            Diagnostic::new(
+                                loc.clone(),
+                                "`item` is only defined in a step with `for_each`",
+                            )
+                            .help("add `for_each:` or use another value"),
+                        );
                     }
                 }
-                for r in expr::references(e) {
-                    check_reference(
-                        &r,
-                        loc,
-                        s,
-                        &input_names,
-                        &secret_names,
-                        &ids,
-                        &wf.steps,
-                        registry,
-                        diags,
-                        &mut reads,
-                        &mut deps,
-                    );
-                }
-            }
-        };
-        if let Some(w) = &s.with {
-            let mut strs = vec![];
-            w.for_each_str(&mut |t, l| strs.push((t.to_string(), l.clone())));
-            for (t, l) in strs {
-                visit(&t, &l, false, &mut diags);
             }
         }
-        if let Some(c) = &s.if_ {
-            visit(&c.value, &c.loc, true, &mut diags);
+        for r in expr::references(e) {
+            check_reference(&r, loc, s, names, refs, diags);
         }
-        let for_each = s.for_each.as_ref().map(|fe| {
-            match &fe.kind {
-                NodeKind::Str(t) => visit(t, &fe.loc, false, &mut diags),
-                NodeKind::Seq(_) => {}
-                _ => diags.push(Diagnostic::new(
-                    fe.loc.clone(),
-                    format!(
-                        "expected a list or an expression for `for_each`, found a {}",
-                        fe.type_name()
-                    ),
-                )),
-            }
-            fe.to_json()
-        });
-
-        // The kind's input schema, checked now for literal values; values that hold
-        // expressions are checked when they are known.
-        if let Some(kind) = kind
-            && effective.is_none()
-        {
-            check_with(kind.as_ref(), s, &with, &inputs, &mut diags);
-        }
-        deps.remove(&ids.get(s.id.value.as_str()).copied().unwrap_or(usize::MAX));
-        planned.push(Parts {
-            deps: deps.into_iter().collect(),
-            reads: reads.into_iter().collect(),
-            with,
-            for_each,
-            retry: RetryPolicy::from_spec(&s.retry.or(&wf.defaults.retry)),
-            timeout: s.timeout.or(wf.defaults.timeout),
-            has_expr,
-        });
     }
-    // The specs move into the plan (the workflow keeps the rest), no copy of each.
-    drop(ids);
-    let planned: Vec<PlannedStep> = std::mem::take(&mut wf.steps)
-        .into_iter()
-        .zip(planned)
-        .map(|(spec, p)| PlannedStep {
-            spec,
-            deps: p.deps,
-            reads: p.reads,
-            with: p.with,
-            for_each: p.for_each,
-            retry: p.retry,
-            timeout: p.timeout,
-            has_expr: p.has_expr,
-            template: std::sync::OnceLock::new(),
-        })
-        .collect();
+    !exprs.is_empty()
+}
 
-    let layers = match layers(&planned) {
+/// Pass `with`: each step's `with` compiled once, with its locations; its literal parts
+/// (and the expressions known before the run) checked against the kind's input type.
+fn pass_with(
+    steps: &[StepSpec],
+    kinds: &[Option<Arc<dyn siteflow_step::DynStep>>],
+    inputs: &Map<String, Value>,
+    check_inputs: bool,
+    diags: &mut Diagnostics,
+) -> Vec<Template> {
+    let empty = Node::synthetic(NodeKind::Map(vec![]));
+    steps
+        .iter()
+        .zip(kinds)
+        .map(|(s, kind)| {
+            let template = Template::compile(s.with.as_ref().unwrap_or(&empty));
+            if let Some(kind) = kind
+                && check_inputs
+            {
+                check_with(kind.as_ref(), s, &template, inputs, diags);
+            }
+            template
+        })
+        .collect()
+}
+
+/// Pass `layers`: topological layers of the steps; a cycle is an error.
+fn pass_layers(planned: &[PlannedStep], diags: &mut Diagnostics) -> Vec<Vec<usize>> {
+    match layers(planned) {
         Ok(l) => l,
         Err(cycle) => {
             let names: Vec<&str> = cycle
@@ -556,18 +681,7 @@ fn compile_layered(
             );
             vec![]
         }
-    };
-
-    let secrets = wf.secrets.clone();
-    diags.into_result(Plan {
-        effective: effective.unwrap_or_else(|| root.to_json()),
-        workflow: wf,
-        site: site_name,
-        inputs,
-        secrets,
-        steps: planned,
-        layers,
-    })
+    }
 }
 
 fn unknown(loc: &Loc, what: &str, name: &str, known: &[&str]) -> Diagnostic {
@@ -579,39 +693,39 @@ fn unknown(loc: &Loc, what: &str, name: &str, known: &[&str]) -> Diagnostic {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The steps a step's expressions read, and so wait for.
+struct Refs<'a> {
+    reads: &'a mut BTreeSet<String>,
+    deps: &'a mut BTreeSet<usize>,
+}
+
 fn check_reference(
     r: &expr::Reference,
     loc: &Loc,
     step: &StepSpec,
-    input_names: &[&str],
-    secret_names: &[&str],
-    ids: &HashMap<&str, usize>,
-    steps: &[StepSpec],
-    registry: &Registry,
+    names: &Names<'_>,
+    refs: &mut Refs<'_>,
     diags: &mut Diagnostics,
-    reads: &mut BTreeSet<String>,
-    deps: &mut BTreeSet<usize>,
 ) {
     match r.root.as_str() {
         "inputs" => {
             if let Some(n) = r.path.first()
-                && !input_names.contains(&n.as_str())
+                && !names.inputs.contains(&n.as_str())
             {
-                diags.push(unknown(loc, "input", n, input_names));
+                diags.push(unknown(loc, "input", n, &names.inputs));
             }
         }
         "secrets" => {
             if let Some(n) = r.path.first()
-                && !secret_names.contains(&n.as_str())
+                && !names.secrets.contains(&n.as_str())
             {
-                diags.push(unknown(loc, "secret", n, secret_names));
+                diags.push(unknown(loc, "secret", n, &names.secrets));
             }
         }
         "steps" => {
             let Some(id) = r.path.first() else { return };
-            let Some(&j) = ids.get(id.as_str()) else {
-                let mut known: Vec<&str> = ids.keys().copied().collect();
+            let Some(&j) = names.ids.get(id.as_str()) else {
+                let mut known: Vec<&str> = names.ids.keys().copied().collect();
                 known.sort_unstable();
                 diags.push(unknown(loc, "step", id, &known));
                 return;
@@ -623,9 +737,9 @@ fn check_reference(
                 ));
                 return;
             }
-            reads.insert(id.clone());
-            deps.insert(j);
-            let producer = &steps[j];
+            refs.reads.insert(id.clone());
+            refs.deps.insert(j);
+            let producer = &names.steps[j];
             match r.path.get(1).map(String::as_str) {
                 None | Some("outputs") | Some("status") | Some("items") => {}
                 Some(other) => {
@@ -639,7 +753,7 @@ fn check_reference(
             if r.path.get(1).map(String::as_str) == Some("outputs")
                 && let Some(name) = r.path.get(2)
                 && producer.for_each.is_none()
-                && let Some(kind) = registry.get(&producer.uses.value)
+                && let Some(kind) = names.registry.get(&producer.uses.value)
             {
                 let schema = kind.output_schema();
                 let props: Vec<&str> = schema
@@ -669,32 +783,6 @@ fn check_reference(
     }
 }
 
-/// `with` with every whole expression that reads only inputs (or constants) replaced by
-/// its value, so that its type is checked before the run (`run: ${{ 42 }}`).
-fn probe_with(with: &Value, inputs: &Map<String, Value>) -> Value {
-    match with {
-        Value::String(t) => match expr::input_only_whole_expr(t) {
-            // Only with every input it reads known (`validate` may lack required ones).
-            Some(inner)
-                if expr::references(inner)
-                    .iter()
-                    .all(|r| r.path.first().is_some_and(|n| inputs.contains_key(n))) =>
-            {
-                expr::eval(inner, &serde_json::json!({ "inputs": inputs }))
-                    .unwrap_or_else(|_| with.clone())
-            }
-            _ => with.clone(),
-        },
-        Value::Array(a) => Value::Array(a.iter().map(|v| probe_with(v, inputs)).collect()),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| (k.clone(), probe_with(v, inputs)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
 /// The value at `path` (field names and list indices) inside `v`.
 fn json_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(v, |cur, seg| match cur {
@@ -704,74 +792,135 @@ fn json_at<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     })
 }
 
+/// The alternatives a JSON Schema node stands for: itself, its `$ref` target, or its
+/// `anyOf`/`oneOf`/`allOf` branches (an `Option` field is one).
+fn schema_branches<'a>(root: &'a Value, s: &'a Value, out: &mut Vec<&'a Value>) {
+    if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+        let target = r
+            .strip_prefix('#')
+            .and_then(|ptr| root.pointer(ptr))
+            .filter(|t| !std::ptr::eq(*t, s));
+        if let Some(t) = target {
+            schema_branches(root, t, out);
+        }
+        return;
+    }
+    let mut split = false;
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(bs) = s.get(key).and_then(Value::as_array) {
+            split = true;
+            bs.iter().for_each(|b| schema_branches(root, b, out));
+        }
+    }
+    if !split {
+        out.push(s);
+    }
+}
+
+/// The fields a closed mapping (`additionalProperties: false`) at `path` of a kind's
+/// input may have, from the kind's JSON Schema; `None` when any key fits there.
+fn schema_fields(root: &Value, path: &[String]) -> Option<Vec<String>> {
+    let mut cur = vec![root];
+    for seg in path {
+        let mut next = vec![];
+        for s in cur {
+            let mut bs = vec![];
+            schema_branches(root, s, &mut bs);
+            for b in bs {
+                if let Some(p) = b.get("properties").and_then(|p| p.get(seg)) {
+                    next.push(p);
+                } else if let Some(a) = b.get("additionalProperties").filter(|a| a.is_object()) {
+                    next.push(a);
+                } else if let Some(i) = b.get("items").filter(|_| seg.parse::<usize>().is_ok()) {
+                    next.push(i);
+                }
+            }
+        }
+        cur = next;
+    }
+    let mut bs = vec![];
+    for s in cur {
+        schema_branches(root, s, &mut bs);
+    }
+    bs.into_iter()
+        .find(|b| b.get("additionalProperties") == Some(&Value::Bool(false)))
+        .map(|b| {
+            b.get("properties")
+                .and_then(Value::as_object)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
+        })
+}
+
+/// A key of `with` that the kind's input does not have, near the error at `path`: the
+/// path's last field, or a key of the mapping at the path; with the fields it may have.
+fn unknown_field<'t>(
+    schema: &Value,
+    template: &'t Template,
+    path: &[String],
+) -> Option<(&'t yaml::Key, Vec<String>)> {
+    if let Some((last, parent)) = path.split_last()
+        && let Some(fields) = schema_fields(schema, parent)
+        && !fields.contains(last)
+    {
+        let key = template
+            .keys_at(parent)
+            .into_iter()
+            .find(|k| &k.name == last)?;
+        return Some((key, fields));
+    }
+    let fields = schema_fields(schema, path)?;
+    let key = template
+        .keys_at(path)
+        .into_iter()
+        .find(|k| !fields.contains(&k.name))?;
+    Some((key, fields))
+}
+
 /// Checks `with` against the kind's input type: its literal parts, and the expressions
-/// known before the run (those reading only inputs).
+/// known before the run (those reading only inputs). The error points at the value (or,
+/// for a field the kind does not have, the key) where the compiled `with` says it is.
 fn check_with(
     kind: &dyn siteflow_step::DynStep,
     s: &StepSpec,
-    with: &Value,
+    template: &Template,
     inputs: &Map<String, Value>,
     diags: &mut Diagnostics,
 ) {
-    let probe = probe_with(with, inputs);
+    let probe = template.probe(inputs);
     let Err(e) = kind.check_input(&probe) else {
         return;
     };
-    let node = s.with.as_ref();
     // An error inside a value that is still an expression is not an error yet.
     if json_at(&probe, &e.path).is_some_and(expr::value_has_expr) {
         return;
     }
-    if e.message.starts_with("invalid type")
-        && probe == *with
-        && node.is_some_and(|n| n.to_json() != *with)
-    {
-        return;
+    let schema = kind.input_schema();
+    let unknown = unknown_field(&schema, template, &e.path);
+    let loc = match &unknown {
+        Some((key, _)) => Some(&key.loc),
+        None => template.place(&e.path).map(|p| p.value),
     }
-    let unknown_field = e
-        .message
-        .strip_prefix("unknown field `")
-        .and_then(|r| r.split_once('`'))
-        .map(|(f, rest)| {
-            let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-            (f.to_string(), expected)
-        });
-    let mut path = e.path.clone();
-    if let Some((f, _)) = &unknown_field
-        && path.last() != Some(f)
-    {
-        path.push(f.clone());
-    }
-    let loc = node
-        .and_then(|n| {
-            n.key_at_path(&path)
-                .map(|k| k.loc.clone())
-                .or_else(|| n.at_path(&e.path).map(|n| n.loc.clone()))
-        })
-        .unwrap_or_else(|| s.uses.loc.clone());
+    .filter(|l| l.file.is_some())
+    .unwrap_or(&s.uses.loc);
     let at = if e.path.is_empty() {
         String::new()
     } else {
         format!(" at `{}`", e.path.join("."))
     };
-    let mut d = Diagnostic::new(
-        loc,
+    let d = Diagnostic::new(
+        loc.clone(),
         format!("invalid `with` for `{}`{at}: {}", s.uses.value, e.message),
     );
-    if let Some((f, expected)) = unknown_field
-        && let Some(c) = closest(&f, expected.iter().copied())
-    {
-        d = d.help(format!(
-            "did you mean `{c}`? `siteflow steps {}` shows the input schema",
-            s.uses.value
-        ));
-    } else {
-        d = d.help(format!(
-            "`siteflow steps {}` shows the input schema",
-            s.uses.value
-        ));
-    }
-    diags.push(d);
+    let schema_help = format!("`siteflow steps {}` shows the input schema", s.uses.value);
+    diags.push(
+        match unknown.and_then(|(k, fields)| {
+            closest(&k.name, fields.iter().map(String::as_str)).map(str::to_string)
+        }) {
+            Some(c) => d.help(format!("did you mean `{c}`? {schema_help}")),
+            None => d.help(schema_help),
+        },
+    );
 }
 
 /// Topological layers, or a cycle (as step indices in order).
@@ -957,5 +1106,150 @@ fn scalar(raw: &str) -> Value {
             .map(Value::from)
             .or_else(|_| raw.parse::<f64>().map(Value::from))
             .unwrap_or_else(|_| Value::String(raw.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_kind::{Inert, KindInput, workflow_sources};
+    use siteflow_step::schemars;
+
+    /// The input of a kind `test.deploy`: nested and closed, to check `with` against.
+    #[derive(Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct DeployInput {
+        #[allow(dead_code)]
+        name: String,
+        #[allow(dead_code)]
+        replicas: Option<u32>,
+        #[allow(dead_code)]
+        options: Option<DeployOptions>,
+    }
+
+    #[derive(Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct DeployOptions {
+        #[allow(dead_code)]
+        verbose: bool,
+    }
+
+    impl KindInput for DeployInput {
+        const KIND: &'static str = "test.deploy";
+    }
+
+    fn compile_text(yaml: &str) -> Result<Plan, Diagnostics> {
+        let registry = Registry::new().with(vec![Arc::new(Inert::<DeployInput>::new())]);
+        compile(&workflow_sources(yaml), &registry)
+    }
+
+    /// Each diagnostic as `file:line:col message`.
+    fn located(d: &Diagnostics) -> Vec<String> {
+        d.0.iter()
+            .map(|d| format!("{} {}", d.loc, d.message))
+            .collect()
+    }
+
+    const BROKEN: &str = r#"name: broken
+inputs:
+  zone: { type: string, default: west }
+steps:
+  - id: a
+    uses: test.deploy
+    needs: [missing]
+    with: { name: a }
+  - id: b
+    uses: test.deplyo
+  - id: c
+    uses: test.deploy
+    with:
+      name: "${{ inputs.zoen }}"
+      replicas: many
+  - id: d
+    uses: test.deploy
+    needs: [e]
+    with:
+      name: d
+      options: { verbos: true }
+  - id: e
+    uses: test.deploy
+    needs: [d]
+    with: { name: e, replicas: "${{ inputs.zone }}" }
+  - id: a
+    uses: test.deploy
+    with: { name: a2 }
+"#;
+
+    #[test]
+    fn independent_errors_of_every_pass_are_reported_at_once_with_their_locations() {
+        let d = compile_text(BROKEN).unwrap_err();
+        let got = located(&d);
+        // Found by the passes ids, needs, kinds, expressions, with and layers; shown in
+        // file order.
+        let expected = [
+            "wf.yaml:7:13 unknown step `missing`",
+            "wf.yaml:10:11 unknown step kind `test.deplyo`",
+            "wf.yaml:14:13 unknown input `zoen`",
+            // A wrong type points at the value, an unknown field at its key, and an
+            // expression known before the run (it reads only inputs) at the expression.
+            "wf.yaml:15:17 invalid `with` for `test.deploy` at `replicas`: invalid type: string \"many\"",
+            "wf.yaml:21:18 invalid `with` for `test.deploy` at `options.verbos`: unknown field `verbos`",
+            "wf.yaml:22:9 dependency cycle: e → d → e",
+            "wf.yaml:25:32 invalid `with` for `test.deploy` at `replicas`: invalid type: string \"west\"",
+            "wf.yaml:26:9 duplicate step id `a`",
+        ];
+        assert_eq!(got.len(), expected.len(), "{got:#?}");
+        for (g, e) in got.iter().zip(expected) {
+            assert!(g.starts_with(e), "{g} / {e}");
+        }
+        let verbos = &d.0[4];
+        assert_eq!(
+            verbos.help.as_deref(),
+            Some("did you mean `verbose`? `siteflow steps test.deploy` shows the input schema")
+        );
+    }
+
+    #[test]
+    fn the_kinds_schema_names_the_fields_of_nested_and_optional_mappings() {
+        let schema = siteflow_step::DynStep::input_schema(&Inert::<DeployInput>::new());
+        let top = schema_fields(&schema, &[]).unwrap();
+        assert_eq!(top.len(), 3, "{top:?}");
+        assert!(top.contains(&"replicas".to_string()));
+        let nested = schema_fields(&schema, &["options".to_string()]).unwrap();
+        assert_eq!(nested, vec!["verbose".to_string()]);
+        assert_eq!(schema_fields(&schema, &["name".to_string()]), None);
+    }
+
+    #[test]
+    fn if_and_for_each_are_compiled_once_and_evaluated_in_each_context() {
+        let plan = compile_text(
+            r#"name: conditions
+inputs:
+  n: { type: integer, default: 2 }
+steps:
+  - id: a
+    uses: test.deploy
+    if: inputs.n > 1
+    for_each: "${{ [inputs.n, inputs.n + 1] }}"
+    with: { name: "x-${{ item }}" }
+  - id: b
+    uses: test.deploy
+    with: { name: b }
+"#,
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        let a = &plan.steps[0];
+        let ctx = |n: i64| serde_json::json!({ "inputs": { "n": n } });
+        assert!(a.condition_holds(&ctx(2)).unwrap());
+        assert!(!a.condition_holds(&ctx(1)).unwrap());
+        assert_eq!(
+            a.render_for_each(&ctx(5)).unwrap().unwrap(),
+            serde_json::json!([5, 6])
+        );
+        let b = &plan.steps[1];
+        assert!(b.condition_holds(&ctx(0)).unwrap());
+        assert!(b.render_for_each(&ctx(0)).is_none());
+        let e = a.condition_holds(&serde_json::json!({})).unwrap_err();
+        assert!(!e.is_empty());
     }
 }

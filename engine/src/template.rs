@@ -1,25 +1,49 @@
-//! A value with expressions (a step's `with`), compiled once: parts without an expression
-//! are kept as they are, whole expressions are compiled, and rendering in a context only
+//! A value with expressions (a step's `with`, a `for_each` list), compiled once from its
+//! YAML node: parts without an expression are kept as they are, whole expressions are
+//! compiled, every part keeps where it was written, and rendering in a context only
 //! evaluates ([`expr::render_value`] renders through one).
 
+use crate::diag::Loc;
 use crate::expr;
-use serde_json::Value;
+use crate::yaml::{Key, Node, NodeKind};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// A compiled value.
 #[derive(Debug, Clone)]
 pub struct Template(Part);
 
+/// Where a part of a template was written.
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    /// The mapping key it is the value of, if it is one.
+    pub key: Option<&'a Loc>,
+    /// The value.
+    pub value: &'a Loc,
+}
+
 #[derive(Debug, Clone)]
-enum Part {
-    /// Nothing to evaluate inside: rendered as it is.
-    Literal(Value),
+struct Part {
+    loc: Loc,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// A scalar without an expression (a plain string included).
+    Scalar(Value),
     /// A string holding `${{ … }}`.
     Text(Arc<Text>),
-    /// A list with an expression inside.
-    List(Vec<Part>),
-    /// A mapping with an expression inside, in its order.
-    Map(Vec<(String, Part)>),
+    /// A list; `literal` is its value when nothing inside is an expression.
+    List {
+        items: Vec<Part>,
+        literal: Option<Value>,
+    },
+    /// A mapping, in its order; `literal` as for a list.
+    Map {
+        entries: Vec<(Key, Part)>,
+        literal: Option<Value>,
+    },
 }
 
 #[derive(Debug)]
@@ -31,9 +55,14 @@ struct Text {
 }
 
 impl Template {
-    /// Compiles `v`.
+    /// Compiles a YAML node, keeping its locations.
+    pub fn compile(node: &Node) -> Template {
+        Template(Part::new(node))
+    }
+
+    /// Compiles a value without locations (a value that comes from no file).
     pub fn new(v: &Value) -> Template {
-        Template(Part::new(v))
+        Template::compile(&Node::from_json(v, &Loc::default()))
     }
 
     /// `v` with every expression evaluated in `ctx`; an error names where (`run`,
@@ -42,23 +71,116 @@ impl Template {
         let mut mj = None;
         self.0.render(ctx, &mut mj, &mut String::new())
     }
+
+    /// The value as written, with every whole expression that reads only `inputs` (all of
+    /// them in `inputs`) replaced by its value: what can be type-checked before the run.
+    pub fn probe(&self, inputs: &Map<String, Value>) -> Value {
+        self.0.probe(&serde_json::json!({ "inputs": inputs }))
+    }
+
+    /// Where the part at `path` (field names and list indices) was written.
+    pub fn place(&self, path: &[String]) -> Option<Place<'_>> {
+        let mut key = None;
+        let mut cur = &self.0;
+        for seg in path {
+            match &cur.kind {
+                Kind::Map { entries, .. } => {
+                    let (k, p) = entries.iter().find(|(k, _)| &k.name == seg)?;
+                    key = Some(&k.loc);
+                    cur = p;
+                }
+                Kind::List { items, .. } => {
+                    key = None;
+                    cur = items.get(seg.parse::<usize>().ok()?)?;
+                }
+                _ => return None,
+            }
+        }
+        Some(Place {
+            key,
+            value: &cur.loc,
+        })
+    }
+
+    /// The keys of the mapping at `path`, with where each is written.
+    pub fn keys_at(&self, path: &[String]) -> Vec<&Key> {
+        let mut cur = &self.0;
+        for seg in path {
+            cur = match &cur.kind {
+                Kind::Map { entries, .. } => match entries.iter().find(|(k, _)| &k.name == seg) {
+                    Some((_, p)) => p,
+                    None => return vec![],
+                },
+                Kind::List { items, .. } => {
+                    match seg.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                        Some(p) => p,
+                        None => return vec![],
+                    }
+                }
+                _ => return vec![],
+            };
+        }
+        match &cur.kind {
+            Kind::Map { entries, .. } => entries.iter().map(|(k, _)| k).collect(),
+            _ => vec![],
+        }
+    }
 }
 
 impl Part {
-    fn new(v: &Value) -> Part {
-        if !expr::value_has_expr(v) {
-            return Part::Literal(v.clone());
-        }
-        match v {
-            Value::String(s) => Part::Text(Arc::new(Text {
+    fn new(node: &Node) -> Part {
+        let kind = match &node.kind {
+            NodeKind::Str(s) if expr::has_expr(s) => Kind::Text(Arc::new(Text {
                 text: s.clone(),
                 whole: expr::whole_expr(s).map(expr::compile),
             })),
-            Value::Array(a) => Part::List(a.iter().map(Part::new).collect()),
-            Value::Object(m) => {
-                Part::Map(m.iter().map(|(k, x)| (k.clone(), Part::new(x))).collect())
+            NodeKind::Seq(v) => {
+                let items: Vec<Part> = v.iter().map(Part::new).collect();
+                let literal = items.iter().all(Part::is_literal).then(|| node.to_json());
+                Kind::List { items, literal }
             }
-            other => Part::Literal(other.clone()),
+            NodeKind::Map(m) => {
+                let entries: Vec<(Key, Part)> =
+                    m.iter().map(|(k, v)| (k.clone(), Part::new(v))).collect();
+                let literal = entries
+                    .iter()
+                    .all(|(_, p)| p.is_literal())
+                    .then(|| node.to_json());
+                Kind::Map { entries, literal }
+            }
+            _ => Kind::Scalar(node.to_json()),
+        };
+        Part {
+            loc: node.loc.clone(),
+            kind,
+        }
+    }
+
+    fn is_literal(&self) -> bool {
+        match &self.kind {
+            Kind::Scalar(_) => true,
+            Kind::Text(_) => false,
+            Kind::List { literal, .. } | Kind::Map { literal, .. } => literal.is_some(),
+        }
+    }
+
+    fn probe(&self, ctx: &Value) -> Value {
+        match &self.kind {
+            Kind::Scalar(v) => v.clone(),
+            Kind::Text(t) => t.probe(ctx),
+            Kind::List {
+                literal: Some(v), ..
+            }
+            | Kind::Map {
+                literal: Some(v), ..
+            } => v.clone(),
+            Kind::List { items, .. } => Value::Array(items.iter().map(|p| p.probe(ctx)).collect()),
+            Kind::Map { entries, .. } => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, p)| (k.name.clone(), p.probe(ctx)))
+                    .collect(),
+            ),
         }
     }
 
@@ -69,16 +191,22 @@ impl Part {
         mj: &mut Option<minijinja::Value>,
         at: &mut String,
     ) -> Result<Value, String> {
-        Ok(match self {
-            Part::Literal(v) => v.clone(),
-            Part::Text(t) => t.render(ctx, mj).map_err(|e| {
+        Ok(match &self.kind {
+            Kind::Scalar(v) => v.clone(),
+            Kind::List {
+                literal: Some(v), ..
+            }
+            | Kind::Map {
+                literal: Some(v), ..
+            } => v.clone(),
+            Kind::Text(t) => t.render(ctx, mj).map_err(|e| {
                 if at.is_empty() {
                     e
                 } else {
                     format!("at `{at}`: {e}")
                 }
             })?,
-            Part::List(items) => {
+            Kind::List { items, .. } => {
                 let mut out = Vec::with_capacity(items.len());
                 for (k, x) in items.iter().enumerate() {
                     let len = at.len();
@@ -88,15 +216,15 @@ impl Part {
                 }
                 Value::Array(out)
             }
-            Part::Map(entries) => {
-                let mut out = serde_json::Map::with_capacity(entries.len());
+            Kind::Map { entries, .. } => {
+                let mut out = Map::with_capacity(entries.len());
                 for (k, x) in entries {
                     let len = at.len();
                     if !at.is_empty() {
                         at.push('.');
                     }
-                    at.push_str(k);
-                    out.insert(k.clone(), x.render(ctx, mj, at)?);
+                    at.push_str(&k.name);
+                    out.insert(k.name.clone(), x.render(ctx, mj, at)?);
                     at.truncate(len);
                 }
                 Value::Object(out)
@@ -116,6 +244,23 @@ impl Text {
             None => expr::render_str_inner(&self.text, ctx),
         };
         r.map_err(|e| format!("in `{}`: {e}", expr::excerpt(&self.text)))
+    }
+
+    /// Its value when it is a whole expression reading only known inputs; else the text.
+    fn probe(&self, ctx: &Value) -> Value {
+        let known = |inner: &str| {
+            expr::references(inner).iter().all(|r| {
+                r.path
+                    .first()
+                    .is_some_and(|n| ctx["inputs"].get(n).is_some())
+            })
+        };
+        match (&self.whole, expr::input_only_whole_expr(&self.text)) {
+            (Some(Ok(c)), Some(inner)) if known(inner) => c
+                .eval(ctx)
+                .unwrap_or_else(|_| Value::String(self.text.clone())),
+            _ => Value::String(self.text.clone()),
+        }
     }
 }
 
@@ -173,6 +318,42 @@ mod tests {
                 assert!(e.starts_with(prefix), "{v}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn parts_keep_where_they_were_written() {
+        let file = Arc::new(crate::diag::SourceFile {
+            name: "w.yaml".into(),
+            text: "run: echo\nenv:\n  TOKEN: ${{ inputs.name }}\nlist: [a, b]\n".into(),
+        });
+        let t = Template::compile(&crate::yaml::parse(&file).unwrap());
+        let at = |p: &[&str]| t.place(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let lc = |l: &Loc| (l.line, l.col);
+        let token = at(&["env", "TOKEN"]).unwrap();
+        assert_eq!(token.key.map(lc), Some((3, 3)));
+        assert_eq!(lc(token.value), (3, 10));
+        // A literal part keeps its locations too.
+        let b = at(&["list", "1"]).unwrap();
+        assert!(b.key.is_none());
+        assert_eq!(lc(b.value), (4, 11));
+        assert!(at(&["nope"]).is_none());
+        assert!(at(&["run", "deeper"]).is_none());
+        let keys: Vec<&str> = t.keys_at(&[]).iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(keys, ["run", "env", "list"]);
+        assert_eq!(t.keys_at(&["env".to_string()])[0].loc.line, 3);
+        assert!(t.keys_at(&["list".to_string()]).is_empty());
+    }
+
+    #[test]
+    fn a_probe_evaluates_only_whole_expressions_over_known_inputs() {
+        let t = Template::new(&json!({"a": "${{ inputs.n }}", "b": "x-${{ inputs.n }}",
+            "c": "${{ inputs.absent }}", "d": "${{ steps.s.outputs.x }}", "e": [1]}));
+        let inputs = json!({"n": 3}).as_object().unwrap().clone();
+        assert_eq!(
+            t.probe(&inputs),
+            json!({"a": 3, "b": "x-${{ inputs.n }}", "c": "${{ inputs.absent }}",
+                   "d": "${{ steps.s.outputs.x }}", "e": [1]})
+        );
     }
 
     #[test]

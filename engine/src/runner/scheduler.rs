@@ -511,7 +511,7 @@ impl<'a> Scheduler<'a> {
         }
         if let Some(cond) = &step.spec.if_ {
             let ctx = self.context(step, None);
-            match expr::eval_condition(&cond.value, &ctx) {
+            match step.condition_holds(&ctx) {
                 Ok(true) => {}
                 Ok(false) => {
                     self.finish_node(
@@ -535,9 +535,9 @@ impl<'a> Scheduler<'a> {
         // The instances: one, or one per item.
         let items: Option<Vec<Value>> = match &step.for_each {
             None => None,
-            Some(fe) => {
+            Some(_) => {
                 let ctx = self.context(step, None);
-                match expr::render_value(fe, &ctx) {
+                match step.render_for_each(&ctx).unwrap_or(Ok(Value::Null)) {
                     Ok(Value::Array(a)) => Some(a),
                     Ok(other) => {
                         let err = StepError::permanent(
@@ -979,49 +979,23 @@ fn hash_json(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{SourceText, Sources, compile};
+    use crate::plan::compile;
     use crate::registry::Registry;
-    use siteflow_step::{Observed, Progress, Step, StepContext, schemars};
+    use crate::test_kind::{Inert, KindInput, workflow_sources};
+    use siteflow_step::schemars;
 
     /// A kind the scheduler never runs (it does no I/O); the plan only needs it to exist.
-    struct Noop;
-
     #[derive(serde::Deserialize, schemars::JsonSchema)]
     #[serde(deny_unknown_fields)]
     struct NoInput {}
 
-    impl Step for Noop {
+    impl KindInput for NoInput {
         const KIND: &'static str = "test.noop";
-        type Input = NoInput;
-        type Output = Value;
-
-        fn description(&self) -> &'static str {
-            "does nothing"
-        }
-
-        async fn observe(
-            &self,
-            _: &StepContext,
-            _: &NoInput,
-        ) -> Result<Observed<Value>, StepError> {
-            Ok(Observed::missing())
-        }
-
-        async fn apply(&self, _: &StepContext, _: &NoInput) -> Result<Progress<Value>, StepError> {
-            Ok(Progress::Done(Value::Null))
-        }
     }
 
     fn plan(yaml: &str) -> Plan {
-        let registry = Registry::new().with(vec![Arc::new(Noop)]);
-        let sources = Sources {
-            workflow: SourceText {
-                path: "wf.yaml".into(),
-                text: yaml.into(),
-            },
-            site: None,
-            sets: vec![],
-        };
+        let registry = Registry::new().with(vec![Arc::new(Inert::<NoInput>::new())]);
+        let sources = workflow_sources(yaml);
         compile(&sources, &registry).unwrap_or_else(|d| panic!("{d}"))
     }
 

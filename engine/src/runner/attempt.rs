@@ -319,12 +319,14 @@ impl AttemptLoop {
     }
 
     /// One attempt: observe; apply until done, rechecking after each `Wait`.
+    /// The input is deserialized and validated once for the whole attempt.
     async fn once(&self, cx: &StepContext, input: &Value) -> Result<(Value, bool), StepError> {
-        if let Observed::Satisfied(v) = self.kind.observe(cx, input).await? {
+        let input = &self.kind.prepare(input)?;
+        if let Observed::Satisfied(v) = self.kind.observe_prepared(cx, input).await? {
             return Ok((v, true));
         }
         loop {
-            match self.kind.apply(cx, input).await? {
+            match self.kind.apply_prepared(cx, input).await? {
                 Progress::Done(v) => return Ok((v, false)),
                 Progress::Wait { recheck_after } => {
                     tracing::info!(recheck_ms = recheck_after.as_millis() as i64, "waiting");
@@ -333,7 +335,7 @@ impl AttemptLoop {
                         recheck_after,
                     });
                     tokio::time::sleep(recheck_after).await;
-                    if let Observed::Satisfied(v) = self.kind.observe(cx, input).await? {
+                    if let Observed::Satisfied(v) = self.kind.observe_prepared(cx, input).await? {
                         return Ok((v, false));
                     }
                 }

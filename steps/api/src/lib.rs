@@ -18,7 +18,7 @@ mod secret;
 pub use context::{LogStream, StepContext, StepHost};
 pub use digest::sha256_hex;
 pub use duration::{duration_input, parse_duration};
-pub use dyn_step::{DynStep, InputError};
+pub use dyn_step::{DynStep, InputError, PreparedInput};
 pub use error::{ErrorClass, StepError};
 pub use quote::shell_quote;
 pub use secret::{SECRET_MARKER, Secret, reveal_secrets};
@@ -66,7 +66,7 @@ pub trait Step: Send + Sync + 'static {
     /// The name workflows use in `uses:`.
     const KIND: &'static str;
     /// Typed input (`with:`); derive with `#[serde(deny_unknown_fields)]`.
-    type Input: DeserializeOwned + schemars::JsonSchema + Send + Sync;
+    type Input: DeserializeOwned + schemars::JsonSchema + Send + Sync + 'static;
     /// Typed output, persisted by the engine (fields of type [`Secret`] are not).
     type Output: Serialize + DeserializeOwned + schemars::JsonSchema + Send + Sync;
 

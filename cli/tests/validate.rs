@@ -48,6 +48,7 @@ corpus! {
     wrong_type => "wrong_type.yaml",
     missing_input => "missing_input.yaml",
     site_unknown_step => "site_unknown_step.yaml",
+    bad_duration => "bad_duration.yaml",
 }
 
 #[test]

@@ -43,10 +43,7 @@ pub fn plan_document(p: &Plan) -> Value {
             }
             m.insert("with".into(), s.with.clone());
             if let Some(t) = s.timeout {
-                m.insert(
-                    "timeout".into(),
-                    json!(humantime::format_duration(t).to_string()),
-                );
+                m.insert("timeout".into(), json!(siteflow_step::Duration(t)));
             }
             m.insert("retry".into(), json!(s.retry));
             if s.spec.continue_on_error {

@@ -11,40 +11,33 @@ pub struct RetryPolicy {
     /// Attempts including the first.
     pub max_attempts: u32,
     /// Delay before the second attempt.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(serialize_with = "compact")]
     pub initial_interval: Duration,
     /// Growth factor.
     pub backoff_coefficient: f64,
     /// Upper bound of one delay.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(serialize_with = "compact")]
     pub maximum_interval: Duration,
     /// Random spread of each delay (fraction).
     pub jitter: f64,
     /// Bound on all attempts and delays together.
-    #[serde(with = "opt_humantime", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        serialize_with = "compact_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_duration: Option<Duration>,
     /// Codes that stop retrying.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub non_retryable_errors: Vec<String>,
 }
 
-mod humantime_serde_compat {
-    use serde::Serializer;
-    use std::time::Duration;
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
+/// Delays as workflows write them (`1m30s`), through the steps' own duration type.
+fn compact<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    siteflow_step::Duration(*d).serialize(s)
 }
 
-mod opt_humantime {
-    use serde::Serializer;
-    use std::time::Duration;
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
+fn compact_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    d.map(siteflow_step::Duration).serialize(s)
 }
 
 impl Default for RetryPolicy {

@@ -17,7 +17,7 @@ mod secret;
 
 pub use context::{LogStream, StepContext, StepHost};
 pub use digest::sha256_hex;
-pub use duration::{duration_input, parse_duration};
+pub use duration::{Duration, parse_duration};
 pub use dyn_step::{DynStep, InputError, PreparedInput};
 pub use error::{ErrorClass, StepError};
 pub use quote::shell_quote;
@@ -30,7 +30,6 @@ pub use tokio_util::sync::CancellationToken;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
-use std::time::Duration;
 
 /// What `observe` found: the wanted state is already there, or it is not.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +56,7 @@ pub enum Progress<O> {
     /// and calls `apply` again if still not satisfied. Not a retry: no attempt is consumed.
     Wait {
         /// How long to wait before the recheck.
-        recheck_after: Duration,
+        recheck_after: std::time::Duration,
     },
 }
 

@@ -230,8 +230,8 @@ fn git_user() -> String {
 fn flux_ns() -> String {
     "flux-system".into()
 }
-fn ten_s() -> String {
-    "10s".into()
+fn ten_s() -> siteflow_step::Duration {
+    std::time::Duration::from_secs(10).into()
 }
 
 /// Input of `arc.flux-configuration`.
@@ -265,7 +265,7 @@ pub struct ArcFluxInput {
     pub kustomizations: BTreeMap<String, Kustomization>,
     /// How often to check compliance.
     #[serde(default = "ten_s")]
-    pub interval: String,
+    pub interval: siteflow_step::Duration,
 }
 
 /// Output of `arc.flux-configuration`.
@@ -349,7 +349,6 @@ impl Step for ArcFluxConfiguration {
                 "`url` is an https://, http://, git:// or ssh:// git URL",
             ));
         }
-        siteflow_step::duration_input("interval", &input.interval)?;
         Ok(())
     }
 
@@ -384,7 +383,7 @@ impl Step for ArcFluxConfiguration {
         cx: &StepContext,
         input: &ArcFluxInput,
     ) -> Result<Progress<ArcFluxOutput>, StepError> {
-        let interval = siteflow_step::duration_input("interval", &input.interval)?;
+        let interval = input.interval.get();
         let client = input.azure.client()?;
         let url = child_url(
             &client,

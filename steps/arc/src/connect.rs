@@ -42,8 +42,8 @@ fn generic() -> String {
 fn stable() -> String {
     "stable".into()
 }
-fn five_s() -> String {
-    "5s".into()
+fn five_s() -> siteflow_step::Duration {
+    std::time::Duration::from_secs(5).into()
 }
 
 /// The cluster the agents go into: a k3s server reached over SSH.
@@ -99,7 +99,7 @@ pub struct ArcConnectInput {
     pub kubeconfig: Option<siteflow_steps_kube::KubeconfigTarget>,
     /// How often to check whether the agents connected.
     #[serde(default = "five_s")]
-    pub interval: String,
+    pub interval: siteflow_step::Duration,
     /// Extra tags.
     #[serde(default)]
     pub tags: Tags,
@@ -380,7 +380,6 @@ impl Step for ArcConnect {
         if !["stable", "preview"].contains(&input.release_train.as_str()) {
             return Err(invalid("`release_train` is `stable` or `preview`"));
         }
-        siteflow_step::duration_input("interval", &input.interval)?;
         Ok(())
     }
 
@@ -421,7 +420,7 @@ impl Step for ArcConnect {
         cx: &StepContext,
         input: &ArcConnectInput,
     ) -> Result<Progress<ArcConnectOutput>, StepError> {
-        let interval = siteflow_step::duration_input("interval", &input.interval)?;
+        let interval = input.interval.get();
         let key = onboarding::load_or_create(cx).await?;
         let (client, url, live) = self.get(cx, input).await?;
         let mut pending = Pending::load(cx);

@@ -14,8 +14,8 @@ fn default_scope() -> String {
     "repository:*:pull".into()
 }
 
-fn default_renew_before() -> String {
-    "1h".into()
+fn default_renew_before() -> siteflow_step::Duration {
+    std::time::Duration::from_secs(3600).into()
 }
 
 /// The user name registries expect with an ACR refresh token.
@@ -42,7 +42,7 @@ pub struct AcrInput {
     /// Mint a new refresh token when the current one expires within this (ACR refresh
     /// tokens live 3 h).
     #[serde(default = "default_renew_before")]
-    pub renew_before: String,
+    pub renew_before: siteflow_step::Duration,
 }
 
 /// Output of `azure.acr-token`.
@@ -96,7 +96,7 @@ fn unix_now() -> u64 {
 /// The current refresh token's expiry when it is this registry's and valid for longer than
 /// `renew_before`.
 fn reusable(input: &AcrInput) -> Result<Option<(String, u64)>, StepError> {
-    let renew = siteflow_step::duration_input("renew_before", &input.renew_before)?;
+    let renew = input.renew_before.get();
     let Some(current) = input
         .current
         .as_ref()

@@ -12,7 +12,7 @@ pub struct Sleep;
 #[serde(deny_unknown_fields)]
 pub struct SleepInput {
     /// How long: `30s`, `5m`, `250ms`.
-    pub duration: String,
+    pub duration: siteflow_step::Duration,
 }
 
 /// `sleep` has no outputs.
@@ -29,10 +29,6 @@ impl Step for Sleep {
         "Wait for a duration"
     }
 
-    fn validate(&self, input: &SleepInput) -> Result<(), StepError> {
-        siteflow_step::duration_input("duration", &input.duration).map(|_| ())
-    }
-
     async fn observe(&self, _: &StepContext, _: &SleepInput) -> Result<Observed<Empty>, StepError> {
         Ok(Observed::missing())
     }
@@ -42,7 +38,7 @@ impl Step for Sleep {
         cx: &StepContext,
         input: &SleepInput,
     ) -> Result<Progress<Empty>, StepError> {
-        let d = siteflow_step::duration_input("duration", &input.duration)?;
+        let d = input.duration.get();
         tokio::select! {
             _ = tokio::time::sleep(d) => Ok(Progress::Done(Empty {})),
             _ = cx.cancel.cancelled() => Err(StepError::cancelled("sleep cancelled")),

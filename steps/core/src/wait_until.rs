@@ -19,21 +19,21 @@ pub struct WaitUntilInput {
     pub check: String,
     /// Time between checks (default `5s`).
     #[serde(default = "default_interval")]
-    pub interval: String,
+    pub interval: siteflow_step::Duration,
     /// Give up after this long (default `5m`), counted from the first check, across resumes.
     #[serde(default = "default_timeout")]
-    pub timeout: String,
+    pub timeout: siteflow_step::Duration,
     /// Extra environment variables.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
 }
 
-fn default_interval() -> String {
-    "5s".into()
+fn default_interval() -> siteflow_step::Duration {
+    std::time::Duration::from_secs(5).into()
 }
 
-fn default_timeout() -> String {
-    "5m".into()
+fn default_timeout() -> siteflow_step::Duration {
+    std::time::Duration::from_secs(300).into()
 }
 
 fn now_ms() -> u64 {
@@ -49,11 +49,6 @@ impl Step for WaitUntil {
 
     fn description(&self) -> &'static str {
         "Poll a check script at an interval until it exits 0, or fail after a timeout"
-    }
-
-    fn validate(&self, input: &WaitUntilInput) -> Result<(), StepError> {
-        siteflow_step::duration_input("interval", &input.interval)?;
-        siteflow_step::duration_input("timeout", &input.timeout).map(|_| ())
     }
 
     async fn observe(
@@ -76,8 +71,8 @@ impl Step for WaitUntil {
         cx: &StepContext,
         input: &WaitUntilInput,
     ) -> Result<Progress<Empty>, StepError> {
-        let interval = siteflow_step::duration_input("interval", &input.interval)?;
-        let timeout = siteflow_step::duration_input("timeout", &input.timeout)?;
+        let interval = input.interval.get();
+        let timeout = input.timeout.get();
         // The deadline survives retries and resumes through the step's saved progress.
         let started = match cx
             .progress()
@@ -94,10 +89,7 @@ impl Step for WaitUntil {
         if now_ms().saturating_sub(started) >= timeout.as_millis() as u64 {
             return Err(StepError::permanent(
                 "WaitTimeout",
-                format!(
-                    "the check did not succeed within {}",
-                    humantime::format_duration(timeout)
-                ),
+                format!("the check did not succeed within {}", input.timeout),
             ));
         }
         Ok(Progress::Wait {

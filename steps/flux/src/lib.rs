@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use siteflow_ssh::shell_quote;
 use siteflow_ssh::steps::{SshTargetInput, StepPool};
-use siteflow_step::{DynStep, Observed, Progress, Secret, Step, StepContext, StepError};
+use siteflow_step::{Duration, DynStep, Observed, Progress, Secret, Step, StepContext, StepError};
 use siteflow_steps_kube::{KubeClient, KubeconfigTarget, holds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,11 +39,11 @@ fn edge_path() -> String {
 fn git_user() -> String {
     "git".into()
 }
-fn one_minute() -> String {
-    "1m0s".into()
+fn one_minute() -> Duration {
+    std::time::Duration::from_secs(60).into()
 }
-fn two_s() -> String {
-    "2s".into()
+fn two_s() -> Duration {
+    std::time::Duration::from_secs(2).into()
 }
 
 /// The repository Flux is bootstrapped from: over https with a token, or over ssh with a
@@ -130,10 +130,10 @@ pub struct FluxBootstrapInput {
     pub registry: Option<String>,
     /// How often Flux fetches the repository.
     #[serde(default = "one_minute")]
-    pub sync_interval: String,
+    pub sync_interval: Duration,
     /// How often the step checks whether Flux applied the commit.
     #[serde(default = "two_s")]
-    pub interval: String,
+    pub interval: Duration,
 }
 
 /// Output of `flux.bootstrap`.
@@ -174,7 +174,7 @@ fn files(cx: &StepContext, input: &FluxBootstrapInput) -> Result<Vec<(String, St
             &input.git.url,
             &input.git.branch,
             &input.git.path,
-            &input.sync_interval,
+            &input.sync_interval.to_string(),
         ),
     );
     Ok(vec![
@@ -563,7 +563,6 @@ impl Step for FluxBootstrap {
         if input.git.branch.is_empty() || input.git.path.is_empty() {
             return Err(invalid("`git.branch` and `git.path` must not be empty"));
         }
-        siteflow_step::duration_input("interval", &input.interval)?;
         Ok(())
     }
 
@@ -610,7 +609,7 @@ impl Step for FluxBootstrap {
         cx: &StepContext,
         input: &FluxBootstrapInput,
     ) -> Result<Progress<FluxBootstrapOutput>, StepError> {
-        let interval = siteflow_step::duration_input("interval", &input.interval)?;
+        let interval = input.interval.get();
         let files = files(cx, input)?;
         let objects = objects(cx, input, &files)?;
         let git = Git::new(cx, &input.git);

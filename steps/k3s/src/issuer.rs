@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use siteflow_ssh::shell_quote;
 use siteflow_ssh::steps::{Remote, SshTargetInput, StepPool};
+use siteflow_step::sha256_hex;
 use siteflow_step::{Observed, Progress, Step, StepContext, StepError};
-use siteflow_step::{duration_input, sha256_hex};
 use std::time::Duration;
 
 /// How the issuer is set.
@@ -36,7 +36,7 @@ pub struct K3sIssuerInput {
     pub issuer: String,
     /// `service-account-max-token-expiration` (default `24h`).
     #[serde(default)]
-    pub max_token_expiration: Option<String>,
+    pub max_token_expiration: Option<siteflow_step::Duration>,
     /// `replace` (default) or `prepend`.
     #[serde(default)]
     pub mode: IssuerMode,
@@ -45,7 +45,7 @@ pub struct K3sIssuerInput {
     pub file_name: Option<String>,
     /// Recheck interval while a server restarts (default 2s).
     #[serde(default)]
-    pub interval: Option<String>,
+    pub interval: Option<siteflow_step::Duration>,
 }
 
 /// Output of `k3s.service-account-issuer`.
@@ -82,7 +82,9 @@ impl K3sIssuerInput {
             IssuerMode::Replace => "service-account-issuer",
             IssuerMode::Prepend => "service-account-issuer-",
         };
-        let exp = self.max_token_expiration.as_deref().unwrap_or("24h");
+        let exp = self
+            .max_token_expiration
+            .unwrap_or(Duration::from_secs(24 * 3600).into());
         format!(
             "# Written by siteflow (k3s.service-account-issuer).\nkube-apiserver-arg+:\n  - {}\n  - {}\n",
             json!(format!("{flag}={}", self.issuer)),
@@ -90,11 +92,8 @@ impl K3sIssuerInput {
         )
     }
 
-    fn interval(&self) -> Result<Duration, StepError> {
-        match &self.interval {
-            Some(i) => duration_input("interval", i),
-            None => Ok(Duration::from_secs(2)),
-        }
+    fn interval(&self) -> Duration {
+        self.interval.map_or(Duration::from_secs(2), |i| i.get())
     }
 }
 
@@ -178,15 +177,11 @@ impl Step for K3sIssuer {
                 input.issuer
             )));
         }
-        if let Some(e) = &input.max_token_expiration {
-            duration_input("max_token_expiration", e)?;
-        }
         if let Some(f) = &input.file_name
             && (f.contains('/') || !f.ends_with(".yaml"))
         {
             return Err(invalid("`file_name` must be a plain name ending in .yaml"));
         }
-        input.interval()?;
         Ok(())
     }
 
@@ -224,7 +219,7 @@ impl Step for K3sIssuer {
         input: &K3sIssuerInput,
     ) -> Result<Progress<K3sIssuerOutput>, StepError> {
         let wait = Progress::Wait {
-            recheck_after: input.interval()?,
+            recheck_after: input.interval(),
         };
         let dropin = input.dropin();
         let path = input.path();
@@ -301,5 +296,29 @@ mod tests {
             Some("https://oidc.example/abc/")
         );
         assert_eq!(iss_claim("garbage"), None);
+    }
+
+    #[test]
+    fn the_token_expiration_is_written_in_the_apiservers_syntax() {
+        // humantime reads `1d`; kube-apiserver (Go) does not: the drop-in says `24h`.
+        let i: K3sIssuerInput = serde_json::from_value(json!({
+            "servers": [{"host": "h", "user": "u"}],
+            "issuer": "https://oidc.example/abc/",
+            "max_token_expiration": "1d 12h"
+        }))
+        .unwrap();
+        assert!(
+            i.dropin()
+                .contains("\"service-account-max-token-expiration=36h\""),
+            "{}",
+            i.dropin()
+        );
+        let bad = serde_json::from_value::<K3sIssuerInput>(json!({
+            "servers": [{"host": "h", "user": "u"}],
+            "issuer": "https://oidc.example/abc/",
+            "max_token_expiration": "a day"
+        }))
+        .unwrap_err();
+        assert!(bad.to_string().contains("is not a duration"), "{bad}");
     }
 }

@@ -9,10 +9,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use siteflow_ssh::shell_quote;
 use siteflow_ssh::steps::{Remote, SshTargetInput, StepPool};
-use siteflow_step::{Observed, Progress, Step, StepContext, StepError};
+use siteflow_step::{Duration, Observed, Progress, Step, StepContext, StepError};
 
-fn five_minutes() -> String {
-    "5m".into()
+fn five_minutes() -> Duration {
+    std::time::Duration::from_secs(300).into()
 }
 
 fn invalid(msg: impl Into<String>) -> StepError {
@@ -28,10 +28,9 @@ fn parse_selector(s: &str) -> Result<(String, String), StepError> {
 }
 
 /// What both pool kinds check before they run.
-fn validate_pool(ssh: &SshTargetInput, selector: &str, timeout: &str) -> Result<(), StepError> {
+fn validate_pool(ssh: &SshTargetInput, selector: &str) -> Result<(), StepError> {
     ssh.validate()?;
     parse_selector(selector)?;
-    siteflow_step::duration_input("timeout", timeout)?;
     Ok(())
 }
 
@@ -45,13 +44,13 @@ async fn pool(remote: &Remote, selector: &(String, String)) -> Result<Vec<NodeSt
         .collect())
 }
 
-async fn drain(remote: &Remote, name: &str, timeout: &str) -> Result<(), StepError> {
+async fn drain(remote: &Remote, name: &str, timeout: Duration) -> Result<(), StepError> {
     remote
         .run(&format!(
             "KUBECONFIG={} k3s kubectl drain {} --ignore-daemonsets --delete-emptydir-data --force --timeout={}",
             shell_quote(KUBECONFIG),
             shell_quote(name),
-            shell_quote(timeout)
+            shell_quote(&timeout.to_string())
         ))
         .await?;
     Ok(())
@@ -71,7 +70,7 @@ pub struct K3sDrainInput {
     pub instance_label: String,
     /// `kubectl drain --timeout`.
     #[serde(default = "five_minutes")]
-    pub timeout: String,
+    pub timeout: Duration,
 }
 
 /// Output of `k3s.drain`.
@@ -124,7 +123,7 @@ impl Step for K3sDrain {
     }
 
     fn validate(&self, input: &K3sDrainInput) -> Result<(), StepError> {
-        validate_pool(&input.ssh, &input.selector, &input.timeout)
+        validate_pool(&input.ssh, &input.selector)
     }
 
     async fn observe(
@@ -156,7 +155,7 @@ impl Step for K3sDrain {
         for n in departing(input, &nodes) {
             if !n.unschedulable {
                 cx.info(&format!("draining {} (it leaves the pool)", n.name));
-                drain(&remote, &n.name, &input.timeout).await?;
+                drain(&remote, &n.name, input.timeout).await?;
             }
             drained.push(n.name);
         }
@@ -177,7 +176,7 @@ pub struct K3sPruneNodesInput {
     pub keep: Vec<String>,
     /// `kubectl drain --timeout`, for a departed node that was not drained.
     #[serde(default = "five_minutes")]
-    pub timeout: String,
+    pub timeout: Duration,
 }
 
 /// Output of `k3s.prune-nodes`.
@@ -211,7 +210,7 @@ impl Step for K3sPruneNodes {
     }
 
     fn validate(&self, input: &K3sPruneNodesInput) -> Result<(), StepError> {
-        validate_pool(&input.ssh, &input.selector, &input.timeout)
+        validate_pool(&input.ssh, &input.selector)
     }
 
     async fn observe(
@@ -249,7 +248,7 @@ impl Step for K3sPruneNodes {
             }
             if !n.unschedulable {
                 cx.info(&format!("draining {} before deleting it", n.name));
-                drain(&remote, &n.name, &input.timeout).await?;
+                drain(&remote, &n.name, input.timeout).await?;
             }
             cx.info(&format!("deleting node {} (its machine is gone)", n.name));
             remote
@@ -291,7 +290,7 @@ mod tests {
             selector: "siteflow.io/pool=agents".into(),
             keep: 1,
             instance_label: "siteflow.io/instance-id".into(),
-            timeout: "5m".into(),
+            timeout: five_minutes(),
         };
         let pool = [node("c", "10"), node("a", "2"), node("b", "9")];
         let names: Vec<String> = departing(&input, &pool)

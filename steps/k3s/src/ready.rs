@@ -22,7 +22,7 @@ pub struct K3sReadyInput {
     pub count: Option<usize>,
     /// Recheck interval (default 2s).
     #[serde(default)]
-    pub interval: Option<String>,
+    pub interval: Option<siteflow_step::Duration>,
 }
 
 /// Output of `k3s.ready`.
@@ -92,9 +92,6 @@ impl Step for K3sReady {
         if input.nodes.is_empty() && input.count.is_none() {
             return Err(invalid("give `nodes` or `count`"));
         }
-        if let Some(i) = &input.interval {
-            siteflow_step::duration_input("interval", i)?;
-        }
         Ok(())
     }
 
@@ -121,10 +118,7 @@ impl Step for K3sReady {
             Err(reason) => {
                 cx.info(&reason);
                 Progress::Wait {
-                    recheck_after: match &input.interval {
-                        Some(i) => siteflow_step::duration_input("interval", i)?,
-                        None => Duration::from_secs(2),
-                    },
+                    recheck_after: input.interval.map_or(Duration::from_secs(2), |i| i.get()),
                 }
             }
         })

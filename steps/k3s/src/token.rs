@@ -16,7 +16,7 @@ pub struct K3sNodeTokenInput {
     pub ssh: SshTargetInput,
     /// Recheck this often while the server has not written the token yet.
     #[serde(default)]
-    pub interval: Option<String>,
+    pub interval: Option<siteflow_step::Duration>,
 }
 
 /// Output of `k3s.node-token`.
@@ -68,9 +68,6 @@ impl Step for K3sNodeToken {
 
     fn validate(&self, input: &K3sNodeTokenInput) -> Result<(), StepError> {
         input.ssh.validate()?;
-        if let Some(i) = &input.interval {
-            siteflow_step::duration_input("interval", i)?;
-        }
         Ok(())
     }
 
@@ -95,10 +92,7 @@ impl Step for K3sNodeToken {
         Ok(match self.read(cx, input).await? {
             Some(o) => Progress::Done(o),
             None => Progress::Wait {
-                recheck_after: match &input.interval {
-                    Some(i) => siteflow_step::duration_input("interval", i)?,
-                    None => Duration::from_secs(2),
-                },
+                recheck_after: input.interval.map_or(Duration::from_secs(2), |i| i.get()),
             },
         })
     }

@@ -28,7 +28,7 @@ pub struct SshExecInput {
     pub working_directory: Option<String>,
     /// Stop the script on the host after this long (`30s`, `5m`).
     #[serde(default)]
-    pub timeout: Option<String>,
+    pub timeout: Option<siteflow_step::Duration>,
     /// Outputs whose values are secrets (say a transformed copy of one): redacted from logs
     /// and never stored.
     #[serde(default)]
@@ -129,8 +129,8 @@ async fn run_script(
     for (k, v) in &input.env {
         req = req.env(k, v);
     }
-    if let Some(t) = &input.timeout {
-        req = req.timeout(siteflow_step::duration_input("timeout", t)?);
+    if let Some(t) = input.timeout {
+        req = req.timeout(t.get());
     }
     // Log lines until the marker; what follows is the output file.
     let past_marker = AtomicBool::new(false);
@@ -187,9 +187,6 @@ impl Step for SshExec {
         input.ssh.validate()?;
         if input.run.trim().is_empty() {
             return Err(StepError::permanent("InvalidInput", "`run` is empty"));
-        }
-        if let Some(t) = &input.timeout {
-            siteflow_step::duration_input("timeout", t)?;
         }
         Ok(())
     }

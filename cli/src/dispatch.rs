@@ -113,8 +113,8 @@ async fn hosts(cli: &Cli, command: &HostsCommand) -> Result<u8, Failure> {
     }
     // Listing only reads (never migrates); forgetting writes.
     let store = match command {
-        HostsCommand::List { .. } => StateStore::open_read_only(&path)?,
-        HostsCommand::Forget { .. } => StateStore::open(&path)?,
+        HostsCommand::List { .. } => off_runtime(move || StateStore::open_read_only(&path)).await?,
+        HostsCommand::Forget { .. } => off_runtime(move || StateStore::open(&path)).await?,
     };
     match command {
         HostsCommand::List { output } => {
@@ -194,14 +194,25 @@ fn registry() -> Registry {
 
 /// The state database for a command that only reads: opened read-only, never created or
 /// migrated (an older schema is a clear error naming the commands that upgrade it).
-fn read_state(cli: &Cli) -> Result<StateStore, Failure> {
-    Ok(StateStore::open_read_only(&existing_state_path(cli)?)?)
+async fn read_state(cli: &Cli) -> Result<StateStore, Failure> {
+    let path = existing_state_path(cli)?;
+    Ok(off_runtime(move || StateStore::open_read_only(&path)).await?)
 }
 
 /// The state database for a command that changes an existing run: it is never created by
 /// such a command.
-fn existing_state(cli: &Cli) -> Result<StateStore, Failure> {
-    Ok(StateStore::open(&existing_state_path(cli)?)?)
+async fn existing_state(cli: &Cli) -> Result<StateStore, Failure> {
+    let path = existing_state_path(cli)?;
+    Ok(off_runtime(move || StateStore::open(&path)).await?)
+}
+
+/// Opening the store reads, may migrate and may wait for a busy database: file work that
+/// runs on a blocking thread, not on the runtime.
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 fn existing_state_path(cli: &Cli) -> Result<PathBuf, Failure> {
@@ -455,7 +466,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 src.sets.splice(0..0, extra);
                 plan = plan::compile(&src, &reg)?;
             }
-            let store = StateStore::open(&state_path(&cli))?;
+            let path = state_path(&cli);
+            let store = off_runtime(move || StateStore::open(&path)).await?;
             execute(store, *output, *parallel, *grace, async |r| {
                 r.start(plan, src).await
             })
@@ -468,7 +480,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             grace,
             output,
         } => {
-            let store = existing_state(&cli)?;
+            let store = existing_state(&cli).await?;
             let run = resolve_run(&store, run).await?;
             execute(store, *output, *parallel, *grace, async |r| {
                 r.resume(&run, *reload).await
@@ -481,7 +493,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             with_dependents,
             output,
         } => {
-            let store = existing_state(&cli)?;
+            let store = existing_state(&cli).await?;
             let run = resolve_run(&store, run).await?;
             execute(store, *output, 32, 30, async |r| {
                 r.rerun(&run, step, *with_dependents).await
@@ -599,7 +611,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::Runs { command } => {
-            let store = read_state(&cli)?;
+            let store = read_state(&cli).await?;
             match command {
                 RunsCommand::List {
                     limit,
@@ -653,7 +665,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::Logs { run, step, output } => {
-            let store = read_state(&cli)?;
+            let store = read_state(&cli).await?;
             let run = &resolve_run(&store, run).await?;
             store.run(run).await?;
             let entries = report::log_timeline(&store, run, step.as_deref()).await?;
@@ -668,7 +680,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::Cancel { run } => {
-            let store = existing_state(&cli)?;
+            let store = existing_state(&cli).await?;
             let run = &resolve_run(&store, run).await?;
             match store.request_cancel(run).await? {
                 Some(h) => println!("asked {h} to stop run {run}"),
@@ -677,7 +689,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             Ok(exit::OK)
         }
         Command::Unlock { run, force } => {
-            let store = existing_state(&cli)?;
+            let store = existing_state(&cli).await?;
             let run = &resolve_run(&store, run).await?;
             match store.unlock(run, *force).await? {
                 Unlock::Broken(h) => println!("broke the lease of {h} on run {run}"),

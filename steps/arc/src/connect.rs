@@ -306,7 +306,7 @@ impl ArcConnect {
         let k3s = match (&input.k3s, &input.kubeconfig) {
             (Some(k3s), _) => k3s,
             (None, Some(target)) => {
-                let kube = siteflow_steps_kube::KubeClient::new(cx, target)?;
+                let kube = siteflow_steps_kube::KubeClient::new(cx, target).await?;
                 kube.resource("helm.cattle.io/v1", "HelmChart")
                     .await
                     .map_err(|e| {

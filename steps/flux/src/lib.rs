@@ -417,7 +417,7 @@ impl FluxBootstrap {
             "metadata": {"name": "flux-system", "namespace": "flux-system"}});
         let (ks, in_place) = match (&input.k3s, &input.kubeconfig) {
             (_, Some(target)) => {
-                let kube = KubeClient::new(cx, target)?;
+                let kube = KubeClient::new(cx, target).await?;
                 let mut in_place = true;
                 for o in objects {
                     let live = match kube.get(o).await {
@@ -490,7 +490,7 @@ impl FluxBootstrap {
     ) -> Result<(), StepError> {
         match (&input.k3s, &input.kubeconfig) {
             (_, Some(target)) => {
-                let kube = KubeClient::new(cx, target)?;
+                let kube = KubeClient::new(cx, target).await?;
                 for o in objects {
                     kube.apply(o).await?;
                 }

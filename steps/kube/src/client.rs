@@ -1,7 +1,8 @@
 //! A Kubernetes API client from a kubeconfig: the context's cluster (its CA only, as kubectl
-//! trusts it), a bearer token or a client certificate, discovery of resource paths, GET and
-//! server-side apply.
+//! trusts it), a bearer token, a client certificate or an exec credential plugin
+//! (`kubelogin`, …), discovery of resource paths, GET and server-side apply.
 
+use crate::exec::{Credential, ExecPlugin};
 use base64::Engine as _;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -55,6 +56,7 @@ struct Resolved {
     insecure: bool,
     token: Option<String>,
     client_cert_key: Option<(Vec<u8>, Vec<u8>)>,
+    exec: Option<ExecPlugin>,
 }
 
 fn data_or_file(
@@ -99,14 +101,18 @@ fn resolve(path: &Path, context: Option<&str>) -> Result<Resolved, StepError> {
         Some(u) => named("users", u, "user")?,
         None => Value::Null,
     };
-    if user.get("exec").is_some() || user.get("auth-provider").is_some() {
+    if user.get("auth-provider").is_some() {
         return Err(bad_kubeconfig(
             path,
             format!(
-                "context {ctx_name:?}'s user logs in with an exec plugin or auth provider; give a context whose user has a token or a client certificate (e.g. the service-account kubeconfig `kube.service-account-token` makes)"
+                "context {ctx_name:?}'s user logs in with an auth-provider, which kubectl dropped in 1.26; use its exec plugin (for Azure: `kubelogin convert-kubeconfig`), a token or a client certificate"
             ),
         ));
     }
+    let exec = match user.get("exec") {
+        Some(e) => Some(ExecPlugin::parse(base, e, &cluster).map_err(|m| bad_kubeconfig(path, m))?),
+        None => None,
+    };
     let server = cluster["server"]
         .as_str()
         .ok_or_else(|| {
@@ -148,6 +154,7 @@ fn resolve(path: &Path, context: Option<&str>) -> Result<Resolved, StepError> {
             .unwrap_or(false),
         token,
         client_cert_key: cert.zip(key),
+        exec,
     })
 }
 
@@ -158,7 +165,9 @@ type Resources = Arc<Vec<(String, String, bool)>>;
 pub struct KubeClient {
     http: reqwest::Client,
     server: String,
-    token: Option<String>,
+    token: Mutex<Option<String>>,
+    /// The exec plugin that gave the token, asked again when the server refuses it.
+    exec: Option<(ExecPlugin, StepContext)>,
     /// Discovery, by `groupVersion`.
     discovery: Mutex<HashMap<String, Resources>>,
 }
@@ -169,9 +178,23 @@ fn transport(msg: impl std::fmt::Display) -> StepError {
 
 impl KubeClient {
     /// The client of `target` (the token, if any, is registered as a secret of the step).
-    pub fn new(cx: &StepContext, target: &KubeconfigTarget) -> Result<Self, StepError> {
+    /// A user with an exec plugin gets its credential first (see [`crate::exec`]).
+    pub async fn new(cx: &StepContext, target: &KubeconfigTarget) -> Result<Self, StepError> {
         let path: PathBuf = cx.resolve_path(&target.path);
-        let r = resolve(&path, target.context.as_deref())?;
+        let mut r = {
+            let (file, context) = (path.clone(), target.context.clone());
+            tokio::task::spawn_blocking(move || resolve(&file, context.as_deref()))
+                .await
+                .map_err(|e| bad_kubeconfig(&path, e))??
+        };
+        if let Some(plugin) = &r.exec {
+            match &*plugin.credential(cx, None).await? {
+                Credential::Token(t) => r.token = Some(t.clone()),
+                Credential::Certificate { cert, key } => {
+                    r.client_cert_key = Some((cert.clone(), key.clone()));
+                }
+            }
+        }
         if let Some(t) = &r.token {
             cx.add_secret(t);
         }
@@ -222,35 +245,45 @@ impl KubeClient {
         Ok(Self {
             http,
             server: r.server,
-            token: r.token,
+            exec: r
+                .exec
+                .filter(|_| r.token.is_some())
+                .map(|p| (p, cx.clone())),
+            token: Mutex::new(r.token),
             discovery: Mutex::default(),
         })
     }
 
+    /// One request (and, when an exec plugin's token is refused with 401, the plugin asked
+    /// again and the request sent once more, as kubectl does).
     async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<(String, &'static str)>,
     ) -> Result<(u16, Value), StepError> {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.server));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
+        let token = self.token.lock().map(|t| t.clone()).unwrap_or_default();
+        let (mut status, mut v) = self
+            .send_once(&method, path, body.clone(), token.as_deref())
+            .await?;
+        if let (401, Some((plugin, cx)), Some(refused)) = (status, &self.exec, token) {
+            let fresh = match &*plugin
+                .credential(cx, Some(&Credential::Token(refused)))
+                .await?
+            {
+                Credential::Token(t) => t.clone(),
+                Credential::Certificate { .. } => {
+                    return Err(StepError::permanent(
+                        "KubeUnauthorized",
+                        "the exec plugin answered a certificate where it gave a token before",
+                    ));
+                }
+            };
+            if let Ok(mut t) = self.token.lock() {
+                *t = Some(fresh.clone());
+            }
+            (status, v) = self.send_once(&method, path, body, Some(&fresh)).await?;
         }
-        if let Some((b, ct)) = body {
-            req = req.header("Content-Type", ct).body(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| transport(format!("{method} {}{path}: {e}", self.server)))?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(transport)?;
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            Value::String(String::from_utf8_lossy(&bytes).chars().take(500).collect())
-        });
         match status {
             200..=299 | 404 => Ok((status, v)),
             401 | 403 => Err(StepError::permanent(
@@ -269,6 +302,34 @@ impl KubeClient {
                 format!("{method} {path}: {status}: {}", message(&v)),
             )),
         }
+    }
+
+    async fn send_once(
+        &self,
+        method: &reqwest::Method,
+        path: &str,
+        body: Option<(String, &'static str)>,
+        token: Option<&str>,
+    ) -> Result<(u16, Value), StepError> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.server));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some((b, ct)) = body {
+            req = req.header("Content-Type", ct).body(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transport(format!("{method} {}{path}: {e}", self.server)))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(transport)?;
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            Value::String(String::from_utf8_lossy(&bytes).chars().take(500).collect())
+        });
+        Ok((status, v))
     }
 
     /// `(plural, namespaced)` of `kind` in `apiVersion`, from the server's discovery.
@@ -426,12 +487,12 @@ mod tests {
     }
 
     #[test]
-    fn kubeconfig_contexts_resolve_and_exec_users_are_refused() {
+    fn kubeconfig_contexts_resolve_with_tokens_and_exec_plugins() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config");
         std::fs::write(
             &p,
-            "apiVersion: v1\nkind: Config\ncurrent-context: a\nclusters:\n- name: c\n  cluster:\n    server: https://10.0.0.1:6443/\n    certificate-authority-data: Zm9v\ncontexts:\n- name: a\n  context: {cluster: c, user: u}\n- name: b\n  context: {cluster: c, user: e}\nusers:\n- name: u\n  user: {token: t0k}\n- name: e\n  user:\n    exec: {command: kubelogin}\n",
+            "apiVersion: v1\nkind: Config\ncurrent-context: a\nclusters:\n- name: c\n  cluster:\n    server: https://10.0.0.1:6443/\n    certificate-authority-data: Zm9v\ncontexts:\n- name: a\n  context: {cluster: c, user: u}\n- name: b\n  context: {cluster: c, user: e}\n- name: p\n  context: {cluster: c, user: p}\n- name: x\n  context: {cluster: c, user: x}\nusers:\n- name: u\n  user: {token: t0k}\n- name: e\n  user:\n    exec: {command: kubelogin}\n- name: p\n  user:\n    auth-provider: {name: azure}\n- name: x\n  user:\n    exec: {apiVersion: client.authentication.k8s.io/v1, command: kubelogin, args: [get-token]}\n",
         )
         .unwrap();
         let r = resolve(&p, None).unwrap();
@@ -440,7 +501,16 @@ mod tests {
         assert_eq!(r.token.as_deref(), Some("t0k"));
         let e = resolve(&p, Some("b")).unwrap_err();
         assert_eq!(e.code, "InvalidKubeconfig");
-        assert!(e.message.contains("exec plugin"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("exec plugin apiVersion \"\" is not supported"),
+            "{}",
+            e.message
+        );
+        let e = resolve(&p, Some("p")).unwrap_err();
+        assert!(e.message.contains("auth-provider"), "{}", e.message);
+        let x = resolve(&p, Some("x")).unwrap();
+        assert!(x.exec.is_some() && x.token.is_none());
         let e = resolve(&p, Some("nope")).unwrap_err();
         assert!(
             e.message.contains("no context named \"nope\""),

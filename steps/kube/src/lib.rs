@@ -5,6 +5,7 @@
 //! crates use for their kubeconfig targets.
 
 mod client;
+mod exec;
 pub mod kubeconfig_file;
 
 pub use client::{FIELD_MANAGER, KubeClient, KubeconfigTarget, holds};
@@ -103,7 +104,7 @@ impl Step for KubeApply {
         input: &KubeApplyInput,
     ) -> Result<Observed<KubeApplyOutput>, StepError> {
         let objects = parse_manifests(&input.manifests)?;
-        let client = KubeClient::new(cx, &input.kubeconfig)?;
+        let client = KubeClient::new(cx, &input.kubeconfig).await?;
         for o in &objects {
             match client.get(o).await? {
                 Some(live) if holds(o, &live) => {}
@@ -125,7 +126,7 @@ impl Step for KubeApply {
         input: &KubeApplyInput,
     ) -> Result<Progress<KubeApplyOutput>, StepError> {
         let objects = parse_manifests(&input.manifests)?;
-        let client = KubeClient::new(cx, &input.kubeconfig)?;
+        let client = KubeClient::new(cx, &input.kubeconfig).await?;
         for o in &objects {
             client.apply(o).await?;
         }
@@ -264,7 +265,7 @@ impl Step for KubeServiceAccountToken {
         cx: &StepContext,
         input: &KubeServiceAccountTokenInput,
     ) -> Result<Observed<KubeServiceAccountTokenOutput>, StepError> {
-        let client = KubeClient::new(cx, &input.kubeconfig)?;
+        let client = KubeClient::new(cx, &input.kubeconfig).await?;
         Ok(match self.read(cx, &client, input).await? {
             Ok(out) => Observed::Satisfied(out),
             Err(why) => Observed::NotSatisfied { reason: Some(why) },
@@ -276,7 +277,7 @@ impl Step for KubeServiceAccountToken {
         cx: &StepContext,
         input: &KubeServiceAccountTokenInput,
     ) -> Result<Progress<KubeServiceAccountTokenOutput>, StepError> {
-        let client = KubeClient::new(cx, &input.kubeconfig)?;
+        let client = KubeClient::new(cx, &input.kubeconfig).await?;
         for o in account_objects(input) {
             client.apply(&o).await?;
         }

@@ -1,6 +1,7 @@
 //! `kube.service-account-token` and `kube.apply` through a kubeconfig, against the k3s
 //! simulator on a real test host serving its API over TLS with its own cluster CA (seed 002:
-//! an existing cluster reached only by its kubeconfig). Needs root (test hosts).
+//! an existing cluster reached only by its kubeconfig), with a token and with an exec
+//! credential plugin. Needs root (test hosts).
 
 use siteflow_engine::plan::{SourceText, Sources, compile};
 use siteflow_engine::registry::Registry;
@@ -130,15 +131,86 @@ async fn service_account_token_and_apply_through_a_kubeconfig_over_tls() {
         "{attempts:?}"
     );
 
-    // A kubeconfig whose user logs in with an exec plugin gets a clear error, not a hang.
-    let exec_kc = kubeconfig.replace(
+    // A user that logs in with an exec plugin (kubelogin's way): the plugin runs without a
+    // terminal, once for both steps (its credential is kept until it expires), and its token
+    // is in no persisted byte.
+    std::fs::write(dir.path().join("token"), &token).unwrap();
+    let plugin = dir.path().join("login.sh");
+    std::fs::write(
+        &plugin,
+        r#"#!/bin/bash
+set -eu
+cd "$(dirname "$0")"
+echo "$*" >> calls
+case "$KUBERNETES_EXEC_INFO" in *'"interactive":false'*) ;; *) echo "interactive?" >&2; exit 9 ;; esac
+case "${1:-}" in
+  expired) echo "AADSTS70043: The refresh token has expired due to inactivity." >&2; exit 1 ;;
+  # The first answer for `rotated` is a token the server refuses; the next one is good.
+  rotated) if [ "$(grep -c rotated calls)" = 1 ]; then tok=not-a-token; else tok=$(cat token); fi ;;
+  *) tok=$(cat token) ;;
+esac
+printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"%s","expirationTimestamp":"2099-01-01T00:00:00Z"}}' "$tok"
+"#,
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&plugin)
+        .status()
+        .unwrap();
+    let with_plugin = |args: &str| {
+        kubeconfig.replace(
+            "    token: ",
+            &format!(
+                "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ./login.sh\n      args: [{args}]\n      interactiveMode: IfAvailable\n      installHint: install it from https://example.invalid/login\n    x-token: "
+            ),
+        )
+    };
+    let calls = || {
+        std::fs::read_to_string(dir.path().join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    // Runs the workflow with `kc` as its kubeconfig: the status and the steps' rows.
+    let run_with = |kc: String| {
+        std::fs::write(dir.path().join("existing.yaml"), kc).unwrap();
+        async {
+            let out = run().await;
+            let steps = format!("{:?}", store.steps(&out.run_id).await.unwrap());
+            (out.status, steps)
+        }
+    };
+    let (status, steps) = run_with(with_plugin("fresh")).await;
+    assert_eq!(status, RunStatus::Succeeded, "{steps}");
+    assert_eq!(calls(), ["fresh"], "one plugin run for both steps");
+    let mut db = std::fs::read(dir.path().join("state.db")).unwrap();
+    db.extend(std::fs::read(dir.path().join("state.db-wal")).unwrap_or_default());
+    assert!(!String::from_utf8_lossy(&db).contains(&token));
+
+    // A token the server refuses (401): the plugin is asked again, the request sent again.
+    let (status, steps) = run_with(with_plugin("rotated")).await;
+    assert_eq!(status, RunStatus::Succeeded, "{steps}");
+    assert_eq!(calls(), ["fresh", "rotated", "rotated"]);
+
+    // A plugin that fails: its stderr says why; a missing one: its install hint.
+    let (status, steps) = run_with(with_plugin("expired")).await;
+    assert_eq!(status, RunStatus::Failed);
+    assert!(steps.contains("KubeCredentialPlugin"), "{steps}");
+    assert!(steps.contains("AADSTS70043"), "{steps}");
+    let missing = with_plugin("fresh").replace("./login.sh", "./kubelogin-missing");
+    let (status, steps) = run_with(missing).await;
+    assert_eq!(status, RunStatus::Failed);
+    assert!(steps.contains("example.invalid/login"), "{steps}");
+
+    // An auth-provider user (dropped by kubectl 1.26) gets a clear error, not a hang.
+    let provider = kubeconfig.replace(
         "    token: ",
-        "    exec: {command: kubelogin}\n    x-token: ",
+        "    auth-provider: {name: azure}\n    x-token: ",
     );
-    std::fs::write(dir.path().join("existing.yaml"), exec_kc).unwrap();
-    let failed = run().await;
-    assert_eq!(failed.status, RunStatus::Failed);
-    let steps = format!("{:?}", store.steps(&failed.run_id).await.unwrap());
+    let (status, steps) = run_with(provider).await;
+    assert_eq!(status, RunStatus::Failed);
     assert!(steps.contains("InvalidKubeconfig"), "{steps}");
     net.shutdown();
 }

@@ -222,10 +222,7 @@ impl ArcConnect {
             None if input.azure.cloud.name == CloudName::Custom => {
                 client.endpoints().arm_url.clone()
             }
-            None => format!(
-                "https://{}.dp.kubernetesconfiguration.azure.com",
-                input.location.replace(' ', "").to_ascii_lowercase()
-            ),
+            None => config_dp_endpoint(&client.endpoints().authority_host, &input.location),
         };
         format!(
             "{base}/azure-arc-k8sagents/GetHelmSettings?api-version={HELM_SETTINGS_API}&releaseTrain={}",
@@ -495,9 +492,50 @@ impl Step for ArcConnect {
     }
 }
 
+/// Arc's configuration data plane in the cloud whose Entra authority is `authority_host`,
+/// as `az connectedk8s` derives it: the authority's top-level domain picks the cloud
+/// (`login.microsoftonline.com` → `https://<region>.dp.kubernetesconfiguration.azure.com`,
+/// `.us` for US Government, `.cn` for China).
+fn config_dp_endpoint(authority_host: &str, location: &str) -> String {
+    let host = authority_host
+        .trim_start_matches("https://")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    let tld = host
+        .rsplit('.')
+        .next()
+        .filter(|t| !t.is_empty())
+        .unwrap_or("com");
+    format!(
+        "https://{}.dp.kubernetesconfiguration.azure.{tld}",
+        location.replace(' ', "").to_ascii_lowercase()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_config_data_plane_follows_the_cloud() {
+        for (authority, endpoint) in [
+            (
+                "https://login.microsoftonline.com",
+                "https://westeurope.dp.kubernetesconfiguration.azure.com",
+            ),
+            (
+                "https://login.microsoftonline.us",
+                "https://westeurope.dp.kubernetesconfiguration.azure.us",
+            ),
+            (
+                "https://login.chinacloudapi.cn/",
+                "https://westeurope.dp.kubernetesconfiguration.azure.cn",
+            ),
+        ] {
+            assert_eq!(config_dp_endpoint(authority, "West Europe"), endpoint);
+        }
+    }
 
     #[test]
     fn dotted_helm_values_nest() {

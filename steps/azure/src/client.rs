@@ -124,8 +124,10 @@ impl ArmResponse {
     pub fn error(&self) -> AzureError {
         let (code, message) = match serde_json::from_slice::<ErrorResponse>(&self.body) {
             Ok(ErrorResponse { error: Some(e) }) => (
-                e.code.unwrap_or_else(|| format!("Http{}", self.status)),
-                e.message.unwrap_or_default(),
+                e.code
+                    .clone()
+                    .unwrap_or_else(|| format!("Http{}", self.status)),
+                e.describe(),
             ),
             _ => (
                 format!("Http{}", self.status),
@@ -670,8 +672,8 @@ impl ArmClient {
                         let e = op.error.unwrap_or_default();
                         Err(AzureError::OperationFailed {
                             status: op.status.clone(),
+                            message: e.describe(),
                             code: e.code.unwrap_or_else(|| op.status.clone()),
-                            message: e.message.unwrap_or_default(),
                             correlation_id: resp.correlation_id.clone(),
                         })
                     }

@@ -29,6 +29,50 @@ pub struct ErrorDetail {
     pub details: Vec<ErrorDetail>,
 }
 
+impl ErrorDetail {
+    /// The message with its target and nested details (the actual cause of many errors, e.g.
+    /// which quota or which property), each detail on a line of its own: at most 10, 2 KiB.
+    pub fn describe(&self) -> String {
+        fn walk(d: &ErrorDetail, depth: usize, out: &mut Vec<String>) {
+            for n in &d.details {
+                if out.len() == 10 {
+                    return;
+                }
+                let mut line = format!(
+                    "{}- {}: {}",
+                    "  ".repeat(depth),
+                    n.code.as_deref().unwrap_or("?"),
+                    n.message.as_deref().unwrap_or("").trim()
+                );
+                if let Some(t) = &n.target {
+                    line.push_str(&format!(" (target `{t}`)"));
+                }
+                out.push(line);
+                walk(n, depth + 1, out);
+            }
+        }
+        let mut text = self.message.clone().unwrap_or_default();
+        if let Some(t) = &self.target {
+            text.push_str(&format!(" (target `{t}`)"));
+        }
+        let mut lines = Vec::new();
+        walk(self, 0, &mut lines);
+        for l in lines {
+            text.push('\n');
+            text.push_str(&l);
+        }
+        if text.len() > 2048 {
+            let mut cut = 2048;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        text
+    }
+}
+
 /// An `Azure-AsyncOperation` status document.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -734,4 +778,54 @@ pub struct ScaleSetIpProperties {
     /// Primary configuration.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub primary: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_errors_details_say_its_cause() {
+        let e: ErrorResponse = serde_json::from_value(serde_json::json!({"error": {
+            "code": "InvalidParameter",
+            "message": "The request is invalid.",
+            "target": "vmSize",
+            "details": [
+                {"code": "QuotaExceeded", "message": "Operation could not be completed as it results in exceeding approved standardDSv5Family Cores quota.",
+                 "details": [{"code": "Limit", "message": "Current limit: 10."}]},
+                {"code": "SkuNotAvailable", "message": "Standard_D2s_v5 is not available in westeurope.", "target": "sku"}
+            ]
+        }}))
+        .unwrap();
+        let text = e.error.unwrap().describe();
+        assert_eq!(
+            text,
+            "The request is invalid. (target `vmSize`)\n\
+             - QuotaExceeded: Operation could not be completed as it results in exceeding approved standardDSv5Family Cores quota.\n  \
+             - Limit: Current limit: 10.\n\
+             - SkuNotAvailable: Standard_D2s_v5 is not available in westeurope. (target `sku`)"
+        );
+        let plain = ErrorDetail {
+            message: Some("Not found.".into()),
+            ..Default::default()
+        };
+        assert_eq!(plain.describe(), "Not found.");
+        let many = ErrorDetail {
+            details: vec![
+                ErrorDetail {
+                    code: Some("X".into()),
+                    message: Some("y".repeat(500)),
+                    ..Default::default()
+                };
+                20
+            ],
+            ..Default::default()
+        };
+        let text = many.describe();
+        assert!(
+            text.chars().count() <= 2049 && text.ends_with('…'),
+            "{}",
+            text.len()
+        );
+    }
 }

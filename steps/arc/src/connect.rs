@@ -481,7 +481,27 @@ impl Step for ArcConnect {
             return Ok(Progress::Done(output(&live)));
         }
         let id = str_at(&live, "/id").unwrap_or_default().to_string();
-        self.install_agents(cx, input, &client, &id, &key).await?;
+        // The agents are installed once per cluster, key and settings: the rechecks while
+        // they connect only read the cluster.
+        let installed = siteflow_step::sha256_hex(
+            json!([
+                id,
+                key.public_b64,
+                self.helm_settings_url(input, &client),
+                input.distribution,
+                input.infrastructure,
+                input.proxy_cert_file,
+                input.k3s.as_ref().map(|k| &k.ssh.host),
+                input.kubeconfig.as_ref().map(|k| (&k.path, &k.context)),
+            ])
+            .to_string()
+            .as_bytes(),
+        );
+        if pending.done.get("agents") != Some(&installed) {
+            self.install_agents(cx, input, &client, &id, &key).await?;
+            pending.done.insert("agents".into(), installed);
+            pending.save(cx).await?;
+        }
         cx.info(&format!(
             "waiting for the Arc agents to connect (connectivityStatus {})",
             str_at(&live, "/properties/connectivityStatus").unwrap_or("unknown")

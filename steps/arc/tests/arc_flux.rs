@@ -165,7 +165,7 @@ steps:
       resource_group: rg-arc
       location: eastus
       name: edge-arc
-      interval: 500ms
+      interval: 20ms
       k3s:
         ssh: {{ host: "{ip}", user: {user}, private_key_file: "{key}", host_key: pinned, host_key_fingerprint: "{fp}" }}
   - id: flux-ext
@@ -265,6 +265,22 @@ async fn arc_connects_through_its_agent_and_flux_reconciles_a_real_repository() 
         connects.contains(&200),
         "the agent never connected: {connects:?}"
     );
+    // The agents were installed once: the rechecks while they connected only read the
+    // cluster (no new helm settings request, no new chart).
+    let entries = env.emu.request_log().entries();
+    let helm_settings = entries
+        .iter()
+        .filter(|e| e.path.ends_with("/GetHelmSettings"))
+        .count();
+    let cluster_reads = entries
+        .iter()
+        .filter(|e| e.method == "GET" && e.path.ends_with("/connectedClusters/edge-arc"))
+        .count();
+    assert!(
+        cluster_reads > 3,
+        "the step rechecked: {cluster_reads} cluster reads"
+    );
+    assert_eq!(helm_settings, 1, "{cluster_reads} cluster reads");
 
     // The onboarding key is a 0600 file, and in no persisted byte.
     let key_path = env

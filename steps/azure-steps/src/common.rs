@@ -145,6 +145,10 @@ pub struct Pending {
     /// Operations by resource key (`nsg`, `vnet`, `vm`, …).
     #[serde(default)]
     pub ops: HashMap<String, LroPoller>,
+    /// Side effects already made while the step waits, by name: a fingerprint of what was
+    /// done (so a recheck does not repeat it unless its inputs changed).
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub done: HashMap<String, String>,
 }
 
 impl Pending {

@@ -6,6 +6,7 @@
 //! ([`Progress::Wait`]) instead of sleeping. Errors are classified where they happen
 //! ([`StepError`]); the engine alone owns retries, time and cancellation.
 
+mod blocking;
 mod context;
 mod digest;
 pub mod duration;
@@ -15,8 +16,9 @@ pub mod quote;
 pub mod script;
 mod secret;
 
+pub use blocking::blocking;
 pub use context::{LogStream, StepContext, StepHost};
-pub use digest::sha256_hex;
+pub use digest::{sha256_file_hex, sha256_hex};
 pub use duration::{Duration, parse_duration};
 pub use dyn_step::{DynStep, InputError, PreparedInput};
 pub use error::{ErrorClass, StepError};

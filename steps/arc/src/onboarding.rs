@@ -33,19 +33,9 @@ fn from_pem(pem: &str) -> Result<OnboardingKey, StepError> {
 
 /// The step's stored key, or a new one written before anything uses it.
 pub async fn load_or_create(cx: &StepContext) -> Result<OnboardingKey, StepError> {
-    let path = keys::dir(cx).join(FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(pem) => {
-            cx.add_secret(&pem);
-            return from_pem(&pem);
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(StepError::permanent(
-                "KeyUnreadable",
-                format!("{}: {e}", path.display()),
-            ));
-        }
+    if let Some(pem) = keys::read_private(cx, FILE).await? {
+        cx.add_secret(&pem);
+        return from_pem(&pem);
     }
     cx.info("generating the RSA-4096 onboarding key");
     let pem = tokio::task::spawn_blocking(|| -> Result<String, String> {
@@ -59,7 +49,7 @@ pub async fn load_or_create(cx: &StepContext) -> Result<OnboardingKey, StepError
     .map_err(|e| StepError::permanent("KeyGeneration", e.to_string()))?
     .map_err(|e| StepError::permanent("KeyGeneration", e))?;
     cx.add_secret(&pem);
-    match keys::write_private(cx, FILE, &pem)? {
+    match keys::write_private(cx, FILE, &pem).await? {
         None => from_pem(&pem),
         Some(theirs) => {
             cx.add_secret(&theirs);

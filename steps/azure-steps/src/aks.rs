@@ -360,8 +360,8 @@ fn target(cx: &StepContext, input: &AksInput) -> Option<(String, std::path::Path
 }
 
 /// Whether the kubeconfig has this context, with a cluster that names a server.
-fn merged(path: &std::path::Path, context: &str) -> Result<bool, StepError> {
-    let Some(have) = read_yaml(path)? else {
+async fn merged(path: &std::path::Path, context: &str) -> Result<bool, StepError> {
+    let Some(have) = read_yaml(path).await? else {
         return Ok(false);
     };
     let cluster = have["contexts"]
@@ -449,10 +449,7 @@ impl AksStep {
         cfg["contexts"] =
             json!([{"name": context, "context": {"cluster": cluster_name, "user": user_name}}]);
         cfg["current-context"] = json!(context);
-        let (path, config) = (path.to_path_buf(), cfg);
-        tokio::task::spawn_blocking(move || merge_locked(&path, &config))
-            .await
-            .map_err(|e| StepError::retryable("KubeconfigUnwritable", e.to_string()))??;
+        merge_locked(path, &cfg).await?;
         cx.info(&format!(
             "merged context {context} into {}",
             path_display(input, cx)
@@ -538,7 +535,7 @@ impl Step for AksStep {
         }
         let (context, merged_into) = match target(cx, input) {
             Some((context, path)) => {
-                if !merged(&path, &context)? {
+                if !merged(&path, &context).await? {
                     return Ok(Observed::NotSatisfied {
                         reason: Some(format!("{} lacks context {context}", path.display())),
                     });

@@ -50,7 +50,8 @@ impl Step for ForgetKeysStep {
                 "azure.forget-keys needs a site (run with --site): it removes that site's keys",
             ));
         }
-        if crate::keys::site_dir(cx).exists() {
+        // As `Path::exists`: any error reads as absent.
+        if tokio::fs::metadata(crate::keys::site_dir(cx)).await.is_ok() {
             return Ok(Observed::missing());
         }
         Ok(Observed::Satisfied(output(cx)))
@@ -62,7 +63,7 @@ impl Step for ForgetKeysStep {
         _input: &ForgetKeysInput,
     ) -> Result<Progress<ForgetKeysOutput>, StepError> {
         let dir = crate::keys::site_dir(cx);
-        match std::fs::remove_dir_all(&dir) {
+        match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => cx.info(&format!("removed {}", dir.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {

@@ -1,8 +1,9 @@
 //! SSH key pairs the VM step generates (the admin key when none is given, and the VM's host
-//! key), kept in 0600 files under the working directory, never in the state database.
+//! key), kept in 0600 files under the working directory, never in the state database. The
+//! public functions are async: the file work (create, fsync, link) runs on the blocking pool.
 
 use rand::RngCore;
-use siteflow_step::{Secret, StepContext, StepError};
+use siteflow_step::{Secret, StepContext, StepError, blocking};
 use ssh_key::private::Ed25519Keypair;
 use ssh_key::{HashAlg, LineEnding, PrivateKey};
 use std::io::Write;
@@ -72,14 +73,40 @@ fn safe_name(s: &str) -> String {
 }
 
 /// Reads a stored key of this step (`admin`, `host`), if there is one.
-pub fn load(cx: &StepContext, name: &str) -> Result<Option<KeyPair>, StepError> {
-    let path = dir(cx).join(format!("{name}_ed25519"));
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let k = parse(&text)?;
-            cx.add_secret(k.private.expose());
-            Ok(Some(k))
-        }
+pub async fn load(cx: &StepContext, name: &str) -> Result<Option<KeyPair>, StepError> {
+    let (cx, name) = (cx.clone(), name.to_string());
+    blocking(move || load_sync(&cx, &name)).await
+}
+
+/// The stored key, or a new one written (0600) before it is used anywhere.
+pub async fn load_or_create(
+    cx: &StepContext,
+    name: &str,
+    comment: &str,
+) -> Result<KeyPair, StepError> {
+    let (cx, name, comment) = (cx.clone(), name.to_string(), comment.to_string());
+    blocking(move || load_or_create_sync(&cx, &name, &comment)).await
+}
+
+/// Reads a private key file of this step, if there is one.
+pub async fn read_private(cx: &StepContext, file: &str) -> Result<Option<String>, StepError> {
+    let path = dir(cx).join(file);
+    blocking(move || read_private_sync(&path)).await
+}
+
+/// Writes a private key file of this step; see [`write_private_sync`].
+pub async fn write_private(
+    cx: &StepContext,
+    file: &str,
+    text: &str,
+) -> Result<Option<String>, StepError> {
+    let (cx, file, text) = (cx.clone(), file.to_string(), text.to_string());
+    blocking(move || write_private_sync(&cx, &file, &text)).await
+}
+
+fn read_private_sync(path: &std::path::Path) -> Result<Option<String>, StepError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StepError::permanent(
             "KeyUnreadable",
@@ -88,14 +115,22 @@ pub fn load(cx: &StepContext, name: &str) -> Result<Option<KeyPair>, StepError> 
     }
 }
 
-/// The stored key, or a new one written (0600) before it is used anywhere.
-pub fn load_or_create(cx: &StepContext, name: &str, comment: &str) -> Result<KeyPair, StepError> {
-    if let Some(k) = load(cx, name)? {
+fn load_sync(cx: &StepContext, name: &str) -> Result<Option<KeyPair>, StepError> {
+    let Some(text) = read_private_sync(&dir(cx).join(format!("{name}_ed25519")))? else {
+        return Ok(None);
+    };
+    let k = parse(&text)?;
+    cx.add_secret(k.private.expose());
+    Ok(Some(k))
+}
+
+fn load_or_create_sync(cx: &StepContext, name: &str, comment: &str) -> Result<KeyPair, StepError> {
+    if let Some(k) = load_sync(cx, name)? {
         return Ok(k);
     }
     let k = generate(comment)?;
     cx.add_secret(k.private.expose());
-    match write_private(cx, &format!("{name}_ed25519"), k.private.expose())? {
+    match write_private_sync(cx, &format!("{name}_ed25519"), k.private.expose())? {
         None => Ok(k),
         Some(theirs) => {
             let k = parse(&theirs)?;
@@ -109,7 +144,8 @@ pub fn load_or_create(cx: &StepContext, name: &str, comment: &str) -> Result<Key
 /// anywhere, so a resumed run finds the same key. The file is created only if it does not
 /// exist yet: when another run created it meanwhile, that key wins and is returned
 /// (`Some(text)`), so concurrent runs never use two different keys for one file.
-pub fn write_private(
+/// Blocking: async code calls [`write_private`].
+pub fn write_private_sync(
     cx: &StepContext,
     file: &str,
     text: &str,
@@ -194,16 +230,16 @@ mod tests {
         };
         let (a, b) = (cx("r1"), cx("r2"));
         let keys: Vec<KeyPair> = std::thread::scope(|s| {
-            let h1 = s.spawn(|| load_or_create(&a, "admin", "a").unwrap());
-            let h2 = s.spawn(|| load_or_create(&b, "admin", "b").unwrap());
+            let h1 = s.spawn(|| load_or_create_sync(&a, "admin", "a").unwrap());
+            let h2 = s.spawn(|| load_or_create_sync(&b, "admin", "b").unwrap());
             vec![h1.join().unwrap(), h2.join().unwrap()]
         });
         assert_eq!(keys[0].fingerprint, keys[1].fingerprint);
         // A later writer keeps the first key too.
-        let third = load_or_create(&cx("r3"), "admin", "c").unwrap();
+        let third = load_or_create_sync(&cx("r3"), "admin", "c").unwrap();
         assert_eq!(third.fingerprint, keys[0].fingerprint);
         assert_eq!(
-            write_private(&cx("r4"), "admin_ed25519", "other")
+            write_private_sync(&cx("r4"), "admin_ed25519", "other")
                 .unwrap()
                 .as_deref(),
             Some(keys[0].private.expose().as_str())

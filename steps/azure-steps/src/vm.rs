@@ -286,7 +286,7 @@ fn vm_body(
 }
 
 /// The admin key: the given public key, or the generated pair.
-fn admin_key(
+async fn admin_key(
     cx: &StepContext,
     input: &VmInput,
     create: bool,
@@ -295,13 +295,12 @@ fn admin_key(
         return Ok((k.trim().to_string(), None));
     }
     let pair = if create {
-        Some(keys::load_or_create(
-            cx,
-            "admin",
-            &format!("{}@siteflow", input.admin_username),
-        )?)
+        Some(
+            keys::load_or_create(cx, "admin", &format!("{}@siteflow", input.admin_username))
+                .await?,
+        )
     } else {
-        keys::load(cx, "admin")?
+        keys::load(cx, "admin").await?
     };
     match pair {
         Some(p) => Ok((p.public, Some(p.private))),
@@ -433,7 +432,7 @@ impl Step for VmStep {
                 input.name, input.size
             ));
         }
-        let admin = admin_key(cx, input, false)?;
+        let admin = admin_key(cx, input, false).await?;
         Ok(Observed::Satisfied(
             outputs(cx, &client, input, vm, admin).await?,
         ))
@@ -447,8 +446,8 @@ impl Step for VmStep {
         let client = input.azure.client()?;
         let (nic_url, vm_url) = urls(&client, input);
         let mut pending = Pending::load(cx);
-        let admin = admin_key(cx, input, true)?;
-        let host = keys::load_or_create(cx, "host", &input.name)?;
+        let admin = admin_key(cx, input, true).await?;
+        let host = keys::load_or_create(cx, "host", &input.name).await?;
 
         // The NIC.
         let mut nic_ready = false;

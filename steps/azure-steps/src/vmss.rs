@@ -134,7 +134,7 @@ fn url(client: &ArmClient, input: &VmssInput, suffix: &str, api: &str) -> String
 }
 
 /// The admin public key: given, or generated (`create`) / loaded.
-fn admin_key(
+async fn admin_key(
     cx: &StepContext,
     input: &VmssInput,
     create: bool,
@@ -143,13 +143,12 @@ fn admin_key(
         return Ok((k.trim().to_string(), false));
     }
     let pair = if create {
-        Some(crate::keys::load_or_create(
-            cx,
-            "admin",
-            &format!("{}@siteflow", input.admin_username),
-        )?)
+        Some(
+            crate::keys::load_or_create(cx, "admin", &format!("{}@siteflow", input.admin_username))
+                .await?,
+        )
     } else {
-        crate::keys::load(cx, "admin")?
+        crate::keys::load(cx, "admin").await?
     };
     pair.map(|p| (p.public, true)).ok_or_else(|| {
         StepError::permanent(
@@ -416,7 +415,7 @@ impl Step for VmssStep {
             });
         }
         let instances = instances(cx, &client, input).await?;
-        let (_, generated) = admin_key(cx, input, false)?;
+        let (_, generated) = admin_key(cx, input, false).await?;
         Ok(Observed::Satisfied(output(
             cx, input, s, instances, generated,
         )))
@@ -430,8 +429,8 @@ impl Step for VmssStep {
         let client = input.azure.client()?;
         let u = url(&client, input, "", API);
         let mut pending = Pending::load(cx);
-        let (admin_pub, generated) = admin_key(cx, input, true)?;
-        let host = crate::keys::load_or_create(cx, "host", &input.name)?;
+        let (admin_pub, generated) = admin_key(cx, input, true).await?;
+        let host = crate::keys::load_or_create(cx, "host", &input.name).await?;
         if !pending.ops.contains_key("vmss") {
             let got: Option<VirtualMachineScaleSet> = cancellable(cx, client.get_opt(&u)).await?;
             if let Some(s) = &got

@@ -23,11 +23,14 @@ pub(crate) struct ScriptResult {
 /// Prefix of the temp dirs scripts run from: `siteflow-step-<pid>-<random>`.
 const DIR_PREFIX: &str = "siteflow-step-";
 
+/// Guards the sweep of stale script dirs: once per process.
+static SWEEP: std::sync::Once = std::sync::Once::new();
+
 /// Removes the script dirs a killed siteflow left behind (their pid no longer runs), once
-/// per process: they may hold rendered secrets.
+/// per process: they may hold rendered secrets. Blocking (it scans the temp dir and removes
+/// trees): async code calls [`remove_stale_script_dirs_async`].
 pub fn remove_stale_script_dirs() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
+    SWEEP.call_once(|| {
         let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
             return;
         };
@@ -48,6 +51,20 @@ pub fn remove_stale_script_dirs() {
             }
         }
     });
+}
+
+/// [`remove_stale_script_dirs`] on the blocking pool; returns once the sweep is done (at
+/// once after the first time).
+pub async fn remove_stale_script_dirs_async() {
+    if !SWEEP.is_completed() {
+        // An error only means the runtime is shutting down (the sweep did not start; a
+        // later call makes it); a panic in the sweep resumes here, as it would inline.
+        let _ = siteflow_step::blocking(|| {
+            remove_stale_script_dirs();
+            Ok(())
+        })
+        .await;
+    }
 }
 
 /// Process groups of the scripts running now (each script leads its own group).
@@ -110,7 +127,7 @@ pub(crate) async fn run_script(
     working_directory: Option<&str>,
 ) -> Result<ScriptResult, StepError> {
     let io = |what: &str, e: std::io::Error| StepError::retryable("Io", format!("{what}: {e}"));
-    remove_stale_script_dirs();
+    remove_stale_script_dirs_async().await;
     // 0700 and 0600 whatever the umask: the rendered script may hold secrets.
     let dir = tempfile::Builder::new()
         .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use siteflow_ssh::shell_quote;
 use siteflow_ssh::steps::{SshTargetInput, StepPool};
-use siteflow_step::{Duration, DynStep, Observed, Progress, Secret, Step, StepContext, StepError};
+use siteflow_step::{
+    Duration, DynStep, Observed, Progress, Secret, Step, StepContext, StepError, blocking,
+};
 use siteflow_steps_kube::{KubeClient, KubeconfigTarget, holds};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -85,20 +87,22 @@ impl GitSource {
     }
 
     /// The deploy key and known_hosts, read (the key registered as a secret).
-    fn ssh_material(&self, cx: &StepContext) -> Result<Option<(String, String)>, StepError> {
+    async fn ssh_material(&self, cx: &StepContext) -> Result<Option<(String, String)>, StepError> {
         let (Some(key), Some(known)) = (&self.ssh_key_file, &self.known_hosts_file) else {
             return Ok(None);
         };
-        let read = |f: &str| {
-            let p = cx.resolve_path(f);
-            std::fs::read_to_string(&p).map_err(|e| {
-                StepError::permanent("SourceUnreadable", format!("{}: {e}", p.display()))
-            })
-        };
-        let key = read(key)?;
+        let key = read_local(cx, key).await?;
         cx.add_secret(key.trim());
-        Ok(Some((key, read(known)?)))
+        Ok(Some((key, read_local(cx, known).await?)))
     }
+}
+
+/// A local file named in the input, read without blocking the runtime.
+async fn read_local(cx: &StepContext, f: &str) -> Result<String, StepError> {
+    let p = cx.resolve_path(f);
+    tokio::fs::read_to_string(&p)
+        .await
+        .map_err(|e| StepError::permanent("SourceUnreadable", format!("{}: {e}", p.display())))
 }
 
 /// A k3s server reached over SSH.
@@ -153,14 +157,12 @@ pub struct FluxBootstrap {
 }
 
 /// The files of `<path>/flux-system`, by name.
-fn files(cx: &StepContext, input: &FluxBootstrapInput) -> Result<Vec<(String, String)>, StepError> {
+async fn files(
+    cx: &StepContext,
+    input: &FluxBootstrapInput,
+) -> Result<Vec<(String, String)>, StepError> {
     let components = match &input.components_file {
-        Some(f) => {
-            let p = cx.resolve_path(f);
-            std::fs::read_to_string(&p).map_err(|e| {
-                StepError::permanent("SourceUnreadable", format!("{}: {e}", p.display()))
-            })?
-        }
+        Some(f) => read_local(cx, f).await?,
         None => manifests::to_yaml(
             &format!(
                 "Flux {FLUX_VERSION} components, written by siteflow (flux.bootstrap). Do not edit."
@@ -185,7 +187,7 @@ fn files(cx: &StepContext, input: &FluxBootstrapInput) -> Result<Vec<(String, St
 }
 
 /// The objects applied to the cluster (the Secret first).
-fn objects(
+async fn objects(
     cx: &StepContext,
     input: &FluxBootstrapInput,
     files: &[(String, String)],
@@ -196,15 +198,12 @@ fn objects(
         data.insert("username".into(), json!(b64(&input.git.username)));
         data.insert("password".into(), json!(b64(t.expose())));
     }
-    if let Some((key, known_hosts)) = input.git.ssh_material(cx)? {
+    if let Some((key, known_hosts)) = input.git.ssh_material(cx).await? {
         data.insert("identity".into(), json!(b64(&key)));
         data.insert("known_hosts".into(), json!(b64(&known_hosts)));
     }
     if let Some(ca) = &input.git.ca_file {
-        let p = cx.resolve_path(ca);
-        let pem = std::fs::read_to_string(&p).map_err(|e| {
-            StepError::permanent("SourceUnreadable", format!("{}: {e}", p.display()))
-        })?;
+        let pem = read_local(cx, ca).await?;
         data.insert("ca.crt".into(), json!(b64(&pem)));
     }
     let mut out = vec![
@@ -325,16 +324,42 @@ impl Git {
     }
 }
 
+/// A checkout's temporary directory, removed on the blocking pool when dropped (a clone
+/// may hold many files), whichever way observe or apply ends.
+struct CheckoutDir(Option<tempfile::TempDir>);
+
+impl CheckoutDir {
+    fn path(&self) -> &Path {
+        self.0.as_ref().map_or(Path::new(""), |t| t.path())
+    }
+}
+
+impl Drop for CheckoutDir {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            // Were the task never to run, dropping it still drops (removes) the directory.
+            drop(runtime.spawn_blocking(move || drop(tmp)));
+        }
+    }
+}
+
 /// A fresh clone of the branch (an empty repository or a missing branch: a new one).
 async fn checkout(
     cx: &StepContext,
     git: &Git,
     source: &GitSource,
-) -> Result<(tempfile::TempDir, bool), StepError> {
-    let tmp = tempfile::Builder::new()
-        .prefix("siteflow-flux-")
-        .tempdir()
-        .map_err(|e| StepError::retryable("TempDir", e.to_string()))?;
+) -> Result<(CheckoutDir, bool), StepError> {
+    let tmp = CheckoutDir(Some(
+        blocking(|| {
+            tempfile::Builder::new()
+                .prefix("siteflow-flux-")
+                .tempdir()
+                .map_err(|e| StepError::retryable("TempDir", e.to_string()))
+        })
+        .await?,
+    ));
     let dir = tmp.path().join("repo");
     let dir_s = dir.display().to_string();
     let heads = git
@@ -391,7 +416,8 @@ async fn repo_matches(
     }
     let base: PathBuf = dir.join(flux_dir(source));
     for (name, text) in files {
-        if std::fs::read_to_string(base.join(name)).ok().as_deref() != Some(text.as_str()) {
+        let have = tokio::fs::read_to_string(base.join(name)).await.ok();
+        if have.as_deref() != Some(text.as_str()) {
             return Ok(None);
         }
     }
@@ -571,8 +597,8 @@ impl Step for FluxBootstrap {
         cx: &StepContext,
         input: &FluxBootstrapInput,
     ) -> Result<Observed<FluxBootstrapOutput>, StepError> {
-        let files = files(cx, input)?;
-        let objects = objects(cx, input, &files)?;
+        let files = files(cx, input).await?;
+        let objects = objects(cx, input, &files).await?;
         let git = Git::new(cx, &input.git);
         let (tmp, has_head) = checkout(cx, &git, &input.git).await?;
         let Some(head) = repo_matches(
@@ -610,8 +636,8 @@ impl Step for FluxBootstrap {
         input: &FluxBootstrapInput,
     ) -> Result<Progress<FluxBootstrapOutput>, StepError> {
         let interval = input.interval.get();
-        let files = files(cx, input)?;
-        let objects = objects(cx, input, &files)?;
+        let files = files(cx, input).await?;
+        let objects = objects(cx, input, &files).await?;
         let git = Git::new(cx, &input.git);
         let (tmp, has_head) = checkout(cx, &git, &input.git).await?;
         let dir = tmp.path().join("repo");
@@ -619,11 +645,12 @@ impl Step for FluxBootstrap {
             Some(h) => h,
             None => {
                 let base = dir.join(flux_dir(&input.git));
-                std::fs::create_dir_all(&base)
-                    .map_err(|e| StepError::retryable("Checkout", e.to_string()))?;
+                let failed = |e: std::io::Error| StepError::retryable("Checkout", e.to_string());
+                tokio::fs::create_dir_all(&base).await.map_err(failed)?;
                 for (name, text) in &files {
-                    std::fs::write(base.join(name), text)
-                        .map_err(|e| StepError::retryable("Checkout", e.to_string()))?;
+                    tokio::fs::write(base.join(name), text)
+                        .await
+                        .map_err(failed)?;
                 }
                 let rel = flux_dir(&input.git);
                 git.run(cx, Some(&dir), &["add", "--", &rel]).await?;
@@ -678,5 +705,32 @@ impl Step for FluxBootstrap {
         Ok(Progress::Wait {
             recheck_after: interval,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_checkout_dir_is_removed() {
+        let tmp = tempfile::Builder::new()
+            .prefix("siteflow-flux-test-")
+            .tempdir()
+            .unwrap();
+        let path = tmp.path().to_path_buf();
+        std::fs::create_dir_all(path.join("repo/clusters")).unwrap();
+        std::fs::write(path.join("repo/clusters/a.yaml"), "a: 1\n").unwrap();
+        drop(CheckoutDir(Some(tmp)));
+        // Removed on the blocking pool, so shortly after the drop.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while path.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} is still there",
+                path.display()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }

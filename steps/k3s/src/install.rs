@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use siteflow_ssh::shell_quote;
 use siteflow_ssh::steps::{Remote, SshTargetInput, StepPool};
-use siteflow_step::sha256_hex;
 use siteflow_step::{Observed, Progress, Secret, Step, StepContext, StepError};
+use siteflow_step::{blocking, sha256_file_hex, sha256_hex};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 /// The default install script.
 const DEFAULT_SCRIPT_URL: &str = "https://get.k3s.io";
@@ -313,10 +314,26 @@ fn output(input: &K3sInstallInput, p: &Probe) -> K3sInstallOutput {
     }
 }
 
-fn read_local(cx: &StepContext, path: &str) -> Result<Vec<u8>, StepError> {
+fn unreadable(p: &Path, e: std::io::Error) -> StepError {
+    StepError::permanent("SourceUnreadable", format!("read {}: {e}", p.display()))
+}
+
+/// A small local file (the install script), read without blocking the runtime.
+async fn read_local(cx: &StepContext, path: &str) -> Result<Vec<u8>, StepError> {
     let p = cx.resolve_path(path);
-    std::fs::read(&p)
-        .map_err(|e| StepError::permanent("SourceUnreadable", format!("read {}: {e}", p.display())))
+    tokio::fs::read(&p).await.map_err(|e| unreadable(&p, e))
+}
+
+/// The hex SHA-256 of a local file (the air-gap binary, ~70 MB), streamed through the
+/// hash on the blocking pool rather than read into memory.
+async fn local_sha256(p: &Path) -> Result<String, StepError> {
+    let p = p.to_path_buf();
+    blocking(move || {
+        sha256_file_hex(&p)
+            .map(|(sha, _)| sha)
+            .map_err(|e| unreadable(&p, e))
+    })
+    .await
 }
 
 impl Step for K3sInstall {
@@ -383,7 +400,7 @@ impl Step for K3sInstall {
         let remote = self.pool.remote(cx, &input.ssh, true).await?;
         let config = input.config_yaml()?;
         let airgap = match &input.airgap_binary_file {
-            Some(f) => Some(sha256_hex(&read_local(cx, f)?)),
+            Some(f) => Some(local_sha256(&cx.resolve_path(f)).await?),
             None => None,
         };
         let p = probe(&remote, input).await?;
@@ -402,11 +419,15 @@ impl Step for K3sInstall {
     ) -> Result<Progress<K3sInstallOutput>, StepError> {
         let remote = self.pool.remote(cx, &input.ssh, true).await?;
         let config = input.config_yaml()?;
-        let airgap_bin = match &input.airgap_binary_file {
-            Some(f) => Some(read_local(cx, f)?),
+        // Hashed once here; uploaded (streamed) only when the host's binary differs.
+        let airgap_bin: Option<PathBuf> = input
+            .airgap_binary_file
+            .as_deref()
+            .map(|f| cx.resolve_path(f));
+        let airgap_sha = match &airgap_bin {
+            Some(p) => Some(local_sha256(p).await?),
             None => None,
         };
-        let airgap_sha = airgap_bin.as_deref().map(sha256_hex);
         let before = probe(&remote, input).await?;
 
         let token_dir = input
@@ -446,29 +467,34 @@ impl Step for K3sInstall {
             if let Some(bin) = &airgap_bin
                 && !right_binary
             {
-                remote.write_file(BIN, bin, 0o755, None).await?;
+                remote.write_local_file(BIN, bin, 0o755, None).await?;
             }
             if !input.airgap_images.is_empty() {
                 remote
                     .run_quiet(&format!("mkdir -p {}", shell_quote(IMAGES_DIR)))
                     .await?;
                 for img in &input.airgap_images {
-                    let bytes = read_local(cx, img)?;
-                    let name = std::path::Path::new(img)
+                    let name = Path::new(img)
                         .file_name()
                         .and_then(|n| n.to_str())
                         .ok_or_else(|| {
                             invalid(format!("air-gap image {img:?} has no file name"))
                         })?;
+                    // Streamed: image tarballs run to hundreds of MB.
                     remote
-                        .write_file(&format!("{IMAGES_DIR}/{name}"), &bytes, 0o644, None)
+                        .write_local_file(
+                            &format!("{IMAGES_DIR}/{name}"),
+                            &cx.resolve_path(img),
+                            0o644,
+                            None,
+                        )
                         .await?;
                 }
             }
             let script = if let Some(p) = &input.install_script_path {
                 format!("sh {} {}", shell_quote(p), input.role.command())
             } else if let Some(f) = &input.install_script_file {
-                let bytes = read_local(cx, f)?;
+                let bytes = read_local(cx, f).await?;
                 remote
                     .run_quiet(&format!(
                         "mkdir -p {}",

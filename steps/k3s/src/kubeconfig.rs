@@ -244,14 +244,16 @@ impl Step for K3sKubeconfig {
             Err(e) => return Err(e),
         };
         if let Some(p) = &plan.path
-            && read_yaml(p)?.as_ref() != Some(&plan.config)
+            && read_yaml(p).await?.as_ref() != Some(&plan.config)
         {
             return Ok(Observed::NotSatisfied {
                 reason: Some(format!("{} differs", p.display())),
             });
         }
         if let Some(p) = &plan.merge_into
-            && !read_yaml(p)?.is_some_and(|have| contains(&have, &plan.config))
+            && !read_yaml(p)
+                .await?
+                .is_some_and(|have| contains(&have, &plan.config))
         {
             return Ok(Observed::NotSatisfied {
                 reason: Some(format!("{} lacks context {}", p.display(), plan.name)),
@@ -267,14 +269,11 @@ impl Step for K3sKubeconfig {
     ) -> Result<Progress<K3sKubeconfigOutput>, StepError> {
         let plan = self.plan(cx, input).await?;
         if let Some(p) = &plan.path {
-            write_yaml(p, &plan.config)?;
+            write_yaml(p, &plan.config).await?;
             cx.info(&format!("wrote {}", p.display()));
         }
         if let Some(p) = &plan.merge_into {
-            let (path, config) = (p.clone(), plan.config.clone());
-            tokio::task::spawn_blocking(move || merge_locked(&path, &config))
-                .await
-                .map_err(|e| StepError::retryable("KubeconfigUnwritable", e.to_string()))??;
+            merge_locked(p, &plan.config).await?;
             cx.info(&format!(
                 "merged context {} into {}",
                 plan.name,

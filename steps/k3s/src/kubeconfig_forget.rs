@@ -113,7 +113,7 @@ impl Step for K3sKubeconfigForget {
         input: &KubeconfigForgetInput,
     ) -> Result<Observed<KubeconfigForgetOutput>, StepError> {
         let p = path(input, cx);
-        match read_yaml(&p)? {
+        match read_yaml(&p).await? {
             Some(cfg) if mentions(&cfg, &input.name) => Ok(Observed::missing()),
             _ => Ok(Observed::Satisfied(KubeconfigForgetOutput {
                 kubeconfig: p.display().to_string(),
@@ -127,7 +127,8 @@ impl Step for K3sKubeconfigForget {
         input: &KubeconfigForgetInput,
     ) -> Result<Progress<KubeconfigForgetOutput>, StepError> {
         let p = path(input, cx);
-        update_locked(&p, |cfg| cfg.map(|c| forget(c, &input.name)))?;
+        let name = input.name.clone();
+        update_locked(&p, move |cfg| cfg.map(|c| forget(c, &name))).await?;
         cx.info(&format!("removed {} from {}", input.name, p.display()));
         Ok(Progress::Done(KubeconfigForgetOutput {
             kubeconfig: p.display().to_string(),

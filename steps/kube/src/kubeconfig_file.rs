@@ -1,8 +1,9 @@
 //! Local kubeconfig files: read, written 0600 atomically, merged under a lock so runs merging
-//! into one file at once keep each other's entries.
+//! into one file at once keep each other's entries. The public functions are async: the file
+//! work (locks, fsync, rename) runs on the blocking pool.
 
 use serde_json::{Value, json};
-use siteflow_step::StepError;
+use siteflow_step::{StepError, blocking};
 use std::path::{Path, PathBuf};
 
 /// Merges the single-entry `new` kubeconfig into `existing`: entries named like `new`'s are
@@ -43,7 +44,37 @@ pub fn contains(have: &Value, new: &Value) -> bool {
     })
 }
 
-pub fn read_yaml(path: &Path) -> Result<Option<Value>, StepError> {
+/// The kubeconfig at `path`; `None` when it does not exist or is empty.
+pub async fn read_yaml(path: &Path) -> Result<Option<Value>, StepError> {
+    let path = path.to_path_buf();
+    blocking(move || read_yaml_sync(&path)).await
+}
+
+/// Writes `value` as YAML to `path` with mode 0600, atomically (synced, then renamed).
+pub async fn write_yaml(path: &Path, value: &Value) -> Result<(), StepError> {
+    let (path, value) = (path.to_path_buf(), value.clone());
+    blocking(move || write_yaml_sync(&path, &value)).await
+}
+
+/// Merges `config` into the kubeconfig at `path` holding an exclusive lock on
+/// `<path>.lock`, so runs merging into one kubeconfig at once do not lose each other's
+/// entries.
+pub async fn merge_locked(path: &Path, config: &Value) -> Result<(), StepError> {
+    let (path, config) = (path.to_path_buf(), config.clone());
+    blocking(move || merge_locked_sync(&path, &config)).await
+}
+
+/// Runs `change` on the kubeconfig at `path` holding its `<path>.lock` (the lock
+/// [`merge_locked`] takes); writes the result when it returns `Some`.
+pub async fn update_locked(
+    path: &Path,
+    change: impl FnOnce(Option<Value>) -> Option<Value> + Send + 'static,
+) -> Result<(), StepError> {
+    let path = path.to_path_buf();
+    blocking(move || update_locked_sync(&path, change)).await
+}
+
+fn read_yaml_sync(path: &Path) -> Result<Option<Value>, StepError> {
     match std::fs::read_to_string(path) {
         Ok(t) if t.trim().is_empty() => Ok(None),
         Ok(t) => serde_saphyr::from_str::<Value>(&t).map(Some).map_err(|e| {
@@ -60,10 +91,7 @@ pub fn read_yaml(path: &Path) -> Result<Option<Value>, StepError> {
     }
 }
 
-/// Merges `config` into the kubeconfig at `path` holding an exclusive lock on
-/// `<path>.lock`, so runs merging into one kubeconfig at once do not lose each other's
-/// entries.
-pub fn merge_locked(path: &Path, config: &Value) -> Result<(), StepError> {
+fn merge_locked_sync(path: &Path, config: &Value) -> Result<(), StepError> {
     let fail = |e: std::io::Error| {
         StepError::retryable(
             "KubeconfigUnwritable",
@@ -82,12 +110,11 @@ pub fn merge_locked(path: &Path, config: &Value) -> Result<(), StepError> {
         .open(path.with_extension("lock"))
         .map_err(fail)?;
     lock.lock().map_err(fail)?;
-    let merged = merge_kubeconfig(read_yaml(path)?, config);
-    write_yaml(path, &merged)
+    let merged = merge_kubeconfig(read_yaml_sync(path)?, config);
+    write_yaml_sync(path, &merged)
 }
 
-/// Writes `value` as YAML to `path` with mode 0600, atomically.
-pub fn write_yaml(path: &Path, value: &Value) -> Result<(), StepError> {
+fn write_yaml_sync(path: &Path, value: &Value) -> Result<(), StepError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let text = serde_saphyr::to_string(value)
@@ -134,9 +161,7 @@ pub fn default_merge_target() -> PathBuf {
     home.join(".kube").join("config")
 }
 
-/// Runs `change` on the kubeconfig at `path` holding its `<path>.lock` (the lock
-/// [`merge_locked`] takes); writes the result when it returns `Some`.
-pub fn update_locked(
+fn update_locked_sync(
     path: &Path,
     change: impl FnOnce(Option<Value>) -> Option<Value>,
 ) -> Result<(), StepError> {
@@ -153,8 +178,66 @@ pub fn update_locked(
         .open(path.with_extension("lock"))
         .map_err(fail)?;
     lock.lock().map_err(fail)?;
-    match change(read_yaml(path)?) {
-        Some(v) => write_yaml(path, &v),
+    match change(read_yaml_sync(path)?) {
+        Some(v) => write_yaml_sync(path, &v),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> Value {
+        json!({
+            "clusters": [{"name": name, "cluster": {"server": format!("https://{name}:6443")}}],
+            "users": [{"name": name, "user": {"token": "t"}}],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+            "current-context": name
+        })
+    }
+
+    #[tokio::test]
+    async fn merge_update_write_and_read_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kube").join("config");
+        assert_eq!(read_yaml(&path).await.unwrap(), None);
+
+        merge_locked(&path, &entry("a")).await.unwrap();
+        merge_locked(&path, &entry("b")).await.unwrap();
+        let have = read_yaml(&path).await.unwrap().unwrap();
+        assert!(contains(&have, &entry("a")) && contains(&have, &entry("b")));
+        assert_eq!(have["current-context"], "a");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        update_locked(&path, |cfg| {
+            cfg.map(|mut c| {
+                c["current-context"] = json!("b");
+                c
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            read_yaml(&path).await.unwrap().unwrap()["current-context"],
+            "b"
+        );
+        // `None` leaves the file as it is.
+        update_locked(&path, |_| None).await.unwrap();
+        assert_eq!(
+            read_yaml(&path).await.unwrap().unwrap()["current-context"],
+            "b"
+        );
+
+        write_yaml(&path, &entry("c")).await.unwrap();
+        assert_eq!(read_yaml(&path).await.unwrap(), Some(entry("c")));
+
+        std::fs::write(&path, "a: [unclosed").unwrap();
+        assert_eq!(
+            read_yaml(&path).await.unwrap_err().code,
+            "KubeconfigInvalid"
+        );
     }
 }

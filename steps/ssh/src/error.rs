@@ -131,6 +131,16 @@ pub enum SshError {
         /// What the server said.
         reason: String,
     },
+    /// A local file to upload could not be read.
+    #[error("read {path} to upload it to {dest}: {reason}")]
+    LocalRead {
+        /// The local file.
+        path: String,
+        /// The path on the host.
+        dest: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The caller gave something we cannot use (bad fingerprint, relative path…).
     #[error("{0}")]
     InvalidInput(String),
@@ -164,6 +174,7 @@ impl SshError {
             SshError::RemoteTimeout { .. } => "RemoteTimeout",
             SshError::ExitStatus { .. } => "ExitStatus",
             SshError::Sftp { .. } => "SftpFailed",
+            SshError::LocalRead { .. } => "SourceUnreadable",
             SshError::InvalidInput(_) => "InvalidInput",
             SshError::SshConfig { .. } => "SshConfigInvalid",
             SshError::Cancelled => "Cancelled",

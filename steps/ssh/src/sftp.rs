@@ -1,16 +1,20 @@
 //! File transfer over SFTP: uploads written to a temporary name beside the target and
-//! renamed into place, with mode and (through sudo) owner; secrets as 0600 files;
-//! downloads.
+//! renamed into place, with mode and (through sudo) owner; secrets as 0600 files; local
+//! files streamed in chunks; downloads.
 
 use crate::pool::Connection;
 use crate::quote::shell_quote;
 use crate::{ExecRequest, SshError, SshPool, SshTarget};
+use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
 use siteflow_step::Secret;
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::AsyncReadExt;
 
 /// Bytes per SFTP write or read request (OpenSSH accepts up to 255 KiB).
 const CHUNK: usize = 64 * 1024;
@@ -60,6 +64,70 @@ impl UploadSpec {
         self.sudo = on;
         self
     }
+}
+
+/// What an upload writes: bytes in memory, or a local file read chunk by chunk as it is
+/// sent, so a large file is never held in memory whole.
+#[derive(Clone, Copy)]
+enum Content<'a> {
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
+impl<'a> Content<'a> {
+    /// The chunks to send; a local file is opened here.
+    async fn chunks(self, dest: &str) -> Result<Chunks<'a>, SshError> {
+        Ok(match self {
+            Content::Bytes(b) => Chunks::Bytes(b),
+            Content::File(local) => Chunks::File(
+                tokio::fs::File::open(local)
+                    .await
+                    .map_err(|e| self.unreadable(dest, e))?,
+            ),
+        })
+    }
+
+    fn unreadable(self, dest: &str, e: std::io::Error) -> SshError {
+        SshError::LocalRead {
+            path: match self {
+                Content::File(local) => local.display().to_string(),
+                Content::Bytes(_) => "the content".into(),
+            },
+            dest: dest.to_string(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// A [`Content`]'s chunks, produced as the transfer asks for them.
+enum Chunks<'a> {
+    Bytes(&'a [u8]),
+    File(tokio::fs::File),
+}
+
+impl Chunks<'_> {
+    /// The next `CHUNK` bytes (fewer only at the end), or `None` at the end.
+    async fn next(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let chunk = match self {
+            Chunks::Bytes(rest) => {
+                let (chunk, tail) = rest.split_at(CHUNK.min(rest.len()));
+                *rest = tail;
+                chunk.to_vec()
+            }
+            Chunks::File(f) => {
+                let mut buf = Vec::with_capacity(CHUNK);
+                f.take(CHUNK as u64).read_to_end(&mut buf).await?;
+                buf
+            }
+        };
+        Ok((!chunk.is_empty()).then_some(chunk))
+    }
+}
+
+/// Why writing chunks stopped.
+enum WriteFailure {
+    Local(std::io::Error),
+    Remote(SftpError),
 }
 
 /// A name unlikely to collide, for temporary files (created exclusively anyway).
@@ -148,7 +216,9 @@ impl<'c> Sftp<'c> {
     }
 
     /// Creates `path` exclusively as 0600, writes `content`, then sets `mode`.
-    async fn write_new(&self, path: &str, content: &[u8], mode: u32) -> Result<(), SshError> {
+    async fn write_new(&self, path: &str, content: Content<'_>, mode: u32) -> Result<(), SshError> {
+        // Before the remote file exists: an unreadable local file creates nothing.
+        let mut chunks = content.chunks(path).await?;
         let attrs = FileAttributes {
             permissions: Some(0o600),
             ..FileAttributes::empty()
@@ -163,19 +233,7 @@ impl<'c> Sftp<'c> {
             .await
             .map_err(|e| self.err("create", path, e))?
             .handle;
-        // Owned chunks: a stream over borrowed slices makes this future not `Send` for
-        // every lifetime, which callers inside `Step::apply` (a `Send` future) need.
-        let chunks: Vec<(u64, Vec<u8>)> = content
-            .chunks(CHUNK)
-            .enumerate()
-            .map(|(i, chunk)| ((i * CHUNK) as u64, chunk.to_vec()))
-            .collect();
-        let handle_ref = handle.as_str();
-        let written = futures::stream::iter(chunks)
-            .map(|(offset, chunk)| self.raw.write(handle_ref, offset, chunk))
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect::<Vec<_>>()
-            .await;
+        let written = self.write_chunks(handle.as_str(), &mut chunks).await;
         let chmod = async {
             // SETSTAT is not subject to the umask, unlike the mode given at creation.
             let attrs = FileAttributes {
@@ -185,13 +243,46 @@ impl<'c> Sftp<'c> {
             self.raw.fsetstat(handle.as_str(), attrs).await
         };
         let result = match written {
-            Ok(_) => chmod.await.map(|_| ()),
+            Ok(()) => chmod.await.map(|_| ()).map_err(WriteFailure::Remote),
             Err(e) => Err(e),
         };
         let closed = self.raw.close(handle.as_str()).await;
-        result.map_err(|e| self.err("write", path, e))?;
+        result.map_err(|e| match e {
+            WriteFailure::Local(e) => content.unreadable(path, e),
+            WriteFailure::Remote(e) => self.err("write", path, e),
+        })?;
         closed.map_err(|e| self.err("close", path, e))?;
         Ok(())
+    }
+
+    /// Writes `chunks` at their offsets, up to `IN_FLIGHT` requests at once; only those
+    /// chunks are in memory.
+    async fn write_chunks(
+        &self,
+        handle: &str,
+        chunks: &mut Chunks<'_>,
+    ) -> Result<(), WriteFailure> {
+        let mut in_flight = FuturesUnordered::new();
+        let mut offset = 0u64;
+        let mut more = true;
+        loop {
+            while more && in_flight.len() < IN_FLIGHT {
+                match chunks.next().await.map_err(WriteFailure::Local)? {
+                    Some(chunk) => {
+                        let at = offset;
+                        offset += chunk.len() as u64;
+                        in_flight.push(self.raw.write(handle, at, chunk));
+                    }
+                    None => more = false,
+                }
+            }
+            match in_flight.next().await {
+                Some(written) => {
+                    written.map_err(WriteFailure::Remote)?;
+                }
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Atomically replaces `to` with `from` (OpenSSH's `posix-rename@openssh.com`; plain
@@ -274,6 +365,28 @@ impl SshPool {
         content: &[u8],
         spec: &UploadSpec,
     ) -> Result<(), SshError> {
+        self.upload_content(target, Content::Bytes(content), spec)
+            .await
+    }
+
+    /// [`SshPool::upload`] of a local file, read as it is sent: memory stays bounded
+    /// however large the file. An unreadable file is [`SshError::LocalRead`].
+    pub async fn upload_file(
+        &self,
+        target: &SshTarget,
+        local: &Path,
+        spec: &UploadSpec,
+    ) -> Result<(), SshError> {
+        self.upload_content(target, Content::File(local), spec)
+            .await
+    }
+
+    async fn upload_content(
+        &self,
+        target: &SshTarget,
+        content: Content<'_>,
+        spec: &UploadSpec,
+    ) -> Result<(), SshError> {
         let (dir, name) = split_path(&spec.path)?;
         let mode = spec.mode.unwrap_or(0o644);
         let conn = self.connection(target).await?;
@@ -323,47 +436,100 @@ impl SshPool {
     }
 
     /// Stages the file in `/tmp` as the login user (0600), then installs it with `sudo`.
+    /// The staged copy (secret content, often) is removed whatever happens: by the install
+    /// script, else over SFTP when the upload fails or is abandoned.
     #[allow(clippy::too_many_arguments)]
     async fn upload_staged(
         &self,
         target: &SshTarget,
-        conn: &Connection,
-        content: &[u8],
+        conn: &Arc<Connection>,
+        content: Content<'_>,
         spec: &UploadSpec,
         dir: &str,
         name: &str,
         mode: u32,
     ) -> Result<(), SshError> {
         let staged = format!("/tmp/.siteflow-upload-{}", nonce());
+        // Armed before the write: a write that fails half-way leaves a file too.
+        let guard = StagedFile {
+            conn: conn.clone(),
+            path: Some(staged.clone()),
+        };
+        let result = async {
+            {
+                let sftp = Sftp::open(conn).await?;
+                sftp.write_new(&staged, content, 0o600).await?;
+            }
+            let tmp = join(dir, &format!(".{name}.siteflow-{}", nonce()));
+            let mut script = format!(
+                "set -e\nstaged={}\ntmp={}\ndest={}\n\
+                 trap 'rm -f -- \"$staged\" \"$tmp\"' EXIT\n\
+                 cp -- \"$staged\" \"$tmp\"\n",
+                shell_quote(&staged),
+                shell_quote(&tmp),
+                shell_quote(&spec.path)
+            );
+            if let Some(owner) = &spec.owner {
+                script.push_str(&format!("chown -- {} \"$tmp\"\n", shell_quote(owner)));
+            }
+            // After chown, which clears set-id bits.
+            script.push_str(&format!("chmod {:o} \"$tmp\"\n", mode & 0o7777));
+            script.push_str("mv -f -- \"$tmp\" \"$dest\"\n");
+            let mut req = ExecRequest::new(script).sudo(spec.sudo);
+            req.quiet = true;
+            self.exec(target, &req, &|_, _| {}).await?.check(target)?;
+            Ok(())
+        }
+        .await;
+        match &result {
+            Ok(()) => guard.disarm(),
+            Err(_) => guard.remove().await,
+        }
+        result
+    }
+}
+
+/// A file staged in `/tmp` for a sudo upload, removed over SFTP unless the install script
+/// took care of it: awaited on failure, spawned when the upload is dropped half-way.
+struct StagedFile {
+    conn: Arc<Connection>,
+    path: Option<String>,
+}
+
+impl StagedFile {
+    /// The install script removed it.
+    fn disarm(mut self) {
+        self.path = None;
+    }
+
+    /// Removes it now, best effort (the connection may be gone).
+    async fn remove(mut self) {
+        if let Some(path) = self.path.take() {
+            remove_best_effort(&self.conn, &path).await;
+        }
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let sftp = Sftp::open(conn).await?;
-            sftp.write_new(&staged, content, 0o600).await?;
+            let conn = self.conn.clone();
+            runtime.spawn(async move { remove_best_effort(&conn, &path).await });
         }
-        let tmp = join(dir, &format!(".{name}.siteflow-{}", nonce()));
-        let mut script = format!(
-            "set -e\nstaged={}\ntmp={}\ndest={}\n\
-             trap 'rm -f -- \"$staged\" \"$tmp\"' EXIT\n\
-             cp -- \"$staged\" \"$tmp\"\n",
-            shell_quote(&staged),
-            shell_quote(&tmp),
-            shell_quote(&spec.path)
-        );
-        if let Some(owner) = &spec.owner {
-            script.push_str(&format!("chown -- {} \"$tmp\"\n", shell_quote(owner)));
-        }
-        // After chown, which clears set-id bits.
-        script.push_str(&format!("chmod {:o} \"$tmp\"\n", mode & 0o7777));
-        script.push_str("mv -f -- \"$tmp\" \"$dest\"\n");
-        let mut req = ExecRequest::new(script).sudo(spec.sudo);
-        req.quiet = true;
-        self.exec(target, &req, &|_, _| {}).await?.check(target)?;
-        Ok(())
+    }
+}
+
+async fn remove_best_effort(conn: &Connection, path: &str) {
+    if let Ok(sftp) = Sftp::open(conn).await {
+        let _ = sftp.raw.remove(path).await;
     }
 }
 
 async fn upload_direct(
     conn: &Connection,
-    content: &[u8],
+    content: Content<'_>,
     path: &str,
     dir: &str,
     name: &str,

@@ -24,9 +24,17 @@ async fn bounded<F: Future<Output = ()>>(f: F) {
 fn quiet(_: LogStream, _: &str) {}
 
 async fn run(pool: &SshPool, target: &SshTarget, cmd: &str) -> String {
-    pool.exec_checked(target, &ExecRequest::new(cmd), &quiet)
+    run_req(pool, target, ExecRequest::new(cmd)).await
+}
+
+async fn run_sudo(pool: &SshPool, target: &SshTarget, cmd: &str) -> String {
+    run_req(pool, target, ExecRequest::new(cmd).sudo(true)).await
+}
+
+async fn run_req(pool: &SshPool, target: &SshTarget, req: ExecRequest) -> String {
+    pool.exec_checked(target, &req, &quiet)
         .await
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+        .unwrap_or_else(|e| panic!("{}: {e}", req.command))
         .stdout_text()
 }
 
@@ -225,24 +233,139 @@ async fn upload_download_integrity_mode_and_sudo_owner() {
         )
         .await
         .unwrap();
-        let meta = pool
-            .exec_checked(
-                &target,
-                &ExecRequest::new(format!(
-                    "stat -c '%a %U %G' {p}; cat {p}; rm -f {p}; ls /tmp | grep -c siteflow-upload || true",
-                    p = shell_quote(&root_path)
-                ))
-                .sudo(true),
-                &quiet,
-            )
-            .await
-            .unwrap()
-            .stdout_text();
+        let meta = run_sudo(
+            &pool,
+            &target,
+            &format!(
+                "stat -c '%a %U %G' {p}; cat {p}; rm -f {p}; ls /tmp | grep -c siteflow-upload || true",
+                p = shell_quote(&root_path)
+            ),
+        )
+        .await;
         assert_eq!(meta, format!("640 root {SUDO_USER}\nroot: yes\n0\n"));
 
         let missing = pool.download(&target, &format!("{dir}/nope")).await.unwrap_err();
         assert_eq!(missing.code(), "SftpFailed");
         run(&pool, &target, &format!("rm -rf {}", shell_quote(&dir))).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_file_streams_a_local_file_and_refuses_an_unreadable_one() {
+    bounded(async {
+        let sshd = Sshd::start();
+        let pool = SshPool::default();
+        let target = sshd.target(SUDO_USER);
+        let dir = format!("/home/{SUDO_USER}/upfile-{}", sshd.port);
+        run(&pool, &target, &format!("mkdir -p {}", shell_quote(&dir))).await;
+        let local = tempfile::tempdir().unwrap();
+        // Many chunks, more than are in flight at once, and a short last one.
+        let mut data = vec![0u8; 3 * 1024 * 1024 + 12345];
+        rand::rng().fill_bytes(&mut data);
+        let src = local.path().join("big.bin");
+        std::fs::write(&src, &data).unwrap();
+
+        let path = format!("{dir}/big.bin");
+        pool.upload_file(&target, &src, &UploadSpec::new(&path).mode(0o600))
+            .await
+            .unwrap();
+        let remote = run(
+            &pool,
+            &target,
+            &format!("sha256sum {p}; stat -c %a {p}", p = shell_quote(&path)),
+        )
+        .await;
+        assert_eq!(
+            remote,
+            format!("{}  {path}\n600\n", hex::encode(Sha256::digest(&data)))
+        );
+
+        // Through sudo (staged in /tmp), an empty file.
+        let empty = local.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let root_path = format!("/root/siteflow-upfile-{}", sshd.port);
+        pool.upload_file(&target, &empty, &UploadSpec::new(&root_path).sudo(true))
+            .await
+            .unwrap();
+        let meta = run_sudo(
+            &pool,
+            &target,
+            &format!(
+                "stat -c '%s %a %U' {p}; rm -f {p}",
+                p = shell_quote(&root_path)
+            ),
+        )
+        .await;
+        assert_eq!(meta, "0 644 root\n");
+
+        let missing = local.path().join("missing.bin");
+        let err = pool
+            .upload_file(
+                &target,
+                &missing,
+                &UploadSpec::new(format!("{dir}/missing.bin")),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "SourceUnreadable", "{err}");
+        assert!(err.to_string().contains("missing.bin"), "{err}");
+        let step: StepError = err.into();
+        assert_eq!(step.class, ErrorClass::Permanent);
+        // Nothing was created for it, not even a temporary file.
+        assert_eq!(
+            run(&pool, &target, &format!("ls -A {}", shell_quote(&dir))).await,
+            "big.bin\n"
+        );
+        run(&pool, &target, &format!("rm -rf {}", shell_quote(&dir))).await;
+    })
+    .await;
+}
+
+/// The files staged in `/tmp` for sudo uploads that `user` owns.
+fn staged_uploads_of(user: &str) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let uid: u32 = std::process::Command::new("id")
+        .args(["-u", user])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().parse().unwrap())
+        .unwrap();
+    std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".siteflow-upload-")
+        })
+        .filter(|e| e.metadata().is_ok_and(|m| m.uid() == uid))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_sudo_upload_leaves_no_staged_secret() {
+    bounded(async {
+        let sshd = Sshd::start();
+        let pool = SshPool::default();
+        // This user's sudo wants a password: the content is staged, then sudo -n refuses.
+        let target = sshd.target(PASSWORD_SUDO_USER);
+        let before = staged_uploads_of(PASSWORD_SUDO_USER);
+        let err = pool
+            .upload_secret(
+                &target,
+                &Secret::new("k3s-token-value"),
+                &UploadSpec::new("/etc/siteflow-refused-token").sudo(true),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "SudoPasswordRequired", "{err}");
+        let left: Vec<String> = staged_uploads_of(PASSWORD_SUDO_USER)
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .collect();
+        assert!(left.is_empty(), "staged files left in /tmp: {left:?}");
+        assert!(!std::path::Path::new("/etc/siteflow-refused-token").exists());
     })
     .await;
 }

@@ -16,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use siteflow_step::{DynStep, LogStream, Secret, StepContext, StepError};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// The generic SSH step kinds over `pool`: the one the binary creates for every kind that
@@ -294,14 +295,30 @@ impl Remote {
         mode: u32,
         owner: Option<&str>,
     ) -> Result<(), StepError> {
-        let mut spec = UploadSpec::new(path).mode(mode).sudo(self.sudo);
-        if let Some(o) = owner {
-            spec = spec.owner(o);
+        let spec = self.spec(path, mode, owner);
+        Ok(self.pool.upload(&self.target, content, &spec).await?)
+    }
+
+    /// Copies the local file `local` to `path` like [`Remote::write_file`], streaming it
+    /// (memory stays bounded however large the file); an unreadable file is a permanent
+    /// `SourceUnreadable` error.
+    pub async fn write_local_file(
+        &self,
+        path: &str,
+        local: &Path,
+        mode: u32,
+        owner: Option<&str>,
+    ) -> Result<(), StepError> {
+        let spec = self.spec(path, mode, owner);
+        Ok(self.pool.upload_file(&self.target, local, &spec).await?)
+    }
+
+    fn spec(&self, path: &str, mode: u32, owner: Option<&str>) -> UploadSpec {
+        let spec = UploadSpec::new(path).mode(mode).sudo(self.sudo);
+        match owner {
+            Some(o) => spec.owner(o),
+            None => spec,
         }
-        self.pool
-            .upload(&self.target, content, &spec)
-            .await
-            .map_err(StepError::from)
     }
 
     /// Writes secret content to `path` with mode 0600.

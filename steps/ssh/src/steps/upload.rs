@@ -4,8 +4,9 @@
 use super::{SshTargetInput, StepPool, parse_mode};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use siteflow_step::sha256_hex;
 use siteflow_step::{Observed, Progress, Step, StepContext, StepError};
+use siteflow_step::{blocking, sha256_file_hex, sha256_hex};
+use std::path::PathBuf;
 
 /// One file to put on the host.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -58,51 +59,69 @@ impl SshUpload {
     }
 }
 
+/// Where a file's content comes from.
+enum Content {
+    Inline(Vec<u8>),
+    /// A local file: hashed here, streamed to the host only when it must be uploaded.
+    Local(PathBuf),
+}
+
 struct Wanted {
     path: String,
-    content: Vec<u8>,
+    content: Content,
     sha256: String,
+    len: u64,
     mode: u32,
     owner: Option<String>,
 }
 
-fn wanted(cx: &StepContext, input: &SshUploadInput) -> Result<Vec<Wanted>, StepError> {
-    input
+/// The files as wanted, local sources hashed on the blocking pool (streamed through the
+/// hash, not read into memory).
+async fn wanted(cx: &StepContext, input: &SshUploadInput) -> Result<Vec<Wanted>, StepError> {
+    let files: Vec<(UploadFile, Option<PathBuf>)> = input
         .files
         .iter()
-        .map(|f| {
-            let content = match (&f.content, &f.source) {
-                (Some(c), None) => c.clone().into_bytes(),
-                (None, Some(src)) => {
-                    let p = cx.resolve_path(src);
-                    std::fs::read(&p).map_err(|e| {
-                        StepError::permanent(
-                            "SourceUnreadable",
-                            format!("read {} to upload it to {}: {e}", p.display(), f.path),
-                        )
-                    })?
-                }
-                _ => {
-                    return Err(StepError::permanent(
-                        "InvalidInput",
-                        format!("{}: give exactly one of `content` and `source`", f.path),
-                    ));
-                }
-            };
-            Ok(Wanted {
-                path: f.path.clone(),
-                sha256: sha256_hex(&content),
-                content,
-                mode: f
-                    .mode
-                    .as_deref()
-                    .map(parse_mode)
-                    .transpose()?
-                    .unwrap_or(0o644),
-                owner: f.owner.clone(),
-            })
-        })
-        .collect()
+        .map(|f| (f.clone(), f.source.as_deref().map(|s| cx.resolve_path(s))))
+        .collect();
+    blocking(move || files.into_iter().map(|(f, src)| want(f, src)).collect()).await
+}
+
+fn want(f: UploadFile, source: Option<PathBuf>) -> Result<Wanted, StepError> {
+    let (content, sha256, len) = match (f.content, source) {
+        (Some(c), None) => {
+            let c = c.into_bytes();
+            let (sha, len) = (sha256_hex(&c), c.len() as u64);
+            (Content::Inline(c), sha, len)
+        }
+        (None, Some(p)) => {
+            let (sha, len) = sha256_file_hex(&p).map_err(|e| {
+                StepError::permanent(
+                    "SourceUnreadable",
+                    format!("read {} to upload it to {}: {e}", p.display(), f.path),
+                )
+            })?;
+            (Content::Local(p), sha, len)
+        }
+        _ => {
+            return Err(StepError::permanent(
+                "InvalidInput",
+                format!("{}: give exactly one of `content` and `source`", f.path),
+            ));
+        }
+    };
+    Ok(Wanted {
+        mode: f
+            .mode
+            .as_deref()
+            .map(parse_mode)
+            .transpose()?
+            .unwrap_or(0o644),
+        path: f.path,
+        content,
+        sha256,
+        len,
+        owner: f.owner,
+    })
 }
 
 fn output(files: &[Wanted]) -> SshUploadOutput {
@@ -159,7 +178,7 @@ impl Step for SshUpload {
         cx: &StepContext,
         input: &SshUploadInput,
     ) -> Result<Observed<SshUploadOutput>, StepError> {
-        let files = wanted(cx, input)?;
+        let files = wanted(cx, input).await?;
         let remote = self.pool.remote(cx, &input.ssh, false).await?;
         for f in &files {
             match remote.file_state(&f.path).await? {
@@ -187,7 +206,7 @@ impl Step for SshUpload {
         cx: &StepContext,
         input: &SshUploadInput,
     ) -> Result<Progress<SshUploadOutput>, StepError> {
-        let files = wanted(cx, input)?;
+        let files = wanted(cx, input).await?;
         let remote = self.pool.remote(cx, &input.ssh, false).await?;
         for f in &files {
             let st = remote.file_state(&f.path).await?;
@@ -195,10 +214,12 @@ impl Step for SshUpload {
                 st.sha256 == f.sha256 && st.mode == f.mode && owner_matches(&f.owner, &st.owner)
             });
             if !same {
-                remote
-                    .write_file(&f.path, &f.content, f.mode, f.owner.as_deref())
-                    .await?;
-                cx.info(&format!("uploaded {} ({} bytes)", f.path, f.content.len()));
+                let owner = f.owner.as_deref();
+                match &f.content {
+                    Content::Inline(c) => remote.write_file(&f.path, c, f.mode, owner).await?,
+                    Content::Local(p) => remote.write_local_file(&f.path, p, f.mode, owner).await?,
+                }
+                cx.info(&format!("uploaded {} ({} bytes)", f.path, f.len));
             }
         }
         Ok(Progress::Done(output(&files)))

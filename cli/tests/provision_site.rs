@@ -684,7 +684,7 @@ fn seed_000_rbac_custom_locations_and_the_graph_error_then_resume() {
     );
     let kubeconfig = sb.read(".siteflow/kubeconfig");
     assert!(
-        kubeconfig.contains("seed-000-oidc") && kubeconfig.contains("kubelogin"),
+        kubeconfig.contains("seed-000-oidc") && kubeconfig.contains("oidc-login"),
         "{kubeconfig}"
     );
     // The agents rolled with the new values and connected again.

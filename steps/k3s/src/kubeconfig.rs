@@ -38,12 +38,14 @@ pub struct K3sKubeconfigInput {
     #[serde(default)]
     pub merge_into: Option<String>,
     /// Also add a user and context `{name}-oidc` that log in through an OIDC provider
-    /// (Microsoft Entra ID) with `kubelogin`, for API servers set up with `--oidc-*` flags.
+    /// (Microsoft Entra ID) with the `kubectl oidc-login` plugin (int128/kubelogin), for API
+    /// servers set up with `--oidc-*` flags.
     #[serde(default)]
     pub oidc_login: Option<OidcLogin>,
 }
 
-/// A `kubelogin get-token` exec user.
+/// A `kubectl oidc-login get-token` exec user (the form int128/kubelogin documents; not
+/// Azure's `kubelogin`, which takes other flags).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OidcLogin {
@@ -51,7 +53,7 @@ pub struct OidcLogin {
     pub issuer_url: String,
     /// The client (application) id the API server trusts.
     pub client_id: String,
-    /// More `kubelogin get-token` arguments.
+    /// More `oidc-login get-token` arguments.
     #[serde(default)]
     pub extra_args: Vec<String>,
 }
@@ -60,6 +62,7 @@ pub struct OidcLogin {
 fn add_oidc_user(cfg: &mut Value, name: &str, login: &OidcLogin) {
     let user = format!("{name}-oidc");
     let mut args = vec![
+        json!("oidc-login"),
         json!("get-token"),
         json!(format!("--oidc-issuer-url={}", login.issuer_url)),
         json!(format!("--oidc-client-id={}", login.client_id)),
@@ -67,7 +70,7 @@ fn add_oidc_user(cfg: &mut Value, name: &str, login: &OidcLogin) {
     args.extend(login.extra_args.iter().map(|a| json!(a)));
     let exec = json!({
         "apiVersion": "client.authentication.k8s.io/v1beta1",
-        "command": "kubelogin",
+        "command": "kubectl",
         "args": args,
         "interactiveMode": "IfAvailable",
         "provideClusterInfo": false

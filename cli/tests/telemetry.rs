@@ -61,6 +61,30 @@ struct Run {
 /// Runs the binary in `dir` with the OTLP exporter pointed at `receiver`; kills it after
 /// `PROCESS_LIMIT`.
 fn siteflow(dir: &Path, receiver: &Receiver, protocol: Protocol, args: &[&str]) -> Run {
+    siteflow_with(dir, receiver, protocol, args, &[])
+}
+
+/// `siteflow run wf.yaml` in `dir`, exporting over OTLP/HTTP to a new receiver.
+fn run_over_http(dir: &Path, vars: &[(&str, &str)]) -> (Run, Receiver) {
+    let receiver = Receiver::start(Protocol::HttpProtobuf);
+    let run = siteflow_with(
+        dir,
+        &receiver,
+        Protocol::HttpProtobuf,
+        &["run", "wf.yaml"],
+        vars,
+    );
+    (run, receiver)
+}
+
+/// [`siteflow`] with more environment variables.
+fn siteflow_with(
+    dir: &Path,
+    receiver: &Receiver,
+    protocol: Protocol,
+    args: &[&str],
+    vars: &[(&str, &str)],
+) -> Run {
     let state = dir.join("state.db");
     let mut child = Command::new(env!("CARGO_BIN_EXE_siteflow"))
         .arg("--state")
@@ -78,6 +102,9 @@ fn siteflow(dir: &Path, receiver: &Receiver, protocol: Protocol, args: &[&str]) 
         .env_remove("SITEFLOW_STATE")
         .env_remove("SITEFLOW_WORKFLOWS")
         .env_remove("SITEFLOW_LOG")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+        .envs(vars.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -449,13 +476,7 @@ steps:
 "#,
     )
     .unwrap();
-    let receiver = Receiver::start(Protocol::HttpProtobuf);
-    let run = siteflow(
-        dir.path(),
-        &receiver,
-        Protocol::HttpProtobuf,
-        &["run", "wf.yaml"],
-    );
+    let (run, receiver) = run_over_http(dir.path(), &[]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     let spans = receiver.wait_for(Duration::from_secs(10), |s| s.len() >= 3);
     assert!(
@@ -466,4 +487,37 @@ steps:
     let all = format!("{spans:?}");
     assert!(!all.contains(SECRET), "secret found in exported spans");
     assert!(!run.stdout.contains(SECRET) && !run.stderr.contains(SECRET));
+}
+
+/// `OTEL_SERVICE_NAME` names the exported service; `OTEL_SDK_DISABLED=true` and
+/// `OTEL_TRACES_EXPORTER=none` export nothing, whatever the endpoint says.
+#[test]
+fn the_standard_otel_variables_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wf.yaml"),
+        "name: otel-env\nsteps:\n  - id: a\n    uses: noop\n",
+    )
+    .unwrap();
+    let (run, receiver) = run_over_http(dir.path(), &[("OTEL_SERVICE_NAME", "edge-controller")]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let spans = receiver.wait_for(Duration::from_secs(10), |s| s.len() >= 2);
+    assert!(spans.len() >= 2, "{}", describe(&spans));
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.service_name.as_deref() == Some("edge-controller")),
+        "{}",
+        describe(&spans)
+    );
+    for off in [
+        ("OTEL_SDK_DISABLED", "true"),
+        ("OTEL_TRACES_EXPORTER", "none"),
+    ] {
+        let (run, receiver) = run_over_http(dir.path(), &[off]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        // The exporter flushes before the process exits: nothing now means nothing at all.
+        let spans = receiver.wait_for(Duration::from_millis(300), |s| !s.is_empty());
+        assert!(spans.is_empty(), "{off:?}: {}", describe(&spans));
+    }
 }

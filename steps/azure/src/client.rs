@@ -222,6 +222,40 @@ fn method_of(m: &str) -> Result<Method, AzureError> {
     })
 }
 
+/// Resources API version of the provider registration calls.
+const PROVIDERS_API: &str = "2025-04-01";
+/// How long a request waits for the registration of a provider it needs.
+const REGISTRATION_WAIT: Duration = Duration::from_secs(300);
+
+/// The delay before registration check `n`: 1 s doubling up to the SDKs' 10 s.
+fn registration_poll(n: u32) -> Duration {
+    Duration::from_secs((1u64 << n.min(4)).min(10))
+}
+
+/// The namespace a `409 MissingSubscriptionRegistration` names: its detail's `target`, else
+/// the last `/providers/<namespace>` of the URL (as azure-mgmt-core finds it).
+fn missing_registration(resp: &ArmResponse) -> Option<String> {
+    if resp.status != 409 {
+        return None;
+    }
+    let e = serde_json::from_slice::<ErrorResponse>(&resp.body)
+        .ok()?
+        .error?;
+    if e.code.as_deref() != Some("MissingSubscriptionRegistration") {
+        return None;
+    }
+    e.details
+        .iter()
+        .find_map(|d| d.target.clone())
+        .or_else(|| {
+            let path = resp.url.split('?').next()?;
+            let lower = path.to_ascii_lowercase();
+            let at = lower.rfind("/providers/")? + "/providers/".len();
+            path[at..].split('/').next().map(str::to_string)
+        })
+        .filter(|ns| !ns.is_empty())
+}
+
 fn backoff(retry: u32) -> Duration {
     Duration::from_millis((200u64 << retry.min(5)).min(5_000))
 }
@@ -340,8 +374,42 @@ impl ArmClient {
     }
 
     /// Sends a request and returns the response whatever its status (after transport-level
-    /// retries for idempotent methods).
+    /// retries for idempotent methods, and after registering a resource provider the
+    /// subscription lacks).
     pub async fn send_raw(
+        &self,
+        service: Service,
+        method: &str,
+        url: &str,
+        body: Option<&Value>,
+        extra_headers: &[(&str, String)],
+    ) -> Result<ArmResponse, AzureError> {
+        let send = || self.send_traced(service.clone(), method, url, body, extra_headers);
+        let resp = send().await?;
+        let Some(ns) = (service == Service::Arm)
+            .then(|| missing_registration(&resp))
+            .flatten()
+        else {
+            return Ok(resp);
+        };
+        // As Azure's SDKs do: register the namespace, wait until it is, send again. Right
+        // after a registration the provider may still refuse for a short while: send again
+        // until the deadline.
+        let deadline = tokio::time::Instant::now() + REGISTRATION_WAIT;
+        self.register_provider(&ns, deadline).await?;
+        let mut n = 0;
+        loop {
+            let resp = send().await?;
+            if missing_registration(&resp).is_none() || tokio::time::Instant::now() >= deadline {
+                return Ok(resp);
+            }
+            tokio::time::sleep(registration_poll(n)).await;
+            n += 1;
+        }
+    }
+
+    /// One request in its own `azure.request` span (transport-level retries included).
+    async fn send_traced(
         &self,
         service: Service,
         method: &str,
@@ -370,6 +438,55 @@ impl ArmClient {
         )
         .instrument(span.clone())
         .await
+    }
+
+    /// Registers provider namespace `ns` on the subscription (a POST, as
+    /// `azure.register-providers` sends) and waits until its `registrationState` is
+    /// `Registered`, or `deadline`.
+    async fn register_provider(
+        &self,
+        ns: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), AzureError> {
+        let path = format!("/subscriptions/{}/providers/{ns}", self.inner.subscription);
+        tracing::info!(namespace = ns, "registering the resource provider");
+        let register = self.arm_url(&format!("{path}/register"), PROVIDERS_API);
+        self.send_traced(Service::Arm, "POST", &register, None, &[])
+            .await?
+            .ok()?;
+        let mut n = 0;
+        loop {
+            let state = self
+                .send_traced(
+                    Service::Arm,
+                    "GET",
+                    &self.arm_url(&path, PROVIDERS_API),
+                    None,
+                    &[],
+                )
+                .await?
+                .ok()?
+                .json_value()
+                .and_then(|v| v["registrationState"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            if state.eq_ignore_ascii_case("Registered") {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AzureError::Service {
+                    status: 409,
+                    code: "MissingSubscriptionRegistration".into(),
+                    message: format!(
+                        "registering the resource provider {ns} did not end within {} s (registrationState {state})",
+                        REGISTRATION_WAIT.as_secs()
+                    ),
+                    correlation_id: String::new(),
+                    retry_after: Some(Duration::from_secs(10)),
+                });
+            }
+            tokio::time::sleep(registration_poll(n)).await;
+            n += 1;
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

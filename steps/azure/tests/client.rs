@@ -26,6 +26,31 @@ fn options(emu: &EmulatorHandle) -> ClientOptions {
     o
 }
 
+/// An emulator at `time_scale`, a client of it, its subscription, and resource group `rg1`.
+async fn with_group(time_scale: f64) -> (EmulatorHandle, ArmClient, String) {
+    let emu = Emulator::builder()
+        .time_scale(time_scale)
+        .start()
+        .await
+        .unwrap();
+    let client = ArmClient::new(options(&emu)).unwrap();
+    let sub = emu.subscription_id().to_string();
+    let rg = client.arm_url(
+        &format!("/subscriptions/{sub}/resourcegroups/rg1"),
+        "2025-04-01",
+    );
+    client
+        .send(
+            Service::Arm,
+            "PUT",
+            &rg,
+            Some(&json!({"location": "westeurope"})),
+        )
+        .await
+        .unwrap();
+    (emu, client, sub)
+}
+
 async fn poll_to_end(
     client: &ArmClient,
     begun: Begun,
@@ -80,22 +105,7 @@ async fn client_secret_login_and_requests_work_end_to_end() {
 
 #[tokio::test]
 async fn lro_polls_to_success_and_failure_carries_the_arm_code() {
-    let emu = Emulator::builder().time_scale(0.01).start().await.unwrap();
-    let client = ArmClient::new(options(&emu)).unwrap();
-    let sub = emu.subscription_id().to_string();
-    let rg = client.arm_url(
-        &format!("/subscriptions/{sub}/resourcegroups/rg1"),
-        "2025-04-01",
-    );
-    client
-        .send(
-            Service::Arm,
-            "PUT",
-            &rg,
-            Some(&json!({"location": "westeurope"})),
-        )
-        .await
-        .unwrap();
+    let (emu, client, sub) = with_group(0.01).await;
     let vnet = client.arm_url(
         &format!(
             "/subscriptions/{sub}/resourceGroups/rg1/providers/Microsoft.Network/virtualNetworks/v1"
@@ -258,5 +268,52 @@ async fn the_chain_reports_every_source_that_failed() {
     let step: StepError = e.into();
     assert_eq!(step.code, "CredentialUnavailable");
     assert!(!step.message.contains("wrong"));
+    emu.shutdown().await;
+}
+
+/// A request for a namespace the subscription has not registered registers it first, as
+/// Azure's SDKs do: one POST `register`, polls until `Registered` (and past the provider's
+/// propagation delay), then the request succeeds.
+#[tokio::test]
+async fn a_missing_provider_registration_is_made_then_the_request_succeeds() {
+    let (emu, client, sub) = with_group(0.02).await;
+    let identity = client.arm_url(
+        &format!("/subscriptions/{sub}/resourceGroups/rg1/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1"),
+        "2024-11-30",
+    );
+    let r = client
+        .send(
+            Service::Arm,
+            "PUT",
+            &identity,
+            Some(&json!({"location": "westeurope"})),
+        )
+        .await
+        .expect("created after the registration");
+    assert!(r.status == 200 || r.status == 201, "{}", r.status);
+    let log = emu.request_log().entries();
+    let registers: Vec<_> = log
+        .iter()
+        .filter(|e| e.method == "POST" && e.path.ends_with("/Microsoft.ManagedIdentity/register"))
+        .collect();
+    assert_eq!(registers.len(), 1, "{log:?}");
+    let puts: Vec<u16> = log
+        .iter()
+        .filter(|e| e.method == "PUT" && e.path.ends_with("/userAssignedIdentities/id1"))
+        .map(|e| e.status)
+        .collect();
+    assert_eq!(
+        puts.first(),
+        Some(&409),
+        "refused before the registration: {puts:?}"
+    );
+    assert!(matches!(puts.last(), Some(200 | 201)), "{puts:?}");
+    // Registered now: the next request goes straight through.
+    let before = emu.request_log().entries().len();
+    client
+        .send(Service::Arm, "GET", &identity, None)
+        .await
+        .unwrap();
+    assert_eq!(emu.request_log().entries().len(), before + 1);
     emu.shutdown().await;
 }

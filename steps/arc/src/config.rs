@@ -304,26 +304,97 @@ fn flux_drift(input: &ArcFluxInput, live: &Value) -> Option<String> {
     {
         return Some("the branch differs".into());
     }
-    let paths: BTreeMap<String, String> = live
+    // Each kustomization's path, prune and dependsOn, as the service returns them.
+    type Shape = (String, bool, Vec<String>);
+    let have: BTreeMap<String, Shape> = live
         .pointer("/properties/kustomizations")
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
                 .map(|(k, v)| {
-                    (
-                        k.clone(),
+                    let depends_on = v["dependsOn"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|d| d.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let shape = (
                         str_at(v, "/path").unwrap_or_default().to_string(),
-                    )
+                        v["prune"].as_bool().unwrap_or(false),
+                        depends_on,
+                    );
+                    (k.clone(), shape)
                 })
                 .collect()
         })
         .unwrap_or_default();
-    let want: BTreeMap<String, String> = input
+    let want: BTreeMap<String, Shape> = input
         .kustomizations
         .iter()
-        .map(|(k, v)| (k.clone(), v.path.clone()))
+        .map(|(k, v)| (k.clone(), (v.path.clone(), v.prune, v.depends_on.clone())))
         .collect();
-    (paths != want).then(|| "the kustomizations differ".into())
+    (have != want).then(|| "the kustomizations differ".into())
+}
+
+/// Where the fingerprint of a configuration's credentials is kept (shared values).
+const CREDENTIALS_NAMESPACE: &str = "arc.flux-configuration/credentials";
+
+/// The protected settings a PUT sends: the credentials, base64 as the service wants them.
+fn protected_settings(input: &ArcFluxInput) -> serde_json::Map<String, Value> {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut protected = serde_json::Map::new();
+    if let Some(t) = &input.https_token {
+        protected.insert("httpsKey".into(), json!(b64(t.expose())));
+    }
+    if let Some(k) = &input.ssh_private_key {
+        protected.insert("sshPrivateKey".into(), json!(b64(k.expose())));
+    }
+    protected
+}
+
+/// A salted SHA-256 of the protected settings: the service never returns them, so this is
+/// how a later run sees that a token or key was rotated (the values themselves are never
+/// stored).
+fn credentials_fingerprint(salt: &str, protected: &serde_json::Map<String, Value>) -> String {
+    siteflow_step::sha256_hex(format!("{salt}\0{}", Value::Object(protected.clone())).as_bytes())
+}
+
+/// Whether the credentials differ from those the configuration at `url` was last given. A
+/// configuration siteflow never gave credentials to is current when there are none.
+async fn credentials_changed(
+    cx: &StepContext,
+    url: &str,
+    protected: &serde_json::Map<String, Value>,
+) -> Result<bool, StepError> {
+    let key = url.split('?').next().unwrap_or(url).to_ascii_lowercase();
+    Ok(match cx.shared_value(CREDENTIALS_NAMESPACE, &key).await? {
+        Some(v) => {
+            let salt = v["salt"].as_str().unwrap_or_default();
+            v["sha256"].as_str() != Some(credentials_fingerprint(salt, protected).as_str())
+        }
+        None => !protected.is_empty(),
+    })
+}
+
+/// Records the credentials the configuration at `url` now has.
+async fn record_credentials(
+    cx: &StepContext,
+    url: &str,
+    protected: &serde_json::Map<String, Value>,
+) -> Result<(), StepError> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt)
+        .map_err(|e| StepError::retryable("Random", format!("no random salt: {e}")))?;
+    let salt: String = salt.iter().map(|b| format!("{b:02x}")).collect();
+    let key = url.split('?').next().unwrap_or(url).to_ascii_lowercase();
+    cx.set_shared_value(
+        CREDENTIALS_NAMESPACE,
+        &key,
+        json!({"salt": salt, "sha256": credentials_fingerprint(&salt, protected)}),
+    )
+    .await
 }
 
 impl Step for ArcFluxConfiguration {
@@ -370,6 +441,11 @@ impl Step for ArcFluxConfiguration {
         if let Some(why) = flux_drift(input, &live) {
             return Ok(Observed::NotSatisfied { reason: Some(why) });
         }
+        if credentials_changed(cx, &url, &protected_settings(input)).await? {
+            return Ok(Observed::NotSatisfied {
+                reason: Some("the git credentials changed".into()),
+            });
+        }
         match str_at(&live, "/properties/complianceState") {
             Some("Compliant") => Ok(Observed::Satisfied(flux_output(&live))),
             other => Ok(Observed::NotSatisfied {
@@ -393,17 +469,11 @@ impl Step for ArcFluxConfiguration {
         )?;
         let live = cancellable(cx, client.get_opt::<Value>(&url)).await?;
         let mut pending = Pending::load(cx);
+        let protected = protected_settings(input);
         let needs_put = pending.ops.contains_key("flux")
-            || live.as_ref().is_none_or(|l| flux_drift(input, l).is_some());
+            || live.as_ref().is_none_or(|l| flux_drift(input, l).is_some())
+            || credentials_changed(cx, &url, &protected).await?;
         if needs_put {
-            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-            let mut protected = serde_json::Map::new();
-            if let Some(t) = &input.https_token {
-                protected.insert("httpsKey".into(), json!(b64(t.expose())));
-            }
-            if let Some(k) = &input.ssh_private_key {
-                protected.insert("sshPrivateKey".into(), json!(b64(k.expose())));
-            }
             let kustomizations: serde_json::Map<String, Value> = input
                 .kustomizations
                 .iter()
@@ -433,6 +503,7 @@ impl Step for ArcFluxConfiguration {
                     recheck_after: after.max(Duration::from_millis(10)),
                 });
             }
+            record_credentials(cx, &url, &protected).await?;
         }
         let live = cancellable(cx, client.get_opt::<Value>(&url))
             .await?
@@ -440,6 +511,18 @@ impl Step for ArcFluxConfiguration {
         match str_at(&live, "/properties/complianceState") {
             Some("Compliant") => Ok(Progress::Done(flux_output(&live))),
             state => {
+                // An ssh source without a key: the service made one; the repository must
+                // accept it before the cluster can fetch.
+                if input.ssh_private_key.is_none()
+                    && let Some(key) = str_at(&live, "/properties/repositoryPublicKey")
+                    && pending.done.get("deploy_key").map(String::as_str) != Some(key)
+                {
+                    cx.info(&format!(
+                        "add this public key to the repository as a read-only deploy key: {key}"
+                    ));
+                    pending.done.insert("deploy_key".into(), key.to_string());
+                    pending.save(cx).await?;
+                }
                 let msg = str_at(&live, "/properties/errorMessage").unwrap_or_default();
                 cx.info(&format!(
                     "waiting for the cluster to reconcile {} (complianceState {}{})",

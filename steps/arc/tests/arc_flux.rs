@@ -340,4 +340,63 @@ async fn arc_connects_through_its_agent_and_flux_reconciles_a_real_repository() 
         "second run wrote: {:?}",
         &writes[before..]
     );
+
+    // A rotated token is sent again (the service never returns it: a salted fingerprint in
+    // the state db says it changed), and so is a changed `prune`: one PUT each, then nothing.
+    let config_puts = |from: usize| {
+        env.writes()[from..]
+            .iter()
+            .filter(|w| w.starts_with("PUT ") && w.ends_with("/fluxConfigurations/cluster-config"))
+            .count()
+    };
+    const ROTATED: &str = "gho-rotated-token-777";
+    std::fs::write(env.dir.path().join("git-token"), ROTATED).unwrap();
+    let before = env.writes().len();
+    let rotated = env.run(&yaml).await;
+    assert_eq!(
+        rotated.status.name(),
+        "Succeeded",
+        "{:?}",
+        env.store.steps(&rotated.run_id).await.unwrap()
+    );
+    assert_eq!(config_puts(before), 1, "{:?}", &env.writes()[before..]);
+    let pruned = yaml.replace(
+        "apps: { path: ./clusters/edge }",
+        "apps: { path: ./clusters/edge, prune: true }",
+    );
+    assert_ne!(pruned, yaml);
+    let before = env.writes().len();
+    assert_eq!(env.run(&pruned).await.status.name(), "Succeeded");
+    assert_eq!(config_puts(before), 1, "{:?}", &env.writes()[before..]);
+    let before = env.writes().len();
+    assert_eq!(env.run(&pruned).await.status.name(), "Succeeded");
+    assert_eq!(env.writes().len(), before, "{:?}", &env.writes()[before..]);
+    let mut persisted = Vec::new();
+    for f in ["state.db", "state.db-wal"] {
+        persisted.extend(std::fs::read(env.dir.path().join(f)).unwrap_or_default());
+    }
+    assert!(!String::from_utf8_lossy(&persisted).contains(ROTATED));
+
+    // An ssh source without a key: the service made a key pair; the step says, once, which
+    // public key the repository must accept while it waits (here it never does).
+    let azure_line = pruned
+        .lines()
+        .find(|l| l.trim_start().starts_with("azure: "))
+        .expect("the connection line");
+    let with_ssh = format!(
+        "{pruned}  - id: ssh-source\n    uses: arc.flux-configuration\n    needs: [flux]\n    timeout: 3s\n    continue_on_error: true\n    with:\n{azure_line}\n      cluster_id: ${{{{ steps.arc.outputs.id }}}}\n      name: ssh-config\n      url: ssh://git@{gw}/fleet.git\n      interval: 100ms\n      kustomizations:\n        apps: {{ path: ./clusters/edge }}\n",
+        gw = net.gateway_ip,
+    );
+    let out = env.run(&with_ssh).await;
+    let events = env
+        .store
+        .events(&out.run_id, Some("ssh-source"))
+        .await
+        .unwrap();
+    let shown: Vec<&str> = events
+        .iter()
+        .map(|e| e.message.as_str())
+        .filter(|m| m.contains("as a read-only deploy key: ssh-ed25519 "))
+        .collect();
+    assert_eq!(shown.len(), 1, "{events:?}");
 }

@@ -200,7 +200,11 @@ impl Agent {
                 json!({"id": id, "complianceState": "Non-Compliant",
                        "message": "the microsoft.flux extension is not installed on the cluster"})
             };
-            if self.reported.get(&id) != Some(&report) {
+            // Sent when it changed, or when the service lost it (a new PUT of the
+            // configuration sets it back to Pending until the agent reports again).
+            let service_has =
+                fc.pointer("/properties/complianceState") == report.get("complianceState");
+            if self.reported.get(&id) != Some(&report) || !service_has {
                 reports.push(report.clone());
                 self.reported.insert(id, report);
             }

@@ -40,9 +40,48 @@ async fn sandbox_sets(plan: &Plan) -> Result<Option<Vec<String>>, Failure> {
     if configured {
         return Ok(None);
     }
+    let profile = match az_profile_path() {
+        Some(p) => tokio::fs::read_to_string(p).await.ok(),
+        None => None,
+    };
+    eprintln!("{}", sandbox_notice(profile.as_deref()));
     let info = sandbox::up(&sandbox::dir()).await?;
     eprint!("{}", sandbox::describe(&info));
     Ok(Some(sandbox::sets(&info, &declared)))
+}
+
+/// The Azure CLI's profile (`$AZURE_CONFIG_DIR`, else `~/.azure`).
+fn az_profile_path() -> Option<PathBuf> {
+    let dir = std::env::var_os("AZURE_CONFIG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".azure")))?;
+    Some(dir.join("azureProfile.json"))
+}
+
+/// What a run that falls back to the sandbox says first: that it does, why, and, when the
+/// Azure CLI is signed in (`profile`: its `azureProfile.json`), how to use that subscription
+/// instead.
+fn sandbox_notice(profile: Option<&str>) -> String {
+    let mut notice = "no Azure subscription configured (AZURE_SUBSCRIPTION_ID, or the workflow's `azure.subscription` input): running in the local sandbox".to_string();
+    let default = profile
+        .and_then(|text| serde_json::from_str::<Value>(text.trim_start_matches('\u{feff}')).ok())
+        .and_then(|doc| {
+            doc["subscriptions"].as_array()?.iter().find_map(|s| {
+                (s["isDefault"] == true).then(|| {
+                    (
+                        s["id"].as_str().unwrap_or_default().to_string(),
+                        s["name"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+            })
+        })
+        .filter(|(id, _)| !id.is_empty());
+    if let Some((id, name)) = default {
+        notice.push_str(&format!(
+            "\n  the Azure CLI is signed in to {name:?} ({id}): to provision there, run with AZURE_SUBSCRIPTION_ID={id}"
+        ));
+    }
+    notice
 }
 
 /// A run id as the user gave it: the id, a unique prefix of one, or `last` (the newest run).
@@ -788,5 +827,29 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             );
             Ok(exit::OK)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sandbox_notice_points_at_a_signed_in_azure_cli() {
+        let plain = sandbox_notice(None);
+        assert!(plain.contains("running in the local sandbox"), "{plain}");
+        assert!(!plain.contains("Azure CLI"), "{plain}");
+        // As `az login` writes it: a byte order mark, then JSON.
+        let profile = "\u{feff}{\"installationId\": \"x\", \"subscriptions\": [
+            {\"id\": \"11111111-1111-1111-1111-111111111111\", \"name\": \"Dev\", \"isDefault\": false},
+            {\"id\": \"22222222-2222-2222-2222-222222222222\", \"name\": \"Edge Prod\", \"isDefault\": true}]}";
+        let notice = sandbox_notice(Some(profile));
+        assert!(
+            notice.contains("signed in to \"Edge Prod\" (22222222-2222-2222-2222-222222222222)")
+                && notice.contains("AZURE_SUBSCRIPTION_ID=22222222-2222-2222-2222-222222222222"),
+            "{notice}"
+        );
+        assert_eq!(sandbox_notice(Some("not json")), plain);
+        assert_eq!(sandbox_notice(Some("{\"subscriptions\": []}")), plain);
     }
 }

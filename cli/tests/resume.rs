@@ -100,6 +100,50 @@ fn resume_reload_reruns_changed_steps_and_dependents() {
     assert_eq!(c["side"], 1);
 }
 
+/// A step that ran again in this invocation with different outputs runs the steps whose
+/// resolved input changed because of it; the others are reused.
+#[test]
+fn rerun_runs_the_dependents_whose_input_changed_and_reuses_the_rest() {
+    let sb = Sandbox::new();
+    sb.write(
+        "wf.yaml",
+        r#"name: outputs
+steps:
+  - id: counter
+    uses: shell
+    with: { run: "echo n >> count.txt; echo n=$(wc -l < count.txt) >> $SITEFLOW_OUTPUT" }
+  - id: reader
+    uses: shell
+    needs: [counter]
+    with: { run: "echo reader-${{ steps.counter.outputs.n }} >> log.txt" }
+  - id: plain
+    uses: shell
+    needs: [counter]
+    with: { run: "echo plain >> log.txt" }
+  - id: stable
+    uses: shell
+    with: { run: "echo v=1 >> $SITEFLOW_OUTPUT" }
+  - id: stable-reader
+    uses: shell
+    needs: [stable]
+    with: { run: "echo stable-${{ steps.stable.outputs.v }} >> log.txt" }
+"#,
+    );
+    let r = sb.run(&["run", "wf.yaml", "--output", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let run = r.json()["run_id"].as_str().unwrap().to_string();
+    for step in ["counter", "stable"] {
+        let r = sb.run(&["rerun", &run, "--step", step]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let c = counts(&sb.lines("log.txt"));
+    assert_eq!(
+        (c["reader-1"], c["reader-2"], c["plain"], c["stable-1"]),
+        (1, 1, 1, 1),
+        "reader ran again with n=2; plain and stable-reader (same input) were reused: {c:?}"
+    );
+}
+
 #[test]
 fn two_concurrent_resumes_one_proceeds_the_other_exits_3() {
     let sb = Sandbox::new();

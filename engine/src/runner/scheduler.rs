@@ -27,6 +27,8 @@ struct Node {
     items: Value,
     failed: bool,
     cancelled: bool,
+    /// Some instance ran in this invocation (its outputs may differ from the stored ones).
+    ran: bool,
 }
 
 #[derive(Default, PartialEq, Clone, Copy, Debug)]
@@ -334,6 +336,7 @@ impl<'a> Scheduler<'a> {
         let mut st = DepsState::default();
         for &d in &self.plan.steps[i].deps {
             let n = &self.nodes[d];
+            st.ran |= n.ran;
             match n.state {
                 NodeState::Succeeded => {}
                 NodeState::Skipped => st.skipped = true,
@@ -428,7 +431,7 @@ impl<'a> Scheduler<'a> {
                 if !deps.blocked
                     && !deps.skipped
                     && self.plan.steps[i].spec.if_.is_none()
-                    && self.reuse(i)
+                    && self.reuse(i, &deps)
                 {
                     continue;
                 }
@@ -461,11 +464,12 @@ impl<'a> Scheduler<'a> {
     }
 
     /// The common case of a resume: a single-instance step that succeeded in an earlier
-    /// invocation is reused as it is (not forced, not `--reload`, no secret outputs to
-    /// recover). Nothing to render or hash; its outputs move out of the prior row.
-    fn reuse(&mut self, i: usize) -> bool {
+    /// invocation is reused as it is (not forced, not `--reload`, none of its needs ran
+    /// again, no secret outputs to recover). Nothing to render or hash; its outputs move
+    /// out of the prior row.
+    fn reuse(&mut self, i: usize, deps: &DepsState) -> bool {
         let step = &self.plan.steps[i];
-        if step.for_each.is_some() || self.reload || self.force.contains(&i) {
+        if step.for_each.is_some() || self.reload || deps.ran || self.force.contains(&i) {
             return false;
         }
         let id = step.spec.id.value.as_str();
@@ -559,7 +563,7 @@ impl<'a> Scheduler<'a> {
             }
         };
         let forced = self.force.contains(&i);
-        if self.reuse(i) {
+        if self.reuse(i, &deps) {
             return;
         }
         let secret_exprs = self.secret_exprs(i);
@@ -612,7 +616,8 @@ impl<'a> Scheduler<'a> {
             if row.status != StepStatus::Succeeded || forced {
                 continue;
             }
-            if self.reload {
+            // With `--reload`, or when a need ran again, the input may have changed.
+            if self.reload || deps.ran {
                 inst.input_hash = hash_json(&self.redactor.redact_json(&inst.input));
                 if row.input_hash.as_deref() != Some(inst.input_hash.as_str()) {
                     changed = true;
@@ -651,6 +656,7 @@ impl<'a> Scheduler<'a> {
             .collect();
         n.instances = instances;
         n.state = NodeState::Active;
+        n.ran = !n.queue.is_empty();
         if !n.queue.is_empty() {
             self.startable.push(i);
         }
@@ -951,6 +957,8 @@ struct AttemptEnd {
 struct DepsState {
     blocked: bool,
     skipped: bool,
+    /// A need ran in this invocation: a reused step's input must be compared.
+    ran: bool,
 }
 
 impl RunStatus {

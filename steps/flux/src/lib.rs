@@ -8,7 +8,7 @@
 
 mod manifests;
 
-pub use manifests::{CONTROLLERS, FLUX_VERSION};
+pub use manifests::{CONTROLLERS, Controller, FLUX_VERSION};
 
 use base64::Engine as _;
 use schemars::JsonSchema;

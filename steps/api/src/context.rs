@@ -65,6 +65,28 @@ pub trait StepHost: Send + Sync {
     fn add_secret(&self, value: &str);
 }
 
+/// A host that keeps nothing: no log, no progress, no values, no redaction. For unit tests
+/// of steps and clients that need a [`StepContext`] but no engine.
+pub struct NoopHost;
+
+#[async_trait::async_trait]
+impl StepHost for NoopHost {
+    fn log(&self, _: LogStream, _: &str) {}
+    fn progress(&self) -> Option<Value> {
+        None
+    }
+    async fn save_progress(&self, _: Value) -> Result<(), StepError> {
+        Ok(())
+    }
+    async fn run_value(&self, _: &str, _: &str) -> Result<Option<Value>, StepError> {
+        Ok(None)
+    }
+    async fn set_run_value(&self, _: &str, _: &str, _: Value) -> Result<(), StepError> {
+        Ok(())
+    }
+    fn add_secret(&self, _: &str) {}
+}
+
 /// Everything a step may know about the run it is part of.
 #[derive(Clone)]
 pub struct StepContext {

@@ -218,26 +218,6 @@ mod tests {
         }
     }
 
-    struct Host;
-
-    #[async_trait::async_trait]
-    impl crate::StepHost for Host {
-        fn log(&self, _: crate::LogStream, _: &str) {}
-        fn progress(&self) -> Option<Value> {
-            None
-        }
-        async fn save_progress(&self, _: Value) -> Result<(), StepError> {
-            Ok(())
-        }
-        async fn run_value(&self, _: &str, _: &str) -> Result<Option<Value>, StepError> {
-            Ok(None)
-        }
-        async fn set_run_value(&self, _: &str, _: &str, _: Value) -> Result<(), StepError> {
-            Ok(())
-        }
-        fn add_secret(&self, _: &str) {}
-    }
-
     #[tokio::test]
     async fn a_prepared_input_is_deserialized_once_for_every_call_of_an_attempt() {
         let cx = StepContext::new(
@@ -248,7 +228,7 @@ mod tests {
             1,
             std::env::temp_dir(),
             Default::default(),
-            Arc::new(Host),
+            Arc::new(crate::context::NoopHost),
         );
         let kind: Arc<dyn DynStep> = Arc::new(Kind);
         let input = serde_json::json!({"n": 1});

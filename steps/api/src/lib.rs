@@ -17,7 +17,7 @@ pub mod script;
 mod secret;
 
 pub use blocking::blocking;
-pub use context::{LogStream, StepContext, StepHost};
+pub use context::{LogStream, NoopHost, StepContext, StepHost};
 pub use digest::{sha256_file_hex, sha256_hex};
 pub use duration::{Duration, parse_duration};
 pub use dyn_step::{DynStep, InputError, PreparedInput};

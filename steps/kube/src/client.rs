@@ -332,7 +332,10 @@ impl KubeClient {
         Ok((status, v))
     }
 
-    /// `(plural, namespaced)` of `kind` in `apiVersion`, from the server's discovery.
+    /// `(plural, namespaced)` of `kind` in `apiVersion`, from the server's discovery. A kind
+    /// missing from a cached list is looked up afresh (a CRD applied since); a kind the
+    /// server does not serve is a retryable `KindNotServed` (a new CRD takes a moment to be
+    /// established).
     pub async fn resource(
         &self,
         api_version: &str,
@@ -343,52 +346,57 @@ impl KubeClient {
             .lock()
             .ok()
             .and_then(|d| d.get(api_version).cloned());
-        let list = match cached {
-            Some(l) => l,
-            None => {
-                let path = if api_version.contains('/') {
-                    format!("/apis/{api_version}")
-                } else {
-                    format!("/api/{api_version}")
-                };
-                let (status, v) = self.send(reqwest::Method::GET, &path, None).await?;
-                let list: Vec<(String, String, bool)> = if status == 404 {
-                    Vec::new()
-                } else {
-                    v["resources"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|r| {
-                                    let name = r["name"].as_str()?;
-                                    (!name.contains('/')).then(|| {
-                                        (
-                                            r["kind"].as_str().unwrap_or("").to_string(),
-                                            name.to_string(),
-                                            r["namespaced"].as_bool().unwrap_or(true),
-                                        )
-                                    })
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                };
-                let list = Arc::new(list);
-                if let Ok(mut d) = self.discovery.lock() {
-                    d.insert(api_version.to_string(), list.clone());
-                }
-                list
-            }
+        let find = |list: &Resources| {
+            list.iter()
+                .find(|(k, _, _)| k == kind)
+                .map(|(_, plural, ns)| (plural.clone(), *ns))
         };
-        list.iter()
-            .find(|(k, _, _)| k == kind)
-            .map(|(_, plural, ns)| (plural.clone(), *ns))
-            .ok_or_else(|| {
-                StepError::permanent(
-                    "KindNotServed",
-                    format!("the cluster serves no {kind} in {api_version} (discovery)"),
-                )
-            })
+        if let Some(found) = cached.as_ref().and_then(find) {
+            return Ok(found);
+        }
+        let list = self.discover(api_version).await?;
+        find(&list).ok_or_else(|| {
+            StepError::retryable(
+                "KindNotServed",
+                format!("the cluster serves no {kind} in {api_version} (discovery)"),
+            )
+        })
+    }
+
+    /// The resources of `api_version` the server serves now (and cached).
+    async fn discover(&self, api_version: &str) -> Result<Resources, StepError> {
+        let path = if api_version.contains('/') {
+            format!("/apis/{api_version}")
+        } else {
+            format!("/api/{api_version}")
+        };
+        let (status, v) = self.send(reqwest::Method::GET, &path, None).await?;
+        let list: Vec<(String, String, bool)> = if status == 404 {
+            Vec::new()
+        } else {
+            v["resources"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| {
+                            let name = r["name"].as_str()?;
+                            (!name.contains('/')).then(|| {
+                                (
+                                    r["kind"].as_str().unwrap_or("").to_string(),
+                                    name.to_string(),
+                                    r["namespaced"].as_bool().unwrap_or(true),
+                                )
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let list = Arc::new(list);
+        if let Ok(mut d) = self.discovery.lock() {
+            d.insert(api_version.to_string(), list.clone());
+        }
+        Ok(list)
     }
 
     async fn object_path(&self, obj: &Value) -> Result<(String, String), StepError> {
@@ -473,6 +481,75 @@ pub fn holds(want: &Value, have: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An API server whose discovery of `example.com/v1` gains the Widget kind after the
+    /// first answer (a CRD established meanwhile); counts the discovery requests.
+    #[tokio::test]
+    async fn a_kind_established_after_discovery_is_found_and_the_wait_is_retryable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = if n == 0 {
+                    r#"{"resources":[]}"#
+                } else {
+                    r#"{"resources":[{"name":"widgets","kind":"Widget","namespaced":true},{"name":"widgets/status","kind":"Widget","namespaced":true}]}"#
+                };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config"),
+            format!("apiVersion: v1\nkind: Config\ncurrent-context: a\nclusters:\n- name: c\n  cluster: {{server: \"http://{addr}\"}}\ncontexts:\n- name: a\n  context: {{cluster: c, user: u}}\nusers:\n- name: u\n  user: {{token: t0k}}\n"),
+        )
+        .unwrap();
+        let cx = StepContext::new(
+            "r",
+            None,
+            "s",
+            "kube.apply",
+            1,
+            dir.path().to_path_buf(),
+            siteflow_step::CancellationToken::new(),
+            Arc::new(siteflow_step::NoopHost),
+        );
+        let target = KubeconfigTarget {
+            path: "config".into(),
+            context: None,
+        };
+        let client = KubeClient::new(&cx, &target).await.unwrap();
+        let e = client
+            .resource("example.com/v1", "Widget")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "KindNotServed");
+        assert!(
+            matches!(e.class, siteflow_step::ErrorClass::Retryable { .. }),
+            "{e:?}"
+        );
+        assert_eq!(
+            client.resource("example.com/v1", "Widget").await.unwrap(),
+            ("widgets".to_string(), true),
+            "the cached list lacked it: discovered again"
+        );
+        client.resource("example.com/v1", "Widget").await.unwrap();
+        assert_eq!(
+            served.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "then cached"
+        );
+    }
     use serde_json::json;
 
     #[test]

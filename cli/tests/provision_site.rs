@@ -982,16 +982,35 @@ fn seed_003_scale_set_agents_scale_out_then_in_draining_departed_nodes() {
     let two = run("2");
     let first = pool_names(&two);
     assert_eq!(first.len(), 2, "{two:#}");
-    // Each instance's first boot wrote the file share's mount unit and its 0600 credentials
-    // (the key reached it only through cloud-init; the CIFS mount itself needs Azure Files).
+    // The seed's instances: spot B1ls with an S4 OS disk (32 GB of Standard HDD).
+    let put = requests(&sb)
+        .into_iter()
+        .find(|e| {
+            e["method"] == "PUT"
+                && e["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("/virtualMachineScaleSets/seed-003-pool"))
+        })
+        .expect("the scale set's PUT");
+    assert_eq!(put["body"]["sku"]["name"], "Standard_B1ls", "{put}");
+    let model = &put["body"]["properties"]["virtualMachineProfile"];
+    assert_eq!(model["priority"], "Spot");
+    assert_eq!(
+        model["storageProfile"]["osDisk"],
+        json!({"createOption": "FromImage", "diskSizeGB": 32,
+               "managedDisk": {"storageAccountType": "Standard_LRS"}})
+    );
+    // Each instance's first boot wrote the file share's mount unit (at the seed's /srv) and
+    // its 0600 credentials (the key reached it only through cloud-init; the CIFS mount itself
+    // needs Azure Files).
     let ip = host_of(&sb, &first[0])["publicIp"]
         .as_str()
         .unwrap()
         .to_string();
-    let unit = on_console(&ip, "cat /etc/systemd/system/mnt-data.mount");
+    let unit = on_console(&ip, "cat /etc/systemd/system/srv.mount");
     assert!(
         unit.contains("What=//seed003files.file.core.windows.net/data")
-            && unit.contains("Where=/mnt/data"),
+            && unit.contains("Where=/srv\n"),
         "{unit}"
     );
     let cred = on_console(
@@ -1086,10 +1105,50 @@ fn seed_003_scale_set_agents_scale_out_then_in_draining_departed_nodes() {
     power("power_off");
     let writes = arm_writes(&requests(&sb)[before..]);
     assert!(writes.is_empty(), "{writes:?}");
+
+    // The hourly reconcile with every pool instance stopped (as a spot eviction or pool-power
+    // leaves them) succeeds: the instance is listed as stopped, no step reaches it (its sshd is
+    // gone: one that tried would fail the run), `ready` does not wait for it, and its Node is
+    // kept for when it runs again.
+    let off = run("1");
+    let pool = &step_of(&off, "pool")["outputs"];
+    assert_eq!(pool["instances"][0]["power_state"], "stopped", "{pool:#}");
+    assert_eq!(pool["running"], json!([]), "{pool:#}");
+    let reached: Vec<&str> = off["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .filter(|id| id.starts_with("k3s-pool[") || id.starts_with("registries-pool["))
+        .collect();
+    assert!(reached.is_empty(), "{reached:?}");
+    let prune = &step_of(&off, "pool-prune")["outputs"];
+    assert_eq!(prune["nodes"], json!([all[0]]), "{prune:#}");
+    assert_eq!(prune["deleted"], json!([]));
+    assert!(cluster_nodes().contains(&all[0]));
+    assert!(!ssh_up());
+
     power("start");
     assert!(
         wait_for(Duration::from_secs(20), ssh_up),
         "start left it off"
+    );
+    // Running again: the next reconcile reaches it and waits for its node to be Ready.
+    let on = run("1");
+    let pool = &step_of(&on, "pool")["outputs"];
+    assert_eq!(
+        pool["running"][0]["computer_name"],
+        all[0].as_str(),
+        "{pool:#}"
+    );
+    assert_eq!(
+        step_of(&on, "k3s-pool[0]")["outputs"]["node_name"],
+        all[0].as_str()
+    );
+    let ready = &step_of(&on, "ready")["outputs"]["nodes"];
+    assert!(
+        ready.as_array().unwrap().contains(&json!(all[0])),
+        "{ready}"
     );
 
     // destroy-site: the group goes (its hosts powered off and unlisted), the site's keys and

@@ -52,6 +52,51 @@ impl Default for Image {
     }
 }
 
+/// The storage of a managed OS disk: Compute's `StorageAccountTypes` less the two that only
+/// data disks may use (`UltraSSD_LRS`, `PremiumV2_LRS`), so a workflow asking for them fails
+/// validation instead of a PUT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+pub enum OsDiskType {
+    /// Standard HDD, locally redundant (its 32 GB tier is S4, the smallest managed disk).
+    #[serde(rename = "Standard_LRS")]
+    StandardLrs,
+    /// Standard SSD, locally redundant.
+    #[serde(rename = "StandardSSD_LRS")]
+    StandardSsdLrs,
+    /// Standard SSD, zone-redundant.
+    #[serde(rename = "StandardSSD_ZRS")]
+    StandardSsdZrs,
+    /// Premium SSD, locally redundant (sizes with premium storage, an `s` in the name).
+    #[serde(rename = "Premium_LRS")]
+    PremiumLrs,
+    /// Premium SSD, zone-redundant.
+    #[serde(rename = "Premium_ZRS")]
+    PremiumZrs,
+}
+
+/// The `osDisk` of a VM or scale-set model: from the image, with an optional size and type.
+pub(crate) fn os_disk(size_gb: Option<u32>, disk_type: Option<OsDiskType>) -> Value {
+    let mut os_disk = json!({"createOption": "FromImage"});
+    if let Some(gb) = size_gb {
+        os_disk["diskSizeGB"] = json!(gb);
+    }
+    if let Some(t) = disk_type {
+        os_disk["managedDisk"] = json!({"storageAccountType": t});
+    }
+    os_disk
+}
+
+/// `os_disk_size_gb`: at least the image's disk (30 GB), at most Compute's 4095 GB.
+pub(crate) fn validate_os_disk_size(size_gb: Option<u32>) -> Result<(), StepError> {
+    if size_gb.is_some_and(|gb| !(30..=4095).contains(&gb)) {
+        return Err(StepError::permanent(
+            "InvalidInput",
+            "os_disk_size_gb is between 30 (the image's disk) and 4095",
+        ));
+    }
+    Ok(())
+}
+
 fn default_size() -> String {
     "Standard_B2s".into()
 }
@@ -85,8 +130,8 @@ pub struct VmInput {
     pub image: Image,
     /// OS disk size in GB (default: the image's).
     pub os_disk_size_gb: Option<u32>,
-    /// OS disk type (`Standard_LRS`, `StandardSSD_LRS`, `Premium_LRS`).
-    pub os_disk_type: Option<String>,
+    /// OS disk type (default: Azure's for the size).
+    pub os_disk_type: Option<OsDiskType>,
     /// Admin user.
     #[serde(default = "default_user")]
     pub admin_username: String,
@@ -236,13 +281,8 @@ fn vm_body(
 ) -> Value {
     let mut tags = owner_tags(cx, &input.tags);
     tags.insert(TAG_HOST_KEY.into(), host.fingerprint.clone());
-    let mut os_disk = json!({"createOption": "FromImage", "deleteOption": "Delete"});
-    if let Some(gb) = input.os_disk_size_gb {
-        os_disk["diskSizeGB"] = json!(gb);
-    }
-    if let Some(t) = &input.os_disk_type {
-        os_disk["managedDisk"] = json!({"storageAccountType": t});
-    }
+    let mut os_disk = os_disk(input.os_disk_size_gb, input.os_disk_type);
+    os_disk["deleteOption"] = json!("Delete");
     let custom = base64::engine::general_purpose::STANDARD.encode(user_data(
         host,
         input.custom_data.as_deref(),
@@ -387,6 +427,7 @@ impl Step for VmStep {
                 "eviction_policy needs `spot: true` and is Deallocate or Delete",
             ));
         }
+        validate_os_disk_size(input.os_disk_size_gb)?;
         crate::mounts::validate_all(&input.file_shares)?;
         if let Some(k) = &input.ssh_public_key
             && !k.trim_start().starts_with("ssh-")

@@ -1,5 +1,9 @@
 //! `azure.vmss`: a Linux VM scale set at a given capacity (changing `capacity` scales it),
-//! with its instances and their addresses as outputs.
+//! with its instances, their addresses and power states as outputs.
+//!
+//! The power state is observed, never reconciled: a stopped or deallocated instance (a spot
+//! eviction, `azure.vmss-power`) stays so, and is listed in `instances` but not in `running`,
+//! the ones SSH steps can reach.
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -12,7 +16,7 @@ use crate::common::{
     AzureConnection, Drive, Pending, cancellable, drive, is_ours, not_owned, owner_tags,
     resource_path,
 };
-use crate::vm::{API, Image};
+use crate::vm::{API, Image, OsDiskType};
 
 /// API version of the scale set NIC listing (the network RP pins it).
 const NIC_LIST_API: &str = "2018-10-01";
@@ -77,6 +81,9 @@ pub struct VmssInput {
     pub max_price: Option<f64>,
     /// OS disk size in GB (default: the image's; seed 003 uses 32, an S4 disk).
     pub os_disk_size_gb: Option<u32>,
+    /// OS disk type (default: Azure's for the size; seed 003 uses `Standard_LRS`, whose 32 GB
+    /// tier is S4).
+    pub os_disk_type: Option<OsDiskType>,
     /// Extra tags.
     #[serde(default)]
     pub tags: Tags,
@@ -96,6 +103,21 @@ pub struct Instance {
     pub computer_name: String,
     /// Private IP.
     pub private_ip: Option<String>,
+    /// `running`, `stopped`, `deallocated`, `starting`, `stopping`, `deallocating`, ...
+    /// (the instance view's `PowerState/<state>`; `unknown` when it shows none).
+    pub power_state: String,
+}
+
+/// The power state of an instance or VM as Compute shows it with `$expand=instanceView`.
+pub(crate) fn power_state(vm: &Value) -> String {
+    vm.pointer("/properties/instanceView/statuses")
+        .and_then(Value::as_array)
+        .and_then(|s| {
+            s.iter()
+                .find_map(|s| s["code"].as_str()?.strip_prefix("PowerState/"))
+        })
+        .unwrap_or("unknown")
+        .to_string()
 }
 
 /// Output of `azure.vmss`.
@@ -105,8 +127,11 @@ pub struct VmssOutput {
     pub id: String,
     /// Capacity.
     pub capacity: u32,
-    /// Instances with their addresses.
+    /// Every instance with its address and power state, by instance id.
     pub instances: Vec<Instance>,
+    /// The instances whose power state is `running`: the ones to reach over SSH and to expect
+    /// as Ready nodes (the others are stopped, deallocated or on their way).
+    pub running: Vec<Instance>,
     /// The admin user.
     pub admin_username: String,
     /// The generated admin key's private key file, when no `ssh_public_key` was given.
@@ -185,10 +210,7 @@ fn body(
     os["customData"] = json!(base64::engine::general_purpose::STANDARD.encode(
         crate::vm::user_data(host, input.custom_data.as_deref(), &input.file_shares)
     ));
-    let mut os_disk = json!({"createOption": "FromImage"});
-    if let Some(gb) = input.os_disk_size_gb {
-        os_disk["diskSizeGB"] = json!(gb);
-    }
+    let os_disk = crate::vm::os_disk(input.os_disk_size_gb, input.os_disk_type);
     let mut profile = json!({
         "osProfile": os,
         "storageProfile": {"imageReference": input.image, "osDisk": os_disk},
@@ -248,7 +270,10 @@ async fn instances(
         client.send(
             Service::Arm,
             "GET",
-            &url(client, input, "/virtualMachines", API),
+            &format!(
+                "{}&$expand=instanceView",
+                url(client, input, "/virtualMachines", API)
+            ),
             None,
         ),
     )
@@ -278,6 +303,7 @@ async fn instances(
             let id = v["id"].as_str().unwrap_or_default().to_string();
             Instance {
                 private_ip: ip_of(&id),
+                power_state: power_state(&v),
                 instance_id: v["instanceId"].as_str().unwrap_or_default().to_string(),
                 computer_name: v
                     .pointer("/properties/osProfile/computerName")
@@ -299,10 +325,16 @@ fn output(
     instances: Vec<Instance>,
     generated: bool,
 ) -> VmssOutput {
+    let running = instances
+        .iter()
+        .filter(|i| i.power_state == "running")
+        .cloned()
+        .collect();
     VmssOutput {
         id: s.id.unwrap_or_default(),
         capacity: s.sku.and_then(|k| k.capacity).unwrap_or(input.capacity),
         instances,
+        running,
         admin_username: input.admin_username.clone(),
         ssh_private_key_file: generated.then(|| {
             crate::keys::dir(cx)
@@ -358,15 +390,7 @@ impl Step for VmssStep {
                 "max_price is -1 (up to the on-demand price) or a price above 0",
             ));
         }
-        if input
-            .os_disk_size_gb
-            .is_some_and(|gb| !(30..=4095).contains(&gb))
-        {
-            return Err(StepError::permanent(
-                "InvalidInput",
-                "os_disk_size_gb is between 30 (the image's disk) and 4095",
-            ));
-        }
+        crate::vm::validate_os_disk_size(input.os_disk_size_gb)?;
         crate::mounts::validate_all(&input.file_shares)?;
         if input
             .ssh_public_key
@@ -466,6 +490,35 @@ impl Step for VmssStep {
                 let instances = instances(cx, &client, input).await?;
                 Ok(Progress::Done(output(cx, input, s, instances, generated)))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn power_state_is_the_instance_views_power_status() {
+        let vm = json!({"properties": {"instanceView": {"statuses": [
+            {"code": "ProvisioningState/succeeded"},
+            {"code": "PowerState/deallocated"},
+        ]}}});
+        assert_eq!(power_state(&vm), "deallocated");
+        // Without the view (or while Compute shows no power status yet).
+        assert_eq!(power_state(&json!({"properties": {}})), "unknown");
+    }
+
+    #[test]
+    fn os_disk_type_takes_only_what_an_os_disk_can_be() {
+        let t: OsDiskType = serde_json::from_value(json!("Standard_LRS")).unwrap();
+        assert_eq!(
+            crate::vm::os_disk(Some(32), Some(t)),
+            json!({"createOption": "FromImage", "diskSizeGB": 32,
+                   "managedDisk": {"storageAccountType": "Standard_LRS"}})
+        );
+        for data_only in ["UltraSSD_LRS", "PremiumV2_LRS", "standard_lrs"] {
+            assert!(serde_json::from_value::<OsDiskType>(json!(data_only)).is_err());
         }
     }
 }

@@ -131,15 +131,7 @@ async fn targets(
         .iter()
         .map(|v| InstancePower {
             instance_id: v["instanceId"].as_str().unwrap_or_default().to_string(),
-            power_state: v
-                .pointer("/properties/instanceView/statuses")
-                .and_then(Value::as_array)
-                .and_then(|s| {
-                    s.iter()
-                        .find_map(|s| s["code"].as_str()?.strip_prefix("PowerState/"))
-                })
-                .unwrap_or("unknown")
-                .to_string(),
+            power_state: crate::vmss::power_state(v),
         })
         .collect();
     let Some(ids) = &input.instance_ids else {

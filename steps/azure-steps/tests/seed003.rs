@@ -15,7 +15,7 @@ fn site_steps(env: &Env, capacity: u32) -> String {
          \x20 - id: net\n    uses: azure.network\n    needs: [rg]\n    with: {{ azure: {a}, resource_group: rg3, location: westeurope, name: edge, admin_cidr: 203.0.113.0/24 }}\n\
          \x20 - id: sa\n    uses: azure.storage-account\n    needs: [rg]\n    with: {{ azure: {a}, resource_group: rg3, location: westeurope, name: edge3files }}\n\
          \x20 - id: share\n    uses: azure.file-share\n    needs: [sa]\n    with: {{ azure: {a}, resource_group: rg3, account: edge3files, name: data, quota_gb: 50 }}\n\
-         \x20 - id: pool\n    uses: azure.vmss\n    needs: [net, share]\n    with: {{ azure: {a}, resource_group: rg3, location: westeurope, name: pool, capacity: {capacity}, size: Standard_B1ls, spot: true, eviction_policy: Delete, os_disk_size_gb: 32, subnet_id: \"${{{{ steps.net.outputs.subnet_id }}}}\", ssh_public_key: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBbSh0e9l1n7Y5CnK8tP0mVvYb0rqgqDxj0i6oZb8k3d t\", file_shares: [{{ account: edge3files, share: \"${{{{ steps.share.outputs.name }}}}\", key: \"${{{{ steps.sa.outputs.key }}}}\", mount_point: /mnt/data }}] }}\n",
+         \x20 - id: pool\n    uses: azure.vmss\n    needs: [net, share]\n    with: {{ azure: {a}, resource_group: rg3, location: westeurope, name: pool, capacity: {capacity}, size: Standard_B1ls, spot: true, eviction_policy: Delete, os_disk_size_gb: 32, os_disk_type: Standard_LRS, subnet_id: \"${{{{ steps.net.outputs.subnet_id }}}}\", ssh_public_key: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBbSh0e9l1n7Y5CnK8tP0mVvYb0rqgqDxj0i6oZb8k3d t\", file_shares: [{{ account: edge3files, share: \"${{{{ steps.share.outputs.name }}}}\", key: \"${{{{ steps.sa.outputs.key }}}}\", mount_point: /mnt/data }}] }}\n",
         a = env.azure()
     )
 }
@@ -102,7 +102,8 @@ async fn spot_pool_mounts_a_file_share_and_the_key_stays_out_of_logs() {
         assert!(cd.contains("ed25519_private: |"), "the host key part stays");
     }
 
-    // The set: spot, evicted by deletion, pay up to on-demand, 32 GB OS disk.
+    // The set: spot, evicted by deletion, pay up to on-demand, a 32 GB Standard HDD OS disk
+    // (S4).
     let put = env
         .emu
         .request_log()
@@ -115,6 +116,10 @@ async fn spot_pool_mounts_a_file_share_and_the_key_stays_out_of_logs() {
     assert_eq!(profile["evictionPolicy"], "Delete");
     assert_eq!(profile["billingProfile"]["maxPrice"], -1.0);
     assert_eq!(profile["storageProfile"]["osDisk"]["diskSizeGB"], 32);
+    assert_eq!(
+        profile["storageProfile"]["osDisk"]["managedDisk"]["storageAccountType"],
+        "Standard_LRS"
+    );
     assert_eq!(profile["osProfile"]["customData"], "<redacted>");
 
     // The key is nowhere in the state DB, the run's logs or the emulator's request log.
@@ -180,12 +185,46 @@ async fn power_actions_skip_instances_already_there() {
         .unwrap();
     assert_eq!(body["instanceIds"], serde_json::json!(["1"]));
 
-    // Again: already stopped, nothing sent.
+    // Again: already stopped, nothing sent. The set's step lists both instances with their
+    // power states, and only the running one as `running`.
     let again = env.run(&off1, Some("edge-3")).await;
     assert_eq!(again.status, RunStatus::Succeeded);
     assert_eq!(
         env.count("POST", "/virtualMachineScaleSets/pool/poweroff"),
         1
+    );
+    let (_, pool, _) = env.step_status(&again.run_id, "pool").await;
+    let pool = pool.unwrap();
+    let states: Vec<(&str, &str)> = pool["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["instance_id"].as_str().unwrap(),
+                i["power_state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(states, [("0", "running"), ("1", "stopped")]);
+    let running: Vec<&str> = pool["running"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(running, ["0"]);
+    let lists: Vec<String> = env
+        .emu
+        .request_log()
+        .matching("/virtualMachineScaleSets/pool/virtualMachines")
+        .into_iter()
+        .filter(|e| e.path.ends_with("/virtualMachines"))
+        .map(|e| e.query.unwrap_or_default())
+        .collect();
+    assert!(
+        !lists.is_empty() && lists.iter().all(|q| q.contains("expand=instanceView")),
+        "instances listed without their instance view: {lists:?}"
     );
 
     // Power off the whole set: only instance 0 is still running.
@@ -202,10 +241,15 @@ async fn power_actions_skip_instances_already_there() {
         serde_json::json!(["0"])
     );
 
-    // Start them all, then restart (an event: sent each time).
+    // Start them all, then restart (an event: sent each time). Before the start, the set's
+    // step saw no instance running.
     let start = with(power_step(&env, "start", ""));
     let out = env.run(&start, Some("edge-3")).await;
     assert_eq!(out.status, RunStatus::Succeeded);
+    let (_, pool, _) = env.step_status(&out.run_id, "pool").await;
+    let pool = pool.unwrap();
+    assert_eq!(pool["running"], serde_json::json!([]));
+    assert_eq!(pool["instances"].as_array().unwrap().len(), 2);
     let (_, o, _) = env.step_status(&out.run_id, "power").await;
     assert!(
         o.unwrap()["instances"]

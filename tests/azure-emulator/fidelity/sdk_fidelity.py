@@ -37,7 +37,7 @@ from azure.mgmt.hybridkubernetes import ConnectedKubernetesClient
 from azure.mgmt.msi import ManagedServiceIdentityClient
 from azure.mgmt.msi.models import FederatedIdentityCredential, Identity
 from azure.mgmt.network import NetworkManagementClient
-from azure.mgmt.compute.models import VirtualMachine
+from azure.mgmt.compute.models import VirtualMachine, VirtualMachineScaleSet, VirtualMachineScaleSetVMInstanceIDs
 from azure.mgmt.hybridkubernetes.models import ConnectedCluster
 from azure.mgmt.network.models import (
     NetworkInterface,
@@ -210,6 +210,56 @@ except HttpResponseError as e:
         f"vm size error: {e.status_code} {e.error.code} {e.error.target}",
     )
 step("current VM sizes accepted, made-up ones refused (InvalidParameter, target vmSize)")
+
+# Seed 003's scale set: spot B1ls instances on an S4 OS disk (32 GB of Standard_LRS). Its
+# instances listed with `$expand=instanceView` (how azure.vmss reads their power states), one
+# powered off, its instance view read on its own too.
+pool = compute.virtual_machine_scale_sets.begin_create_or_update(
+    RG,
+    "pool1",
+    VirtualMachineScaleSet(
+        location=LOC,
+        sku={"name": "Standard_B1ls", "tier": "Standard", "capacity": 2},
+        properties={
+            "orchestrationMode": "Uniform",
+            "upgradePolicy": {"mode": "Manual"},
+            "overprovision": False,
+            "virtualMachineProfile": {
+                "priority": "Spot",
+                "evictionPolicy": "Deallocate",
+                "billingProfile": {"maxPrice": -1},
+                "osProfile": {"computerNamePrefix": "pool1", "adminUsername": "azureuser"},
+                "storageProfile": {
+                    "imageReference": {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"},
+                    "osDisk": {"createOption": "FromImage", "diskSizeGB": 32, "managedDisk": {"storageAccountType": "Standard_LRS"}},
+                },
+                "networkProfile": {"networkInterfaceConfigurations": [{"name": "nic", "properties": {
+                    "primary": True, "ipConfigurations": [{"name": "ip", "properties": {"subnet": {"id": subnet.id}}}]}}]},
+            },
+        },
+    ),
+    **POLL,
+).result()
+os_disk = pool.properties.virtual_machine_profile.storage_profile.os_disk
+check(pool.sku.name == "Standard_B1ls" and pool.sku.capacity == 2, f"pool sku {pool.sku}")
+check(os_disk.disk_size_gb == 32 and os_disk.managed_disk.storage_account_type == "Standard_LRS", f"os disk {os_disk}")
+
+
+def pool_power():
+    return {
+        v.instance_id: [s.code for s in v.properties.instance_view.statuses if s.code.startswith("PowerState/")]
+        for v in compute.virtual_machine_scale_set_vms.list(RG, "pool1", expand="instanceView")
+    }
+
+
+check(pool_power() == {"0": ["PowerState/running"], "1": ["PowerState/running"]}, f"pool power {pool_power()}")
+compute.virtual_machine_scale_sets.begin_power_off(
+    RG, "pool1", VirtualMachineScaleSetVMInstanceIDs(instance_ids=["1"]), **POLL
+).result()
+check(pool_power() == {"0": ["PowerState/running"], "1": ["PowerState/stopped"]}, f"pool power {pool_power()}")
+view = compute.virtual_machine_scale_set_vms.get_instance_view(RG, "pool1", "1")
+check("PowerState/stopped" in [s.code for s in view.statuses], f"instance view {view}")
+step("scale set (spot, S4 disk): instances with instance views, power off one")
 
 # The onboarding key pair, as `az connectedk8s connect` makes it (base64 DER PKCS#1 public key).
 agent_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -61,6 +61,7 @@ async fn official_python_sdks_drive_the_emulator() {
         "provider register + wait",
         "vm create",
         "current VM sizes accepted",
+        "scale set (spot, S4 disk)",
         "connected cluster",
         "key vault set/get",
         "aks managed cluster + agent pool + credentials",

@@ -44,10 +44,12 @@ async fn pool(remote: &Remote, selector: &(String, String)) -> Result<Vec<NodeSt
         .collect())
 }
 
+/// Drains node `name`. Pods whose deletion began over a minute ago are not waited for: on a
+/// node that is off (a stopped or evicted instance) they never finish terminating.
 async fn drain(remote: &Remote, name: &str, timeout: Duration) -> Result<(), StepError> {
     remote
         .run(&format!(
-            "KUBECONFIG={} k3s kubectl drain {} --ignore-daemonsets --delete-emptydir-data --force --timeout={}",
+            "KUBECONFIG={} k3s kubectl drain {} --ignore-daemonsets --delete-emptydir-data --force --skip-wait-for-delete-timeout=60 --timeout={}",
             shell_quote(KUBECONFIG),
             shell_quote(name),
             shell_quote(&timeout.to_string())

@@ -316,8 +316,10 @@ fn cloud_init_host_key(user_data: &str) -> Option<String> {
     key.contains("PRIVATE KEY").then_some(key)
 }
 
-/// A bare repository with a first commit under `clusters/edge`, for Flux configurations.
+/// A bare repository with a first commit under `clusters/edge`, for Flux configurations, in
+/// `dir` (created if missing). Blocking.
 fn seed_git(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     let bare = dir.join("fleet.git");
     if bare.exists() {
         return Ok(());
@@ -372,6 +374,13 @@ pub(crate) struct HostEntry {
     pub(crate) vnet_veth: String,
 }
 
+impl HostEntry {
+    /// Whether this host backs the resource `id` (ids compare ignoring case).
+    fn backs(&self, id: &str) -> bool {
+        self.vm_id.eq_ignore_ascii_case(id)
+    }
+}
+
 /// The daemon: runs until SIGTERM or SIGINT.
 pub async fn serve(dir: &Path) -> Result<(), Failure> {
     let dir = std::path::absolute(dir).map_err(|e| fail(e.to_string()))?;
@@ -383,28 +392,27 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
     let gateway = net.gateway_ip;
     let public_subnet = net.subnet.clone();
     let net = Arc::new(tokio::sync::Mutex::new(net));
-    let hosts_file = dir.join("hosts.json");
-    let hosts: Arc<std::sync::Mutex<Vec<HostEntry>>> = Arc::default();
-    std::fs::write(&hosts_file, "[]").map_err(|e| fail(e.to_string()))?;
+    let hosts = Arc::new(
+        Hosts::create(dir.join("hosts.json"))
+            .await
+            .map_err(|e| fail(e.to_string()))?,
+    );
 
     let hook = {
-        let (net, hosts, hosts_file) = (net.clone(), hosts.clone(), hosts_file.clone());
+        let (net, hosts) = (net.clone(), hosts.clone());
         let released = {
-            let (net, hosts, hosts_file) = (net.clone(), hosts.clone(), hosts_file.clone());
+            let (net, hosts) = (net.clone(), hosts.clone());
             // A deleted VM (a scale-in, a delete): its host is powered off and unlisted.
             move |resource_id: String| {
-                let (net, hosts, hosts_file) = (net.clone(), hosts.clone(), hosts_file.clone());
+                let (net, hosts) = (net.clone(), hosts.clone());
                 async move {
-                    let name = {
-                        let mut h = hosts.lock().unwrap_or_else(|p| p.into_inner());
-                        let at = h
-                            .iter()
-                            .position(|e| e.vm_id.eq_ignore_ascii_case(&resource_id));
-                        let Some(at) = at else { return };
-                        let entry = h.remove(at);
-                        save_hosts(&hosts_file, &h);
-                        entry.name
-                    };
+                    let name = hosts
+                        .change(|h| {
+                            let at = h.iter().position(|e| e.backs(&resource_id))?;
+                            Some(h.remove(at).name)
+                        })
+                        .await;
+                    let Some(name) = name else { return };
                     let n = net.lock().await;
                     if let Some(host) = n.hosts.iter().find(|x| x.name == name) {
                         let _ = host.stop().await;
@@ -420,13 +428,9 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
             move |resource_id: String, change: PowerChange| {
                 let (net, hosts) = (net.clone(), hosts.clone());
                 async move {
-                    let name = {
-                        let h = hosts.lock().unwrap_or_else(|p| p.into_inner());
-                        h.iter()
-                            .find(|e| e.vm_id.eq_ignore_ascii_case(&resource_id))
-                            .map(|e| e.name.clone())
+                    let Some(name) = hosts.name_of(&resource_id).await else {
+                        return Ok(());
                     };
-                    let Some(name) = name else { return Ok(()) };
                     let n = net.lock().await;
                     let Some(host) = n.hosts.iter().find(|x| x.name == name) else {
                         return Ok(());
@@ -443,7 +447,7 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
         };
         hook_fns_with_power(
             move |vm: VmCreated| {
-                let (net, hosts, hosts_file) = (net.clone(), hosts.clone(), hosts_file.clone());
+                let (net, hosts) = (net.clone(), hosts.clone());
                 async move {
                     if vm
                         .admin_username
@@ -503,11 +507,7 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
                     };
                     let public = IpAddr::V4(host.ip);
                     drop(n);
-                    {
-                        let mut h = hosts.lock().unwrap_or_else(|p| p.into_inner());
-                        h.push(entry);
-                        save_hosts(&hosts_file, &h);
-                    }
+                    hosts.change(|h| h.push(entry)).await;
                     eprintln!(
                         "backed VM {} with a test host at {public}",
                         vm.computer_name
@@ -539,20 +539,24 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
         .cluster_backing_hook(Arc::new(crate::sandbox_aks::Clusters::new(
             net.clone(),
             hosts.clone(),
-            hosts_file.clone(),
             dir.join("ca.pem"),
         )))
         .start()
         .await
         .map_err(|e| fail(format!("error: the Azure emulator: {e}")))?;
 
-    let existing_cluster_kubeconfig = existing_cluster(&net, &hosts, &hosts_file, &dir)
+    let existing_cluster_kubeconfig = existing_cluster(&net, &hosts, &dir)
         .await
         .map_err(|e| fail(format!("error: the sandbox's existing cluster: {e}")))?;
 
     let git_dir = dir.join("git");
-    std::fs::create_dir_all(&git_dir).map_err(|e| fail(e.to_string()))?;
-    seed_git(&git_dir).map_err(|e| fail(format!("error: the sandbox's git repository: {e}")))?;
+    let seeded = git_dir.clone();
+    // git and the file system block: off the runtime.
+    tokio::task::spawn_blocking(move || seed_git(&seeded))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|seeded| seeded)
+        .map_err(|e| fail(format!("error: the sandbox's git repository: {e}")))?;
     let port = std::net::TcpListener::bind((gateway, 0))
         .and_then(|l| l.local_addr())
         .map_err(|e| fail(e.to_string()))?
@@ -622,7 +626,7 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
         git_https_url: format!("https://{gateway}:{https_port}/fleet.git"),
         env_files: [("GIT_TOKEN".to_string(), git_token_file.clone())].into(),
         public_subnet,
-        hosts_file: hosts_file.display().to_string(),
+        hosts_file: hosts.file.display().to_string(),
         existing_cluster_kubeconfig: existing_cluster_kubeconfig.display().to_string(),
         sets: Vec::new(),
     };
@@ -660,8 +664,7 @@ pub async fn serve(dir: &Path) -> Result<(), Failure> {
 /// `existing-cluster.kubeconfig` (0600) with the host's address.
 async fn existing_cluster(
     net: &tokio::sync::Mutex<TestNet>,
-    hosts: &std::sync::Mutex<Vec<HostEntry>>,
-    hosts_file: &Path,
+    hosts: &Hosts,
     dir: &Path,
 ) -> Result<PathBuf, String> {
     let mut n = net.lock().await;
@@ -697,8 +700,7 @@ async fn existing_cluster(
         );
     let path = dir.join("existing-cluster.kubeconfig");
     write_private(&path, &kubeconfig).map_err(|e| e.to_string())?;
-    let mut h = hosts.lock().unwrap_or_else(|p| p.into_inner());
-    h.push(HostEntry {
+    let entry = HostEntry {
         name: "existing-cluster".into(),
         vm_id: String::new(),
         public_ip: host.ip.to_string(),
@@ -706,17 +708,53 @@ async fn existing_cluster(
         host_key_fingerprint: host.host_key_fingerprint.clone(),
         veth: host.veth(),
         vnet_veth: host.vnet_veth(),
-    });
-    save_hosts(hosts_file, &h);
+    };
+    drop(n);
+    hosts.change(|h| h.push(entry)).await;
     Ok(path)
 }
 
-/// Writes the hosts list (`hosts.json`) the CLI and tests read.
-pub(crate) fn save_hosts(path: &Path, hosts: &[HostEntry]) {
-    let _ = std::fs::write(
-        path,
-        serde_json::to_string_pretty(hosts).unwrap_or_default(),
-    );
+/// The sandbox's hosts, and `hosts.json` listing them for the CLI and tests.
+pub(crate) struct Hosts {
+    list: tokio::sync::Mutex<Vec<HostEntry>>,
+    file: PathBuf,
+}
+
+impl Hosts {
+    /// No hosts yet; writes the empty list.
+    async fn create(file: PathBuf) -> std::io::Result<Hosts> {
+        let hosts = Hosts {
+            list: Default::default(),
+            file,
+        };
+        hosts.write(&[]).await?;
+        Ok(hosts)
+    }
+
+    /// Changes the list and rewrites the file (best effort). The file is written while the
+    /// list is locked, so it never goes back to an older list than one written before.
+    pub(crate) async fn change<R>(&self, change: impl FnOnce(&mut Vec<HostEntry>) -> R) -> R {
+        let mut list = self.list.lock().await;
+        let out = change(&mut list);
+        let _ = self.write(&list).await;
+        out
+    }
+
+    /// The name of the host backing `resource_id`, if listed.
+    async fn name_of(&self, resource_id: &str) -> Option<String> {
+        let list = self.list.lock().await;
+        list.iter()
+            .find(|e| e.backs(resource_id))
+            .map(|e| e.name.clone())
+    }
+
+    /// Replaces the file (readers never see half a list).
+    async fn write(&self, list: &[HostEntry]) -> std::io::Result<()> {
+        let tmp = self.file.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(list).unwrap_or_default();
+        tokio::fs::write(&tmp, text).await?;
+        tokio::fs::rename(&tmp, &self.file).await
+    }
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use siteflow_azure_emulator::{ClusterBacking, ClusterBackingHook, ManagedClusterSpec};
+use siteflow_step::shell_quote;
 use siteflow_testhosts::{TestHost, TestNet, VmHostSpec};
 
-use crate::sandbox::{HostEntry, save_hosts};
+use crate::sandbox::{HostEntry, Hosts};
 
 /// One backed cluster.
 struct Backed {
@@ -32,8 +33,7 @@ struct Backed {
 /// The hook the sandbox installs in its emulator.
 pub struct Clusters {
     pub net: Arc<tokio::sync::Mutex<TestNet>>,
-    pub hosts: Arc<std::sync::Mutex<Vec<HostEntry>>>,
-    pub hosts_file: PathBuf,
+    pub hosts: Arc<Hosts>,
     /// The emulator's CA (the extension manager trusts it for the extension data plane).
     pub ca_pem_path: PathBuf,
     /// Per cluster (lower-case id), locked while a reconcile runs: two pool changes of one
@@ -44,14 +44,12 @@ pub struct Clusters {
 impl Clusters {
     pub fn new(
         net: Arc<tokio::sync::Mutex<TestNet>>,
-        hosts: Arc<std::sync::Mutex<Vec<HostEntry>>>,
-        hosts_file: PathBuf,
+        hosts: Arc<Hosts>,
         ca_pem_path: PathBuf,
     ) -> Self {
         Self {
             net,
             hosts,
-            hosts_file,
             ca_pem_path,
             backed: Default::default(),
         }
@@ -92,19 +90,13 @@ impl Clusters {
             .await
             .adopt(host)
             .map_err(|e| format!("{e:#}"))?;
-        let mut h = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        h.push(entry);
-        save_hosts(&self.hosts_file, &h);
+        self.hosts.change(|h| h.push(entry)).await;
         Ok(out)
     }
 
     /// Powers the named host off and unlists it.
     async fn release(&self, name: &str) {
-        {
-            let mut h = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-            h.retain(|e| e.name != name);
-            save_hosts(&self.hosts_file, &h);
-        }
+        self.hosts.change(|h| h.retain(|e| e.name != name)).await;
         let net = self.net.lock().await;
         // The newest host of that name: a node name comes back when a pool grows again.
         if let Some(host) = net.hosts.iter().rev().find(|x| x.name == name) {
@@ -138,7 +130,10 @@ impl Clusters {
             ));
         }
         let control_plane = name.clone();
-        let manager = extension_manager(spec, &self.ca_pem_path)?;
+        let ca = tokio::fs::read_to_string(&self.ca_pem_path)
+            .await
+            .map_err(|e| format!("{}: {e}", self.ca_pem_path.display()))?;
+        let manager = extension_manager(spec, &ca)?;
         self.host(&name, &spec.resource_id, |host| async move {
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             host.install_k3s(&[("INSTALL_K3S_VERSION", &version)], &argv)
@@ -248,17 +243,18 @@ impl Clusters {
         // (Drained, then the VM goes, then its Node object: a node deleted while its kubelet
         // still runs registers itself again.)
         for node in gone {
+            let quoted = shell_quote(&node);
             self.on(
                 &cluster.control_plane,
                 &format!(
-                    "k3s kubectl drain {node} --ignore-daemonsets --delete-emptydir-data --force >/dev/null 2>&1 || true"
+                    "k3s kubectl drain {quoted} --ignore-daemonsets --delete-emptydir-data --force >/dev/null 2>&1 || true"
                 ),
             )
             .await?;
             self.release(&node).await;
             self.on(
                 &cluster.control_plane,
-                &format!("k3s kubectl delete node {node} --ignore-not-found >/dev/null"),
+                &format!("k3s kubectl delete node {quoted} --ignore-not-found >/dev/null"),
             )
             .await?;
             cluster.nodes.remove(&node);
@@ -358,13 +354,9 @@ impl Clusters {
     }
 }
 
-/// The extension manager's chart and values Secret (YAML documents).
-fn extension_manager(
-    spec: &ManagedClusterSpec,
-    ca_pem_path: &std::path::Path,
-) -> Result<String, String> {
-    let ca = std::fs::read_to_string(ca_pem_path)
-        .map_err(|e| format!("{}: {e}", ca_pem_path.display()))?;
+/// The extension manager's chart and values Secret (YAML documents); `ca` is the emulator's
+/// CA (PEM).
+fn extension_manager(spec: &ManagedClusterSpec, ca: &str) -> Result<String, String> {
     let values = serde_json::json!({"global": {
         "resourceId": spec.resource_id,
         "extensionAgentToken": spec.extension_agent_token,

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use floor::Stats;
 use siteflow_engine::registry::Registry;
 use siteflow_engine::runner::RunStatus;
+use siteflow_step::shell_quote;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -563,7 +564,10 @@ async fn bash_test_cost(marker: &std::path::Path, n: usize) -> Result<Stats> {
             .arg("-eo")
             .arg("pipefail")
             .arg("-c")
-            .arg(format!("test -f '{}'", marker.display()))
+            .arg(format!(
+                "test -f {}",
+                shell_quote(&marker.to_string_lossy())
+            ))
             .status()
             .await?;
         if !status.success() {

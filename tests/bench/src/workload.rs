@@ -9,6 +9,7 @@ use siteflow_engine::registry::Registry;
 use siteflow_engine::runner::{NoObserver, Outcome, RunOptions, Runner};
 use siteflow_engine::state::StateStore;
 use siteflow_engine::{spec, yaml};
+use siteflow_step::shell_quote;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -60,8 +61,8 @@ pub fn workflow(shape: Shape, n: usize, failing: Option<(usize, &Path)>) -> Stri
                 }
                 let _ = writeln!(
                     y,
-                    "    retry:\n      max_attempts: 1\n    with:\n      run: |\n        test -f '{}'",
-                    marker.display()
+                    "    retry:\n      max_attempts: 1\n    with:\n      run: |\n        test -f {}",
+                    shell_quote(&marker.to_string_lossy())
                 );
             }
             _ => {

@@ -30,6 +30,23 @@ where
     check(program, &args, out)
 }
 
+/// [`run`] without blocking the async runtime (`tokio::process`).
+pub(crate) async fn run_async<I, S>(program: &str, args: I) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let out = tokio::process::Command::new(program)
+        .args(&args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| format!("cannot run {program} {}", describe(&args)))?;
+    check(program, &args, out)
+}
+
 /// Like [`run`], but ignores failures (for best-effort cleanup).
 pub(crate) fn run_quiet<I, S>(program: &str, args: I)
 where

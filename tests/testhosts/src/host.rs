@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
 use crate::cleanup::{kill_netns_processes, netns_pids};
-use crate::command::{run, shell_quote};
+use crate::command::{run_async, shell_quote};
 use crate::hostfs::{self, private_location};
 use crate::layout;
 
@@ -120,11 +120,19 @@ impl TestHost {
     }
 
     /// [`TestHost::exec_local`] that fails unless the command exits 0; returns its stdout.
+    ///
+    /// The error quotes `cmd`: pass secrets on stdin ([`TestHost::exec_local_with_input`]),
+    /// never in `cmd` (it is also the shell's argv, visible in `ps`).
     pub async fn exec_local_ok(&self, cmd: &str) -> Result<String> {
         let out = self.exec_local(cmd).await?;
+        self.succeeded(&format!("`{cmd}`"), out)
+    }
+
+    /// `out`'s stdout if it exited 0, else an error naming `what` with its status and output.
+    pub(crate) fn succeeded(&self, what: &str, out: Output) -> Result<String> {
         if !out.status.success() {
             bail!(
-                "on {}: `{cmd}` failed ({}): {}{}",
+                "on {}: {what} failed ({}): {}{}",
                 self.name,
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim(),
@@ -246,20 +254,24 @@ impl TestHost {
         if self.is_running() {
             return Ok(());
         }
-        hostfs::ensure_run_dir(&self.dir)?;
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("log/sshd.log"))?;
-        let child = self
-            .nsenter()
-            .args(["/usr/sbin/sshd", "-D", "-e"])
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("cannot start sshd")?;
+        // Directories, the log file and the spawn are blocking calls: off the runtime.
+        let (dir, mut sshd) = (self.dir.clone(), self.nsenter());
+        let child = tokio::task::spawn_blocking(move || -> Result<Child> {
+            hostfs::ensure_run_dir(&dir)?;
+            let log = File::options()
+                .create(true)
+                .append(true)
+                .open(dir.join("log/sshd.log"))?;
+            sshd.args(["/usr/sbin/sshd", "-D", "-e"])
+                .current_dir("/")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("cannot start sshd")
+        })
+        .await
+        .context("starting sshd")??;
         *self.sshd.lock().expect("sshd lock") = Some(child);
         self.wait_for_sshd(Duration::from_secs(15)).await?;
         crate::sim_install::boot_services(self).await
@@ -272,7 +284,9 @@ impl TestHost {
                 bail!(
                     "sshd on {} exited: {}",
                     self.name,
-                    std::fs::read_to_string(self.dir.join("log/sshd.log")).unwrap_or_default()
+                    tokio::fs::read_to_string(self.dir.join("log/sshd.log"))
+                        .await
+                        .unwrap_or_default()
                 );
             }
             if banner(self.ssh_addr()).await {
@@ -288,16 +302,20 @@ impl TestHost {
     /// Powers the host off: every process in it dies (sshd, sessions, services); its disk
     /// (overlay dirs) is kept and its /run and /tmp are emptied.
     pub async fn stop(&self) -> Result<()> {
-        self.kill_all();
-        hostfs::reset_run_dir(&self.dir)
+        // Waiting for the processes to die and emptying /run block: off the runtime.
+        let sshd = self.sshd.lock().expect("sshd lock").take();
+        let (netns, dir) = (self.netns.clone(), self.dir.clone());
+        tokio::task::spawn_blocking(move || {
+            power_off(sshd, &netns);
+            hostfs::reset_run_dir(&dir)
+        })
+        .await
+        .context("stopping the host")?
     }
 
+    /// Kills every process in the host, blocking until they are gone (for teardown).
     pub(crate) fn kill_all(&self) {
-        if let Some(mut child) = self.sshd.lock().expect("sshd lock").take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        kill_netns_processes(&self.netns);
+        power_off(self.sshd.lock().expect("sshd lock").take(), &self.netns);
     }
 
     /// Reboots the host ([`TestHost::stop`] then [`TestHost::start`]).
@@ -309,15 +327,25 @@ impl TestHost {
     /// Unplugs the host's network cable (link down): connections to and from it fail until
     /// [`TestHost::restore`].
     pub async fn cut(&self) -> Result<()> {
-        run("ip", ["link", "set", &self.veth(), "down"])?;
+        run_async("ip", ["link", "set", &self.veth(), "down"]).await?;
         Ok(())
     }
 
     /// Plugs the cable back in after [`TestHost::cut`].
     pub async fn restore(&self) -> Result<()> {
-        run("ip", ["link", "set", &self.veth(), "up"])?;
+        run_async("ip", ["link", "set", &self.veth(), "up"]).await?;
         Ok(())
     }
+}
+
+/// Kills a host's sshd (reaping it) and every other process in its network namespace
+/// `netns`; blocks until they are gone.
+fn power_off(sshd: Option<Child>, netns: &str) {
+    if let Some(mut child) = sshd {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    kill_netns_processes(netns);
 }
 
 /// Whether an SSH server answers at `addr` with its version banner.

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use siteflow_step::quote::is_env_name;
 
 use crate::command::shell_quote;
 use crate::host::TestHost;
@@ -96,8 +97,9 @@ impl TestHost {
         // mount namespace) may hide the build's own path, e.g. a target dir under /tmp.
         let shared = crate::layout::slot_dir(self.slot).join("k3s-sim");
         if !same_file(&self.root_path(SIM_BIN), &shared) {
-            let bin =
-                std::fs::read(k3s_sim_binary()?).context("reading the k3s simulator binary")?;
+            let bin = tokio::fs::read(k3s_sim_binary()?)
+                .await
+                .context("reading the k3s simulator binary")?;
             self.write_file(SIM_BIN, &bin, 0o755).await?;
         }
         self.write_file(INSTALL_SCRIPT, INSTALL_SH.as_bytes(), 0o755)
@@ -116,18 +118,21 @@ touch {STAND_IN_MARKER}"
     }
 
     /// Installs k3s with the install script as root on the host (a local shortcut for tests;
-    /// siteflow runs the same script over SSH). `env` are `NAME=value` pairs.
+    /// siteflow runs the same script over SSH). `env` are `NAME=value` pairs; the values may be
+    /// secrets (`K3S_TOKEN`): they reach the script through its shell's stdin, never a command
+    /// line, and errors name the variables, not their values. `args` are no secrets.
     pub async fn install_k3s(&self, env: &[(&str, &str)], args: &[&str]) -> Result<String> {
-        let mut cmd = String::from("env");
-        for (k, v) in env {
-            cmd.push_str(&format!(" {}", shell_quote(&format!("{k}={v}"))));
+        let script = install_script(env, args)?;
+        let out = self
+            .exec_local_with_input(r#"eval "$(cat)""#, script.as_bytes())
+            .await?;
+        let mut what = format!("the k3s install script (`{}`", install_command(args));
+        if !env.is_empty() {
+            let names: Vec<&str> = env.iter().map(|(k, _)| *k).collect();
+            what.push_str(&format!(" with {}", names.join(" ")));
         }
-        cmd.push_str(&format!(" sh {INSTALL_SCRIPT}"));
-        for a in args {
-            cmd.push(' ');
-            cmd.push_str(&shell_quote(a));
-        }
-        self.exec_local_ok(&cmd).await
+        what.push(')');
+        self.succeeded(&what, out)
     }
 
     /// The stand-in's counters for `unit` (`k3s` or `k3s-agent`); zero if never started.
@@ -145,6 +150,30 @@ touch {STAND_IN_MARKER}"
         }
         Ok(serde_json::from_slice(&out.stdout)?)
     }
+}
+
+/// The script [`TestHost::install_k3s`] feeds to a shell on stdin: `env` exported, then the
+/// install script run with `args` (stdin closed: it is the script's own text).
+fn install_script(env: &[(&str, &str)], args: &[&str]) -> Result<String> {
+    let mut script = String::new();
+    for (k, v) in env {
+        if !is_env_name(k) {
+            bail!("install_k3s: {k:?} is no environment variable name");
+        }
+        script.push_str(&format!("{k}={}; export {k}\n", shell_quote(v)));
+    }
+    script.push_str(&format!("exec {} </dev/null\n", install_command(args)));
+    Ok(script)
+}
+
+/// `sh <install script> <args>`, quoted.
+fn install_command(args: &[&str]) -> String {
+    let mut cmd = format!("sh {INSTALL_SCRIPT}");
+    for a in args {
+        cmd.push(' ');
+        cmd.push_str(&shell_quote(a));
+    }
+    cmd
 }
 
 /// Starts the enabled units of the `systemctl` stand-in, as systemd would at boot.

@@ -113,12 +113,18 @@ fn jwt_claims(token: &str) -> Value {
     .unwrap()
 }
 
+/// A net of one host, with the simulator installed.
+async fn one_simulator_host() -> TestNet {
+    let net = TestNet::new(1).await.unwrap();
+    net.host(0).install_k3s_simulator().await.unwrap();
+    net
+}
+
 #[tokio::test]
 async fn dropin_append_reaches_apiserver_args_and_token_issuer_and_restarts_are_counted() {
     bounded(async {
-        let net = TestNet::new(1).await.unwrap();
+        let net = one_simulator_host().await;
         let h = net.host(0);
-        h.install_k3s_simulator().await.unwrap();
         h.write_file("/etc/rancher/k3s/config.yaml", b"kube-apiserver-arg:\n  - feature-gates=Foo=true\n", 0o600).await.unwrap();
         h.install_k3s(&[], &[]).await.unwrap();
         let stats = h.service_stats("k3s").await.unwrap();
@@ -159,6 +165,62 @@ async fn dropin_append_reaches_apiserver_args_and_token_issuer_and_restarts_are_
         assert_eq!(h.exec_local_ok("systemctl is-active k3s").await.unwrap().trim(), "active");
         let after = h.service_stats("k3s").await.unwrap();
         assert_eq!((after.starts, after.restarts), (3, 2));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn install_k3s_keeps_env_values_off_command_lines_and_out_of_errors() {
+    bounded(async {
+        let net = one_simulator_host().await;
+        let h = net.host(0);
+        // Unique to this run: nothing else on the machine carries it.
+        let marker = format!("sfthsecret{}x", std::process::id());
+        let token = format!("K10{marker}::server:s3cret");
+        // A sha256sum the install script calls while it runs: it records the command line of
+        // every process on the machine, then does its job.
+        h.write_file(
+            "/usr/local/bin/sha256sum",
+            b"#!/bin/sh\nfor f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' <\"$f\" 2>/dev/null; echo; done >>/root/cmdlines\nexec /usr/bin/sha256sum \"$@\"\n",
+            0o755,
+        )
+        .await
+        .unwrap();
+        h.install_k3s(&[("K3S_URL", "https://127.0.0.1:1"), ("K3S_TOKEN", &token)], &[])
+            .await
+            .unwrap();
+        let seen = String::from_utf8(h.read_file("/root/cmdlines").await.unwrap()).unwrap();
+        assert!(
+            seen.contains(siteflow_testhosts::INSTALL_SCRIPT),
+            "recorded during the install: {seen}"
+        );
+        assert!(!seen.contains(&marker), "the token was on a command line:\n{seen}");
+        // It reached the installer all the same.
+        let env = h
+            .read_file("/etc/systemd/system/k3s-agent.service.env")
+            .await
+            .unwrap();
+        let env = String::from_utf8(env).unwrap();
+        assert!(env.contains(&token), "{env}");
+
+        // A failing install: the error says what failed, without the token.
+        let awkward = format!("{token} it's $x");
+        let err = h
+            .install_k3s(
+                &[("K3S_URL", "http://127.0.0.1:1"), ("K3S_TOKEN", &awkward)],
+                &["--node-label", "a=b"],
+            )
+            .await
+            .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("Only https:// URLs are supported"), "{err}");
+        assert!(
+            err.contains("with K3S_URL K3S_TOKEN") && err.contains("install.sh --node-label a=b`"),
+            "{err}"
+        );
+        assert!(!err.contains(&marker), "the token is in the error: {err}");
+        let bad_name = h.install_k3s(&[("K3S TOKEN", "x")], &[]).await;
+        assert!(bad_name.is_err(), "no variable name");
     })
     .await
 }

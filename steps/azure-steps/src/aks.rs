@@ -525,6 +525,32 @@ impl Step for AksStep {
                 reason: Some(format!("the managed cluster is {state}")),
             });
         }
+        // A write of this step still running (a pool scale: the profiles already say the new
+        // count while the nodes join) is not done until its operation ends.
+        if let Some(op) = Pending::load(cx).ops.keys().next() {
+            return Ok(Observed::NotSatisfied {
+                reason: Some(format!("its {op} operation is still running")),
+            });
+        }
+        if let Some(pool) = live
+            .pointer("/properties/agentPoolProfiles")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|p| {
+                p["provisioningState"]
+                    .as_str()
+                    .is_some_and(|s| !s.eq_ignore_ascii_case("Succeeded"))
+            })
+        {
+            return Ok(Observed::NotSatisfied {
+                reason: Some(format!(
+                    "pool {} is {}",
+                    pool["name"].as_str().unwrap_or("?"),
+                    pool["provisioningState"].as_str().unwrap_or("?")
+                )),
+            });
+        }
         let (cluster, pool_diffs) = differences(input, &live);
         if !cluster.is_empty() || !pool_diffs.is_empty() {
             let mut all = cluster;
@@ -638,8 +664,12 @@ impl Step for AksStep {
             .map_err(StepError::from)?;
         let (context, merged_into) = match target(cx, input) {
             Some((context, path)) => {
-                self.merge_credentials(cx, &client, input, &context, &path)
-                    .await?;
+                // A pool scale leaves the credentials as they were: fetched again only when
+                // the cluster itself was written or the kubeconfig lacks them.
+                if cluster_write || !merged(&path, &context).await? {
+                    self.merge_credentials(cx, &client, input, &context, &path)
+                        .await?;
+                }
                 (context, path.display().to_string())
             }
             None => Default::default(),

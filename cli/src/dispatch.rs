@@ -336,12 +336,39 @@ fn find_workflow(cli: &Cli, name: &str, base: Option<&Path>) -> Result<PathBuf, 
     ))
 }
 
+/// A site file and its group files (lowest first), read.
+fn read_site(path: &Path) -> Result<(SourceText, Vec<SourceText>), Failure> {
+    let site = read_source(path)?;
+    let groups = plan::site_groups(&site, &mut |p| std::fs::read_to_string(p))?;
+    Ok((site, groups))
+}
+
+/// The workflow a site's layers name, found relative to the file that names it.
+fn site_named_workflow(
+    cli: &Cli,
+    site: &SourceText,
+    groups: &[SourceText],
+) -> Result<Option<PathBuf>, Failure> {
+    let Some(w) = plan::site_workflow(site, groups)? else {
+        return Ok(None);
+    };
+    let named_in = w.loc.file.as_ref().map(|f| PathBuf::from(&f.name));
+    let base = named_in.as_deref().and_then(Path::parent);
+    find_workflow(cli, &w.value, base).map(Some)
+}
+
 fn sources(cli: &Cli, t: &Target) -> Result<Sources, Failure> {
-    let site = t.site.as_deref().map(read_source).transpose()?;
-    let wf_name = match (&t.workflow, &site) {
-        (Some(w), _) => w.clone(),
-        (None, Some(s)) => match plan::site_workflow(s)? {
-            Some(w) => w.value,
+    let (site, groups) = match t.site.as_deref() {
+        Some(p) => {
+            let (s, g) = read_site(p)?;
+            (Some(s), g)
+        }
+        None => (None, vec![]),
+    };
+    let path = match (&t.workflow, &site) {
+        (Some(w), _) => find_workflow(cli, w, t.site.as_deref().and_then(Path::parent))?,
+        (None, Some(s)) => match site_named_workflow(cli, s, &groups)? {
+            Some(p) => p,
             None => {
                 return Err(Failure::new(
                     exit::INVALID_INPUT,
@@ -356,11 +383,10 @@ fn sources(cli: &Cli, t: &Target) -> Result<Sources, Failure> {
             ));
         }
     };
-    let base = t.site.as_deref().and_then(Path::parent);
-    let path = find_workflow(cli, &wf_name, base)?;
     Ok(Sources {
         workflow: read_source(&path)?,
         site,
+        groups,
         sets: t.sets.clone(),
     })
 }
@@ -585,21 +611,34 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             let mut failed = false;
             for f in files {
                 let text = read_source(f)?;
-                let is_site = plan::site_workflow(&text).ok().flatten();
-                let src = match is_site {
-                    Some(w) => {
-                        let wf = find_workflow(&cli, &w.value, f.parent())?;
-                        Sources {
-                            workflow: read_source(&wf)?,
-                            site: Some(text),
-                            sets: vec![],
-                        }
+                // A file that names a workflow, itself or through its groups, is a site file.
+                let is_site = plan::site_workflow(&text, &[]).ok().flatten().is_some()
+                    || plan::site_groups(&text, &mut |_| Ok(String::new()))
+                        .is_ok_and(|g| !g.is_empty());
+                let src = if is_site {
+                    let (site, groups) = read_site(f)?;
+                    let Some(wf) = site_named_workflow(&cli, &site, &groups)? else {
+                        return Err(Failure::new(
+                            exit::INVALID_INPUT,
+                            format!(
+                                "error: {}: neither the site file nor its groups name a `workflow:`",
+                                f.display()
+                            ),
+                        ));
+                    };
+                    Sources {
+                        workflow: read_source(&wf)?,
+                        site: Some(site),
+                        groups,
+                        sets: vec![],
                     }
-                    None => Sources {
+                } else {
+                    Sources {
                         workflow: text,
                         site: None,
+                        groups: vec![],
                         sets: vec![],
-                    },
+                    }
                 };
                 match plan::compile_for_validate(&src, &reg) {
                     Ok(p) => {

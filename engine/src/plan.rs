@@ -24,6 +24,9 @@ pub struct Sources {
     pub workflow: SourceText,
     /// The site file's path and text, if any.
     pub site: Option<SourceText>,
+    /// The site's group files ([`site_groups`]), lowest layer first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<SourceText>,
     /// `--set key=value` overrides, in order.
     pub sets: Vec<String>,
 }
@@ -97,6 +100,8 @@ pub struct Plan {
     pub workflow: Workflow,
     /// The site name, if a site file was given.
     pub site: Option<String>,
+    /// The site's group files, lowest layer first.
+    pub groups: Vec<String>,
     /// Input values after defaults, site file and `--set`.
     pub inputs: Map<String, Value>,
     /// Declared secrets (values are read at run time).
@@ -147,22 +152,146 @@ fn source_file(t: &SourceText) -> Arc<SourceFile> {
     })
 }
 
-/// Parses a site file only, to learn which workflow it names.
-pub fn site_workflow(site: &SourceText) -> Result<Option<Located<String>>, Diagnostics> {
-    let mut diags = Diagnostics::default();
-    let node = yaml::parse(&source_file(site)).map_err(|d| Diagnostics(vec![d]))?;
-    let s = spec::parse_site(&node, &mut diags);
-    Ok(s.workflow)
+/// Parses a site file and its group files only, to learn which workflow they name: the
+/// site file's `workflow:`, else that of the highest group file naming one.
+pub fn site_workflow(
+    site: &SourceText,
+    groups: &[SourceText],
+) -> Result<Option<Located<String>>, Diagnostics> {
+    for layer in std::iter::once(site).chain(groups.iter().rev()) {
+        let mut diags = Diagnostics::default();
+        let node = yaml::parse(&source_file(layer)).map_err(|d| Diagnostics(vec![d]))?;
+        if let Some(w) = spec::parse_site(&node, &mut diags).workflow {
+            return Ok(Some(w));
+        }
+    }
+    Ok(None)
 }
 
-/// The site file's name and input values, when there is one.
-fn site_parts(
-    sources: &Sources,
+/// Group files nested deeper than this are refused (a chain this long is a mistake).
+const MAX_GROUP_DEPTH: usize = 16;
+
+/// Reads the group files a site file layers under itself, lowest layer first: a file's own
+/// `groups` come before it, in the order listed, and each path is relative to the file that
+/// lists it. A file listed again (by two groups) is layered once, where first reached; a file
+/// that includes itself is an error at the entry that closes the loop. `read` reads a file.
+pub fn site_groups(
+    site: &SourceText,
+    read: &mut dyn FnMut(&std::path::Path) -> std::io::Result<String>,
+) -> Result<Vec<SourceText>, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![normalize(std::path::Path::new(&site.path))];
+    expand_groups(site, read, &mut stack, &mut seen, &mut out, &mut diags);
+    diags.into_result(out)
+}
+
+fn expand_groups(
+    file: &SourceText,
+    read: &mut dyn FnMut(&std::path::Path) -> std::io::Result<String>,
+    stack: &mut Vec<std::path::PathBuf>,
+    seen: &mut BTreeSet<std::path::PathBuf>,
+    out: &mut Vec<SourceText>,
     diags: &mut Diagnostics,
-) -> Result<Option<spec::Site>, Diagnostics> {
-    let Some(site_src) = &sources.site else {
-        return Ok(None);
+) {
+    let node = match yaml::parse(&source_file(file)) {
+        Ok(n) => n,
+        Err(d) => return diags.push(d),
     };
+    // Other problems of this file are reported when it is compiled.
+    let listed = spec::parse_site(&node, &mut Diagnostics::default()).groups;
+    let dir = std::path::Path::new(&file.path)
+        .parent()
+        .unwrap_or(std::path::Path::new(""));
+    for entry in listed {
+        let path = dir.join(&entry.value);
+        let key = normalize(&path);
+        if let Some(at) = stack.iter().position(|p| *p == key) {
+            let chain: Vec<String> = stack[at..]
+                .iter()
+                .chain(std::iter::once(&key))
+                .map(|p| p.display().to_string())
+                .collect();
+            diags.push(
+                Diagnostic::new(
+                    entry.loc.clone(),
+                    format!("group files include each other: {}", chain.join(" → ")),
+                )
+                .help("remove one of these `groups` entries"),
+            );
+            continue;
+        }
+        if stack.len() > MAX_GROUP_DEPTH {
+            diags.push(Diagnostic::new(
+                entry.loc.clone(),
+                format!("group files are nested more than {MAX_GROUP_DEPTH} deep"),
+            ));
+            continue;
+        }
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        let text = match read(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                diags.push(
+                    Diagnostic::new(
+                        entry.loc.clone(),
+                        format!("cannot read group file {}: {e}", path.display()),
+                    )
+                    .help("a group path is relative to the file that lists it"),
+                );
+                continue;
+            }
+        };
+        let group = SourceText {
+            path: path.display().to_string(),
+            text,
+        };
+        stack.push(key);
+        expand_groups(&group, read, stack, seen, out, diags);
+        stack.pop();
+        out.push(group);
+    }
+}
+
+/// `a/./b/../c` → `a/c`, without touching the file system.
+fn normalize(p: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// The site's layers, lowest first (its group files, then the site file), each parsed.
+fn site_layers(sources: &Sources, diags: &mut Diagnostics) -> Result<Vec<spec::Site>, Diagnostics> {
+    let Some(site_src) = &sources.site else {
+        return Ok(vec![]);
+    };
+    let mut layers = Vec::with_capacity(sources.groups.len() + 1);
+    for g in &sources.groups {
+        let node = yaml::parse(&source_file(g)).map_err(|d| Diagnostics(vec![d]))?;
+        let mut group = spec::parse_site(&node, diags);
+        group.is_group = true;
+        if let Some(loc) = &group.name_loc {
+            diags.push(
+                Diagnostic::new(loc.clone(), "a group file does not name the site")
+                    .help("give `name:` in the site file"),
+            );
+        }
+        layers.push(group);
+    }
     let node = yaml::parse(&source_file(site_src)).map_err(|d| Diagnostics(vec![d]))?;
     let mut site = spec::parse_site(&node, diags);
     if site.name.is_none() {
@@ -170,7 +299,32 @@ fn site_parts(
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned());
     }
-    Ok(Some(site))
+    layers.push(site);
+    Ok(layers)
+}
+
+/// The site's name and its input values, every layer applied: a higher layer's value
+/// replaces a lower one's, object values merge key by key.
+fn site_parts(layers: &[spec::Site]) -> Option<spec::Site> {
+    let (top, below) = layers.split_last()?;
+    let mut merged = spec::Site {
+        steps: vec![],
+        secrets: vec![],
+        ..top.clone()
+    };
+    merged.inputs = vec![];
+    for layer in below.iter().chain(std::iter::once(top)) {
+        for (k, v) in &layer.inputs {
+            match merged.inputs.iter_mut().find(|(mk, _)| mk.name == k.name) {
+                Some((mk, mv)) => {
+                    *mk = k.clone();
+                    mv.merge(v);
+                }
+                None => merged.inputs.push((k.clone(), v.clone())),
+            }
+        }
+    }
+    Some(merged)
 }
 
 /// Whether expression `e` renders outside text (an input or secret) that could change a
@@ -274,19 +428,25 @@ fn compile_checked(
     let mut diags = Diagnostics::default();
     let wf_file = source_file(&sources.workflow);
     let mut root = yaml::parse(&wf_file).map_err(|d| Diagnostics(vec![d]))?;
-    let site = site_parts(sources, &mut diags)?;
-    if let Some(site) = &site {
-        spec::layer_site(&mut root, site, &mut diags);
+    let layers = site_layers(sources, &mut diags)?;
+    for layer in &layers {
+        spec::layer_site(&mut root, layer, &mut diags);
     }
     compile_layered(
         root,
         None,
-        site,
+        site_parts(&layers),
         &sources.sets,
         registry,
         diags,
         require_inputs,
     )
+    .map(|p| with_groups(p, sources))
+}
+
+fn with_groups(mut p: Plan, sources: &Sources) -> Plan {
+    p.groups = sources.groups.iter().map(|g| g.path.clone()).collect();
+    p
 }
 
 /// Compiles the layered workflow a run persisted ([`Plan::effective`]) with the run's
@@ -299,16 +459,17 @@ pub fn compile_effective(
 ) -> Result<Plan, Diagnostics> {
     let mut diags = Diagnostics::default();
     let root = Node::from_json(&effective, &Loc::default());
-    let site = site_parts(sources, &mut diags)?;
+    let layers = site_layers(sources, &mut diags)?;
     compile_layered(
         root,
         Some(effective),
-        site,
+        site_parts(&layers),
         &sources.sets,
         registry,
         diags,
         true,
     )
+    .map(|p| with_groups(p, sources))
 }
 
 /// `effective` is the persisted layered workflow when compiling for a resume: it was fully
@@ -408,6 +569,7 @@ fn compile_layered(
         effective: effective.unwrap_or_else(|| root.to_json()),
         workflow: wf,
         site: site_name,
+        groups: vec![],
         inputs,
         secrets,
         steps: planned,
@@ -1251,5 +1413,194 @@ steps:
         assert!(b.render_for_each(&ctx(0)).is_none());
         let e = a.condition_holds(&serde_json::json!({})).unwrap_err();
         assert!(!e.is_empty());
+    }
+
+    /// A file tree in memory for `site_groups`.
+    fn reader(
+        files: &[(&str, &str)],
+    ) -> impl FnMut(&std::path::Path) -> std::io::Result<String> + use<> {
+        let files: HashMap<String, String> = files
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect();
+        move |p: &std::path::Path| {
+            files
+                .get(&p.display().to_string())
+                .cloned()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        }
+    }
+
+    fn text(path: &str, text: &str) -> SourceText {
+        SourceText {
+            path: path.into(),
+            text: text.into(),
+        }
+    }
+
+    const GROUPED_WF: &str = r#"name: grouped
+inputs:
+  region: { type: string, default: west }
+  size: { type: string, default: small }
+  tags: { type: object, default: {} }
+steps:
+  - id: server
+    uses: test.deploy
+    with: { name: "${{ inputs.region }}-${{ inputs.size }}" }
+  - id: flux
+    uses: test.deploy
+    needs: [server]
+    with: { name: flux }
+"#;
+
+    fn grouped(site: &str, files: &[(&str, &str)]) -> Result<Plan, Diagnostics> {
+        let site = text("sites/edge-1.yaml", site);
+        let groups = site_groups(&site, &mut reader(files))?;
+        let registry = Registry::new().with(vec![Arc::new(Inert::<DeployInput>::new())]);
+        compile(
+            &Sources {
+                workflow: text("wf.yaml", GROUPED_WF),
+                site: Some(site),
+                groups,
+                sets: vec![],
+            },
+            &registry,
+        )
+    }
+
+    #[test]
+    fn group_files_layer_lowest_first_and_the_site_file_wins() {
+        let files = [
+            (
+                "sites/../groups/europe.yaml",
+                "groups: [base.yaml]\ninputs: { region: europe, tags: { owner: eu, tier: edge } }\nsteps:\n  server: { retry: { max_attempts: 4 } }\n  smoke: { uses: test.deploy, needs: [server], with: { name: smoke } }\n",
+            ),
+            (
+                "sites/../groups/base.yaml",
+                "workflow: grouped\ninputs: { region: base, size: medium }\nsteps:\n  flux: { timeout: 5m }\n",
+            ),
+            (
+                "sites/retail.yaml",
+                "inputs: { size: large, tags: { tier: store } }\nsteps:\n  smoke: { with: { name: smoke-retail } }\n",
+            ),
+        ];
+        let site =
+            "groups: [../groups/europe.yaml, retail.yaml]\ninputs: { tags: { site: edge-1 } }\n";
+        let groups = site_groups(&text("sites/edge-1.yaml", site), &mut reader(&files)).unwrap();
+        let paths: Vec<&str> = groups.iter().map(|g| g.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "sites/../groups/base.yaml",
+                "sites/../groups/europe.yaml",
+                "sites/retail.yaml"
+            ]
+        );
+        let p = grouped(site, &files).unwrap();
+        assert_eq!(p.site.as_deref(), Some("edge-1"));
+        assert_eq!(p.groups, paths);
+        // base < europe < retail < site: europe's region, retail's size, tags merged.
+        assert_eq!(p.inputs["region"], "europe");
+        assert_eq!(p.inputs["size"], "large");
+        assert_eq!(
+            p.inputs["tags"],
+            serde_json::json!({"owner": "eu", "tier": "store", "site": "edge-1"})
+        );
+        let server = &p.steps[p.index_of("server").unwrap()];
+        assert_eq!(server.retry.max_attempts, 4);
+        let flux = &p.steps[p.index_of("flux").unwrap()];
+        assert_eq!(flux.timeout, Some(Duration::from_secs(300)));
+        // A step a group added, customised by a higher group.
+        let smoke = &p.steps[p.index_of("smoke").unwrap()];
+        assert_eq!(smoke.with["name"], "smoke-retail");
+        // The workflow named by the lowest group.
+        let w = site_workflow(&text("sites/edge-1.yaml", site), &groups)
+            .unwrap()
+            .unwrap();
+        assert_eq!(w.value, "grouped");
+        assert_eq!(w.loc.to_string(), "sites/../groups/base.yaml:1:11");
+    }
+
+    #[test]
+    fn a_group_listed_twice_is_layered_once_where_first_reached() {
+        let files = [
+            (
+                "sites/a.yaml",
+                "groups: [common.yaml]\ninputs: { size: a }\n",
+            ),
+            ("sites/b.yaml", "groups: [common.yaml]\n"),
+            ("sites/common.yaml", "inputs: { size: common }\n"),
+        ];
+        let site = "groups: [a.yaml, b.yaml]\n";
+        let groups = site_groups(&text("sites/edge-1.yaml", site), &mut reader(&files)).unwrap();
+        let paths: Vec<&str> = groups.iter().map(|g| g.path.as_str()).collect();
+        assert_eq!(paths, ["sites/common.yaml", "sites/a.yaml", "sites/b.yaml"]);
+        assert_eq!(grouped(site, &files).unwrap().inputs["size"], "a");
+    }
+
+    #[test]
+    fn group_file_errors_are_located_in_the_group_file() {
+        let files = [(
+            "sites/europe.yaml",
+            "name: europe\ninputs: { region: europe }\nsteps:\n  servr: { retry: { max_attempts: 2 } }\n",
+        )];
+        let d = grouped("groups: [europe.yaml]\n", &files).unwrap_err();
+        let got = located(&d);
+        assert!(
+            got.contains(&"sites/europe.yaml:1:1 a group file does not name the site".to_string()),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(
+                &"sites/europe.yaml:4:3 group file customises step `servr`, which the workflow does not have"
+                    .to_string()
+            ),
+            "{got:?}"
+        );
+        let help = d.0.iter().find(|d| d.message.contains("servr")).unwrap();
+        assert!(
+            help.help.as_deref().unwrap().contains("`server`"),
+            "{help:?}"
+        );
+    }
+
+    #[test]
+    fn missing_and_looping_group_files_are_errors_at_the_entry() {
+        let files = [
+            ("sites/a.yaml", "groups: [b.yaml]\n"),
+            ("sites/b.yaml", "groups: [./a.yaml]\n"),
+        ];
+        let site = text(
+            "sites/edge-1.yaml",
+            "inputs: {}\ngroups: [a.yaml, nowhere.yaml]\n",
+        );
+        let d = site_groups(&site, &mut reader(&files)).unwrap_err();
+        let got = located(&d);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            got[0],
+            "sites/b.yaml:1:10 group files include each other: sites/a.yaml → sites/b.yaml → sites/a.yaml"
+        );
+        assert!(
+            got[1].starts_with("sites/edge-1.yaml:2:18 cannot read group file sites/nowhere.yaml"),
+            "{got:?}"
+        );
+        // A site file including itself.
+        let me = text("sites/me.yaml", "groups: [me.yaml]\n");
+        let d = site_groups(&me, &mut reader(&[])).unwrap_err();
+        assert!(
+            located(&d)[0].contains("sites/me.yaml → sites/me.yaml"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn sources_without_groups_hash_as_before() {
+        // Runs stored before group files existed keep their hash (the field is left out).
+        let s = workflow_sources("name: x\nsteps: []\n");
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json.get("groups").is_none(), "{json}");
+        let back: Sources = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
     }
 }

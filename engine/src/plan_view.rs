@@ -69,14 +69,18 @@ pub fn plan_document(p: &Plan) -> Value {
                 .collect()
         })
         .collect();
-    json!({
+    let mut doc = json!({
         "workflow": p.workflow.name,
         "site": p.site,
         "inputs": p.inputs,
         "secrets": secrets,
         "layers": layers,
         "steps": steps,
-    })
+    });
+    if !p.groups.is_empty() {
+        doc["groups"] = json!(p.groups);
+    }
+    doc
 }
 
 /// The step graph in `format`.

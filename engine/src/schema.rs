@@ -135,6 +135,9 @@ struct SiteDoc {
     description: Option<String>,
     /// The workflow (name or path).
     workflow: Option<String>,
+    /// Group files layered under this file, lowest first (paths relative to this file); a
+    /// group file has the keys of a site file except `name`.
+    groups: Option<Vec<String>>,
     /// Input values.
     inputs: Option<Map<String, Value>>,
     /// Step overrides by id, or new steps (with `uses`).

@@ -266,6 +266,7 @@ pub(crate) const SITE_KEYS: &[&str] = &[
     "name",
     "description",
     "workflow",
+    "groups",
     "inputs",
     "steps",
     "secrets",
@@ -769,6 +770,12 @@ pub struct Site {
     pub name: Option<String>,
     /// The workflow it uses (a name or path), when given.
     pub workflow: Option<Located<String>>,
+    /// Group files layered under it (paths relative to this file), lowest first.
+    pub groups: Vec<Located<String>>,
+    /// Where `name:` is written, when it is.
+    pub name_loc: Option<Loc>,
+    /// Whether this is a group file (layered under a site file) rather than the site file.
+    pub is_group: bool,
     /// Input values.
     pub inputs: Vec<(Key, Node)>,
     /// Step overrides and additions, by id.
@@ -782,13 +789,20 @@ pub fn parse_site(root: &Node, diags: &mut Diagnostics) -> Site {
     let mut site = Site {
         name: None,
         workflow: None,
+        groups: vec![],
+        name_loc: None,
+        is_group: false,
         inputs: vec![],
         steps: vec![],
         secrets: vec![],
     };
     for (k, v) in fields(root, SITE_KEYS, "the site file", diags) {
         match k.name.as_str() {
-            "name" => site.name = expect_str(v, "`name`", diags),
+            "name" => {
+                site.name = expect_str(v, "`name`", diags);
+                site.name_loc = Some(k.loc.clone());
+            }
+            "groups" => site.groups = expect_str_list(v, "`groups`", diags),
             "workflow" => {
                 site.workflow = expect_str(v, "`workflow`", diags).map(|value| Located {
                     value,
@@ -906,7 +920,12 @@ pub fn layer_site(workflow: &mut Node, site: &Site, diags: &mut Diagnostics) {
             let mut d = Diagnostic::new(
                 key.loc.clone(),
                 format!(
-                    "site file customises step `{}`, which the workflow does not have",
+                    "{} customises step `{}`, which the workflow does not have",
+                    if site.is_group {
+                        "group file"
+                    } else {
+                        "site file"
+                    },
                     key.name
                 ),
             );

@@ -56,6 +56,7 @@ pub(crate) fn workflow_sources(yaml: &str) -> Sources {
             text: yaml.into(),
         },
         site: None,
+        groups: vec![],
         sets: vec![],
     }
 }

@@ -77,6 +77,7 @@ async fn run_flaky(yaml: &str) -> (RunStatus, Vec<Duration>, StateStore, String)
             text: yaml.into(),
         },
         site: None,
+        groups: vec![],
         sets: vec![],
     };
     let plan = compile(&sources, &registry).unwrap();

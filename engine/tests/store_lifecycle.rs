@@ -110,6 +110,7 @@ async fn run_test_steps(store: &StateStore, yaml: &str) -> (Runner, Outcome) {
             text: yaml.into(),
         },
         site: None,
+        groups: vec![],
         sets: vec![],
     };
     let plan = compile(&sources, &registry).unwrap();
@@ -207,6 +208,7 @@ async fn values_saved_after_the_lease_was_lost_are_refused() {
             text: "name: w\nsteps:\n  - id: a\n    uses: test.step\n".into(),
         },
         site: None,
+        groups: vec![],
         sets: vec![],
     };
     let plan = compile(&sources, &registry).unwrap();

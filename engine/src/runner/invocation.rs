@@ -301,18 +301,9 @@ impl Runner {
                 RunError::Internal(format!("run {run_id} has unreadable sources: {e}"))
             })?;
             if reload {
-                sources.workflow.text =
-                    std::fs::read_to_string(&sources.workflow.path).map_err(|e| {
-                        RunError::Usage(format!(
-                            "--reload: cannot read {}: {e}",
-                            sources.workflow.path
-                        ))
-                    })?;
-                if let Some(site) = &mut sources.site {
-                    site.text = std::fs::read_to_string(&site.path).map_err(|e| {
-                        RunError::Usage(format!("--reload: cannot read {}: {e}", site.path))
-                    })?;
-                }
+                sources = tokio::task::spawn_blocking(move || reload_sources(sources))
+                    .await
+                    .map_err(|e| RunError::Internal(format!("reading the sources: {e}")))??;
             }
             // The step rows load on the store thread while the plan compiles on a blocking
             // thread. The persisted layered workflow spares a resume the YAML parse; the
@@ -643,6 +634,22 @@ impl Runner {
         }
         Ok(sched.status())
     }
+}
+
+/// The run's files read again (`resume --reload`): the workflow, the site file and the group
+/// files the site file lists now.
+fn reload_sources(mut sources: Sources) -> Result<Sources, RunError> {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map_err(|e| RunError::Usage(format!("--reload: cannot read {path}: {e}")))
+    };
+    sources.workflow.text = read(&sources.workflow.path)?;
+    if let Some(site) = &mut sources.site {
+        site.text = read(&site.path)?;
+        sources.groups = crate::plan::site_groups(site, &mut |p| std::fs::read_to_string(p))
+            .map_err(RunError::Invalid)?;
+    }
+    Ok(sources)
 }
 
 #[cfg(test)]

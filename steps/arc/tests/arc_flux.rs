@@ -51,6 +51,7 @@ impl Env {
                 path: "site.yaml".into(),
                 text: "name: edge-arc\n".into(),
             }),
+            groups: vec![],
             sets: vec![],
         };
         let plan = compile(&sources, &self.registry).unwrap_or_else(|e| panic!("{e:?}"));

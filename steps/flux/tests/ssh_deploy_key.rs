@@ -22,6 +22,7 @@ async fn run(store: &StateStore, registry: &Arc<Registry>, dir: &Path, yaml: &st
             text: yaml.into(),
         },
         site: None,
+        groups: vec![],
         sets: vec![],
     };
     let plan = compile(&sources, registry).unwrap_or_else(|e| panic!("{e:?}"));

@@ -59,6 +59,7 @@ async fn service_account_token_and_apply_through_a_kubeconfig_over_tls() {
                 text: yaml.into(),
             },
             site: None,
+            groups: vec![],
             sets: vec![],
         };
         let plan = compile(&sources, &registry).unwrap_or_else(|e| panic!("{e:?}"));

@@ -566,6 +566,7 @@ fn sources(path: &str, text: String, site: Option<String>) -> Sources {
             path: "site.yaml".into(),
             text,
         }),
+        groups: vec![],
         sets: vec![],
     }
 }

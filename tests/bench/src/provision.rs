@@ -198,6 +198,7 @@ async fn run_sites(args: &ProvisionArgs, dir: &Path, wf_path: &Path, wf_text: &s
                 text: wf_text.to_string(),
             },
             site: None,
+            groups: vec![],
             sets: s,
         };
         let plan = compile(&sources, &registry).map_err(|d| anyhow::anyhow!("{d}"))?;

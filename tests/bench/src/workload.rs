@@ -84,6 +84,7 @@ pub fn sources(name: &str, yaml: String) -> Sources {
             text: yaml,
         },
         site: None,
+        groups: vec![],
         sets: vec![],
     }
 }

@@ -101,6 +101,7 @@ impl Env {
                 path: "site.yaml".into(),
                 text: format!("name: {s}\n"),
             }),
+            groups: vec![],
             sets: vec![],
         }
     }

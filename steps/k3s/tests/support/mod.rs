@@ -90,6 +90,7 @@ impl Engine {
                 path: "site.yaml".into(),
                 text: s.into(),
             }),
+            groups: vec![],
             sets: vec![],
         };
         let plan = compile(&sources, &self.registry)
